@@ -1,0 +1,47 @@
+"""Backend: the array module plus the heavy ops, written once against `self.xp`.
+
+Subclasses choose `xp` and the device; a device backend overrides only the ops that have a
+custom kernel (Thinc's Ops pattern). Everything above this layer calls these methods and never
+asks which array module is underneath.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpunn.backend.ops.conv import ConvOps
+from gpunn.backend.ops.pool import PoolOps
+
+
+class Backend(ConvOps, PoolOps):
+    name: str = "generic"
+    device: str = "cpu"
+    default_dtype = np.dtype(np.float32)
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.rng = xp.random.default_rng()
+
+    # -- arrays -------------------------------------------------------------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """`a` as an array of this backend (no copy when it already is one of the right dtype)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a)
+
+    def is_native(self, a: Any) -> bool:
+        return isinstance(a, self.xp.ndarray)
+
+    def manual_seed(self, seed: int) -> None:
+        self.rng = self.xp.random.default_rng(seed)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work; a no-op on the CPU."""
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.device})"
+
+    def __repr__(self) -> str:
+        return f"<gpunn {type(self).__name__} name={self.name!r} device={self.device!r}>"

@@ -1,0 +1,85 @@
+"""im2col / col2im and convolution built on them with one GEMM per sample.
+
+Layout: `cols` is (N, C*kh*kw, OH*OW), Caffe's per-image layout, so the forward product
+W(F, C*kh*kw) @ cols gives (N, F, OH*OW), which is already NCHW: no transpose. The only
+Python loop is over the kh*kw kernel offsets; each iteration moves a whole strided slab.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend.ops.geometry import conv_output_size, window_slice
+
+Pair = tuple[int, int]
+
+
+class ConvOps:
+    xp: Any
+
+    def im2col(self, x: Any, kh: int, kw: int, stride: Pair, padding: Pair, dilation: Pair) -> Any:
+        xp = self.xp
+        n, c, h, w = x.shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        oh = conv_output_size(h, kh, sh, ph, dh)
+        ow = conv_output_size(w, kw, sw, pw, dw)
+        if ph or pw:
+            xpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+            xpad[:, :, ph:ph + h, pw:pw + w] = x
+        else:
+            xpad = x
+        cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+        for i in range(kh):
+            rows = window_slice(i * dh, sh, oh)
+            for j in range(kw):
+                cols[:, :, i, j] = xpad[:, :, rows, window_slice(j * dw, sw, ow)]
+        return cols.reshape(n, c * kh * kw, oh * ow)
+
+    def col2im(self, cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: Pair,
+               padding: Pair, dilation: Pair) -> Any:
+        xp = self.xp
+        n, c, h, w = x_shape
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        oh = conv_output_size(h, kh, sh, ph, dh)
+        ow = conv_output_size(w, kw, sw, pw, dw)
+        cols6 = cols.reshape(n, c, kh, kw, oh, ow)
+        xpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+        for i in range(kh):
+            rows = window_slice(i * dh, sh, oh)
+            for j in range(kw):
+                xpad[:, :, rows, window_slice(j * dw, sw, ow)] += cols6[:, :, i, j]
+        if ph or pw:
+            return xpad[:, :, ph:ph + h, pw:pw + w]
+        return xpad
+
+    def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
+                       dilation: Pair) -> tuple[Any, Any]:
+        """Returns (y, cols); keep cols for the backward pass."""
+        n, c, h, w = x.shape
+        f, _, kh, kw = weight.shape
+        oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+        ow = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+        if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
+            cols = x.reshape(n, c, h * w)  # a 1x1 conv needs no unfolding
+        else:
+            cols = self.im2col(x, kh, kw, stride, padding, dilation)
+        y = self.xp.matmul(weight.reshape(f, -1), cols)
+        if bias is not None:
+            y += bias.reshape(1, f, 1)
+        return y.reshape(n, f, oh, ow), cols
+
+    def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
+                        stride: Pair, padding: Pair, dilation: Pair,
+                        need_dx: bool = True) -> tuple[Any | None, Any, Any]:
+        """Returns (dx, dweight, dbias); dx is None when need_dx is False (a first layer)."""
+        xp = self.xp
+        n, f = dy.shape[:2]
+        _, c, kh, kw = weight.shape
+        dy2 = dy.reshape(n, f, -1)
+        dweight = xp.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(weight.shape)
+        dbias = dy2.sum(axis=(0, 2))
+        if not need_dx:
+            return None, dweight, dbias
+        dcols = xp.matmul(weight.reshape(f, -1).T, dy2)
+        if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
+            return dcols.reshape(x_shape), dweight, dbias
+        return self.col2im(dcols, x_shape, kh, kw, stride, padding, dilation), dweight, dbias

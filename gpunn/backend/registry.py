@@ -1,0 +1,135 @@
+"""Which backend is current: a process default (from GPUNN_BACKEND, else "auto"), overridable
+per thread by `use_backend`. Backend objects are created once per name and reused."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+
+from gpunn.backend.base import Backend
+from gpunn.backend.detect import cuda_status
+from gpunn.errors import BackendUnavailableError
+
+log = logging.getLogger("gpunn")
+
+ENV_VAR = "GPUNN_BACKEND"
+
+
+def _make_numpy() -> Backend:
+    from gpunn.backend.numpy_backend import NumpyBackend
+    return NumpyBackend()
+
+
+def _make_cupy() -> Backend:
+    status = cuda_status()
+    if not status.usable:
+        raise BackendUnavailableError(
+            f"the 'cupy' backend cannot run here: missing {status.missing} - {status.reason}")
+    from gpunn.backend.cupy_backend import CupyBackend
+    return CupyBackend()
+
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {"numpy": _make_numpy, "cupy": _make_cupy}
+_instances: dict[str, Backend] = {}
+_default: Backend | None = None
+_reason: str = ""
+_local = threading.local()
+_lock = threading.RLock()
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    """Make `name` selectable; used by optional backends such as the CUDA emulator."""
+    _FACTORIES[name] = factory
+
+
+def available_names() -> list[str]:
+    return ["auto", *_FACTORIES]
+
+
+def _resolve(name: str) -> tuple[Backend, str]:
+    if not isinstance(name, str):
+        raise TypeError(f"set_backend: argument 'name' must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key == "auto":
+        status = cuda_status()
+        if status.usable:
+            return _instance("cupy"), f"auto: {status.reason}"
+        return _instance("numpy"), f"auto: NumPy, because CuPy is not usable ({status.reason})"
+    if key not in _FACTORIES:
+        raise ValueError(f"set_backend: argument 'name' must be one of {available_names()}, got {name!r}")
+    return _instance(key), f"requested {key!r}"
+
+
+def _instance(key: str) -> Backend:
+    with _lock:
+        if key not in _instances:
+            backend = _FACTORIES[key]()
+            from gpunn.random import current_seed
+            seed = current_seed()
+            if seed is not None:
+                backend.manual_seed(seed)
+            _instances[key] = backend
+        return _instances[key]
+
+
+def get_backend() -> Backend:
+    """The backend current in this thread."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    global _default, _reason
+    if _default is None:
+        with _lock:
+            if _default is None:
+                requested = os.environ.get(ENV_VAR, "auto") or "auto"
+                _default, reason = _resolve(requested)
+                _reason = reason if requested == "auto" else f"{ENV_VAR}={requested}"
+                log.info("gpunn backend: %s (%s)", _default.name, _reason)
+    return _default
+
+
+def set_backend(name: str) -> Backend:
+    """Set the process-wide backend ("auto", "numpy", "cupy", "emulated"); returns it."""
+    global _default, _reason
+    backend, reason = _resolve(name)
+    with _lock:
+        _default, _reason = backend, reason
+    stack = getattr(_local, "stack", None)
+    if stack:
+        stack[-1] = backend
+    return backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[Backend]:
+    """Make `name` current in this thread for the duration of the block."""
+    backend, _ = _resolve(name)
+    stack = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    stack.append(backend)
+    try:
+        yield backend
+    finally:
+        stack.pop()
+
+
+def selection_reason() -> str:
+    get_backend()
+    return _reason
+
+
+def reseed_all(seed: int) -> None:
+    with _lock:
+        for backend in _instances.values():
+            backend.manual_seed(seed)
+
+
+def _reset_for_tests() -> None:
+    global _default, _reason
+    with _lock:
+        _default, _reason = None, ""
+        for key in [k for k in _instances if k != "numpy"]:
+            del _instances[key]

@@ -1,0 +1,62 @@
+"""Sequential: a chain of layers; forward in order, backward in reverse. No tape."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gpunn.layers.base import Layer
+
+
+class Sequential(Layer):
+    def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.layers: list[Layer] = []
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer: Layer) -> Sequential:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
+        self.children[str(len(self.layers))] = layer
+        self.layers.append(layer)
+        if self.input_shape is None and len(self.layers) == 1 and layer.input_shape is not None:
+            self.input_shape = layer.input_shape
+        return self
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        shape = tuple(input_shape)
+        self.input_shape = shape
+        for layer in self.layers:
+            if layer._dtype is None:
+                layer._dtype = self._dtype
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.output_shape
+        self.output_shape = shape
+        self.built = True
+
+    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
+        if self.layers:
+            self.layers[0].check_built_shape(shape, where)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if not self.layers:
+            raise RuntimeError(f"{self.name}.forward: the model has no layers; add some with add()")
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        if not self.built:
+            self.built = True
+            self.input_shape = self.layers[0].input_shape
+            self.output_shape = self.layers[-1].output_shape
+        return x
+
+    def backward(self, dy: Any) -> Any:
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy

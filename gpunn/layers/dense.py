@@ -1,0 +1,68 @@
+"""Dense: y = x @ W + b (the seeds' H(X) = XW + b), on the last axis of any rank >= 2."""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn._checks import positive_int
+from gpunn.layers.activations import get_activation
+from gpunn.layers.base import Layer
+
+
+class Dense(Layer):
+    input_ndim = None  # any rank >= 2, checked in forward
+    input_layout = "(N, ..., features)"
+
+    def __init__(self, units: int, activation: str | Layer | None = None, use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        self.units = positive_int(units, "units", "Dense")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        act = get_activation(activation)
+        if act is not None:
+            self.children["activation"] = act
+        self._x: Any = None
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        if len(input_shape) < 1:
+            raise ValueError(f"{self.name}.build: argument 'input_shape' must have at least one axis, got {input_shape}")
+        super().build(input_shape)
+        fan_in = input_shape[-1]
+        self.add_param("weight", (fan_in, self.units), self.kernel_initializer)
+        if self.use_bias:
+            self.add_param("bias", (self.units,), self.bias_initializer, fans=(fan_in, self.units))
+
+    def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*input_shape[:-1], self.units)
+
+    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
+        if shape[-1:] != self.input_shape[-1:]:
+            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[-1]} features on its last axis "
+                             f"as built, got shape {('N', *shape)}")
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        if getattr(x, "ndim", 2) < 2:
+            raise ValueError(f"{self.name}.forward: argument 'x' must have at least 2 dimensions (N, ..., features), "
+                             f"got shape {tuple(x.shape)}")
+        x = self._prepare(x)
+        self._x = x
+        y = x @ self.params["weight"].data
+        if self.use_bias:
+            y += self.params["bias"].data
+        act = self.children.get("activation")
+        return act.forward(y, training) if act is not None else y
+
+    def backward(self, dy: Any) -> Any:
+        x = self._need_cache("_x")
+        act = self.children.get("activation")
+        if act is not None:
+            dy = act.backward(dy)
+        w = self.params["weight"]
+        x2 = x.reshape(-1, x.shape[-1])
+        dy2 = dy.reshape(-1, self.units)
+        w.grad += x2.T @ dy2
+        if self.use_bias:
+            self.params["bias"].grad += dy2.sum(axis=0)
+        return dy @ w.data.T
