@@ -31,7 +31,14 @@ def _make_cupy() -> Backend:
     return CupyBackend()
 
 
-_FACTORIES: dict[str, Callable[[], Backend]] = {"numpy": _make_numpy, "cupy": _make_cupy}
+def _make_emulated() -> Backend:
+    # The CUDA-emulator backend: the CupyBackend launchers and kernels, run on NumPy arrays on the CPU.
+    from gpunn.backend.emulated import EmulatedBackend
+    return EmulatedBackend()
+
+
+_FACTORIES: dict[str, Callable[[], Backend]] = {"numpy": _make_numpy, "cupy": _make_cupy,
+                                                 "emulated": _make_emulated}
 _instances: dict[str, Backend] = {}
 _default: Backend | None = None
 _reason: str = ""

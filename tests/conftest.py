@@ -1,0 +1,48 @@
+"""Backend parametrization: every test that takes the `backend` fixture runs on NumPy, on the
+emulated CUDA backend (when the emulator can build here), and on CuPy (when a GPU answers)."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import gpunn
+from gpunn.backend import cuda_status
+
+
+@functools.lru_cache(maxsize=None)
+def _emulated_reason() -> str | None:
+    try:
+        with gpunn.use_backend("emulated"):
+            pass
+    except Exception as exc:  # missing module or compiler: report why it was skipped
+        return f"emulated backend unavailable: {exc}"
+    return None
+
+
+def _backend_params() -> list:
+    return [
+        pytest.param("numpy", id="numpy"),
+        pytest.param("emulated", id="emulated"),
+        pytest.param("cupy", id="cupy", marks=pytest.mark.gpu),
+    ]
+
+
+@pytest.fixture(params=_backend_params())
+def backend(request):
+    """The backend under test, made current for the test's duration."""
+    name = request.param
+    if name == "cupy" and not cuda_status().usable:
+        pytest.skip(f"no usable CUDA: {cuda_status().reason}")
+    if name == "emulated" and _emulated_reason():
+        pytest.skip(_emulated_reason())
+    with gpunn.use_backend(name) as be:
+        gpunn.manual_seed(0)
+        yield be
+
+
+@pytest.fixture(autouse=True)
+def _default_numpy_backend():
+    """Tests that do not ask for a backend run on NumPy, whatever GPUNN_BACKEND says."""
+    with gpunn.use_backend("numpy"):
+        yield
