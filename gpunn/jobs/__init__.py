@@ -1,0 +1,1 @@
+"""Runnable jobs behind `python -m gpunn ...`."""
