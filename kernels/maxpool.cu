@@ -1,0 +1,124 @@
+// 2-D max pooling over NCHW: forward with int32 argmax, backward by a deterministic gather.
+//
+// Algorithm
+//   forward: one thread per output (n, c, oh, ow), grid-stride. The window's top-left corner is
+//     (h0, w0) = (oh*SH - PH, ow*SW - PW). The running maximum starts at the first window offset
+//     (its value, or -inf when it lies in the padding) with argmax = h0*W + w0, and every later
+//     offset in row-major order replaces it only when strictly greater. So ties go to the first
+//     offset, padding acts as -inf, and a NaN in the first slot sticks, exactly as the reference.
+//     argmax is the flat index h*W + w inside the (n, c) input plane.
+//   backward: one thread per input pixel (n, c, h, w), grid-stride. It gathers dy from every
+//     window that contains the pixel and whose argmax names it, walking the window offsets in
+//     the reference's (i, j) order. No atomics, so overlapping windows (3x3 at stride 2) are
+//     deterministic.
+// Launch shape
+//   1-D: block 256, grid = min(ceil(total / 256), 65535), grid-stride with 64-bit indices.
+//   Scalars are all `int` (pass np.int32).
+// Bytes moved per element (float32)
+//   forward: 8 written per output (value + argmax), KH*KW*4 read per output (mostly cached).
+//   backward: 4 written per input pixel, 8 read per window covering it.
+// NumPy reference
+//   gpunn/backend/ops/pool.py PoolOps.maxpool2d_forward / maxpool2d_backward (bit-exact).
+
+template <typename T> __device__ __forceinline__ T neg_inf();
+template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
+template <> __device__ __forceinline__ double neg_inf<double>() {
+    return __longlong_as_double(0xfff0000000000000LL);
+}
+
+template <typename T>
+__device__ __forceinline__ void maxpool_fwd_impl(const T* __restrict__ x, T* __restrict__ y,
+                                                 int* __restrict__ argmax, int N, int C, int H, int W,
+                                                 int KH, int KW, int SH, int SW, int PH, int PW,
+                                                 int OH, int OW) {
+    const long long total = (long long)N * C * OH * OW;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int ow = (int)(k % OW);
+        long long r = k / OW;
+        const int oh = (int)(r % OH);
+        const long long nc = r / OH;
+        const T* plane = x + nc * H * W;
+        const int h0 = oh * SH - PH;
+        const int w0 = ow * SW - PW;
+        T best = (h0 >= 0 && h0 < H && w0 >= 0 && w0 < W) ? plane[h0 * W + w0] : neg_inf<T>();
+        int best_index = h0 * W + w0;
+        for (int i = 0; i < KH; ++i) {
+            const int h = h0 + i;
+            if (h < 0 || h >= H) continue;
+            for (int j = 0; j < KW; ++j) {
+                if (i == 0 && j == 0) continue;
+                const int w = w0 + j;
+                if (w < 0 || w >= W) continue;
+                const T v = plane[h * W + w];
+                if (v > best) {
+                    best = v;
+                    best_index = h * W + w;
+                }
+            }
+        }
+        y[k] = best;
+        argmax[k] = best_index;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void maxpool_bwd_impl(const T* __restrict__ dy, const int* __restrict__ argmax,
+                                                 T* __restrict__ dx, int N, int C, int H, int W,
+                                                 int KH, int KW, int SH, int SW, int PH, int PW,
+                                                 int OH, int OW) {
+    const long long total = (long long)N * C * H * W;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int w = (int)(k % W);
+        long long r = k / W;
+        const int h = (int)(r % H);
+        const long long nc = r / H;
+        const long long out_base = nc * OH * OW;
+        const int me = h * W + w;
+        T acc = T(0);
+        for (int i = 0; i < KH; ++i) {
+            const int hp = h + PH - i;
+            if (hp < 0 || hp % SH != 0) continue;
+            const int oh = hp / SH;
+            if (oh >= OH) continue;
+            for (int j = 0; j < KW; ++j) {
+                const int wp = w + PW - j;
+                if (wp < 0 || wp % SW != 0) continue;
+                const int ow = wp / SW;
+                if (ow >= OW) continue;
+                const long long o = out_base + (long long)oh * OW + ow;
+                if (argmax[o] == me) acc += dy[o];
+            }
+        }
+        dx[k] = acc;
+    }
+}
+
+extern "C" __global__ void maxpool2d_fwd_f32(const float* __restrict__ x, float* __restrict__ y,
+                                             int* __restrict__ argmax, int N, int C, int H, int W,
+                                             int KH, int KW, int SH, int SW, int PH, int PW,
+                                             int OH, int OW) {
+    maxpool_fwd_impl<float>(x, y, argmax, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+extern "C" __global__ void maxpool2d_fwd_f64(const double* __restrict__ x, double* __restrict__ y,
+                                             int* __restrict__ argmax, int N, int C, int H, int W,
+                                             int KH, int KW, int SH, int SW, int PH, int PW,
+                                             int OH, int OW) {
+    maxpool_fwd_impl<double>(x, y, argmax, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+extern "C" __global__ void maxpool2d_bwd_f32(const float* __restrict__ dy, const int* __restrict__ argmax,
+                                             float* __restrict__ dx, int N, int C, int H, int W,
+                                             int KH, int KW, int SH, int SW, int PH, int PW,
+                                             int OH, int OW) {
+    maxpool_bwd_impl<float>(dy, argmax, dx, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+}
+
+extern "C" __global__ void maxpool2d_bwd_f64(const double* __restrict__ dy, const int* __restrict__ argmax,
+                                             double* __restrict__ dx, int N, int C, int H, int W,
+                                             int KH, int KW, int SH, int SW, int PH, int PW,
+                                             int OH, int OW) {
+    maxpool_bwd_impl<double>(dy, argmax, dx, N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW);
+}
