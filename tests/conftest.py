@@ -5,9 +5,16 @@ from __future__ import annotations
 import functools
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 import gpunn
 from gpunn.backend import cuda_status
+
+
+# The `backend` fixture is safe to share across hypothesis examples: it only selects a backend.
+settings.register_profile("gpunn", suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None,
+                          max_examples=25, derandomize=True)
+settings.load_profile("gpunn")
 
 
 @functools.lru_cache(maxsize=None)
