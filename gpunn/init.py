@@ -8,7 +8,7 @@ host NumPy array; layers move it to their backend. Fans come from the shape unle
 
 Parameterless initializers are plain functions (`zeros`, `he_normal`, ...). Parameterized
 ones are factories that return an initializer: `constant(0.1)`, `normal(std=0.05)`,
-`uniform(limit=0.05)`. `get_initializer("normal")` uses the factory's defaults.
+`uniform(limit=0.05)`, `orthogonal(gain=1.0)`. `get_initializer("normal")` uses the factory's defaults.
 """
 from __future__ import annotations
 
@@ -94,6 +94,32 @@ def uniform(limit: float = 0.05) -> Initializer:
     return init
 
 
+def orthogonal(gain: float = 1.0) -> Initializer:
+    """A (semi-)orthogonal matrix times `gain` (Saxe et al. 2014), as PyTorch builds it: the shape is
+    flattened to (shape[0], prod(shape[1:])), the QR factor of a Gaussian matrix of that shape
+    (transposed when it has more columns than rows) is taken with the signs of R's diagonal
+    folded in, so the result is uniformly distributed. Rows (or columns, whichever are fewer)
+    are orthonormal; each entry has variance gain^2 / max(rows, cols)."""
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
+        raise ValueError(f"orthogonal: argument 'gain' must be a positive float, got {gain!r}")
+
+    def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
+        shape = _check_shape(shape)
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal: argument 'shape' must have at least 2 dimensions, got {shape}")
+        rows, cols = shape[0], int(np.prod(shape[1:]))
+        if rows == 0 or cols == 0:
+            return np.zeros(shape, dtype=dtype)
+        a = _rng(rng).standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r)) + (np.diag(r) == 0)  # sign fix; a zero diagonal keeps its column
+        if rows < cols:
+            q = q.T
+        return (gain * q).reshape(shape).astype(dtype)
+    init.__name__ = f"orthogonal(gain={gain})"
+    return init
+
+
 def small_random(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
     """N(0, 0.01^2): the seeds' first attempt; too small for deep nets."""
     return _normal(shape, dtype, rng, 0.01)
@@ -127,7 +153,8 @@ _BY_NAME: dict[str, Initializer] = {
     "kaiming_normal": kaiming_normal, "kaiming_uniform": kaiming_uniform,
     "lecun_normal": lecun_normal, "lecun_uniform": lecun_uniform,
 }
-_FACTORIES: dict[str, Callable[[], Initializer]] = {"constant": constant, "normal": normal, "uniform": uniform}
+_FACTORIES: dict[str, Callable[[], Initializer]] = {"constant": constant, "normal": normal, "uniform": uniform,
+                                                    "orthogonal": orthogonal}
 
 
 def register_initializer(name: str, init: Initializer, factory: bool = False) -> None:

@@ -127,6 +127,16 @@ class Layer:
         for child in self.children.values():
             child.trainable = value
 
+    def constraints(self) -> list[tuple[Parameter, Any]]:
+        """(parameter, constraint) pairs of this layer and its sublayers, for an optimizer to apply
+        after each step (`p.data[...] = c(p.data)`, see gpunn.constraints.apply_constraints).
+        A layer declares its own in `self.param_constraints`, a dict from param name to constraint."""
+        own = getattr(self, "param_constraints", None) or {}
+        out = [(self.params[k], c) for k, c in own.items() if k in self.params]
+        for child in self.children.values():
+            out += child.constraints()
+        return out
+
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.zero_grad()

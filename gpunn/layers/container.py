@@ -60,3 +60,8 @@ class Sequential(Layer):
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy
+
+    def regularization_loss(self) -> float:
+        """The summed weight penalties (kernel_regularizer) of every layer: add it to the data loss."""
+        from gpunn.regularizers import regularization_loss  # late: regularizers is above layers
+        return regularization_loss(self)

@@ -5,8 +5,10 @@ from typing import Any
 
 from gpunn._checks import pair, positive_int
 from gpunn.backend.ops.geometry import conv_output_size
+from gpunn.constraints import get_constraint
 from gpunn.layers.activations import get_activation
 from gpunn.layers.base import Layer
+from gpunn.regularizers import get_regularizer
 
 
 def resolve_padding(padding: Any, kernel: tuple[int, int], strides: tuple[int, int], dilation: tuple[int, int],
@@ -37,7 +39,8 @@ class Conv2D(Layer):
                  padding: str | int | tuple[int, int] = "valid", dilation: int | tuple[int, int] = 1,
                  activation: str | Layer | None = None, use_bias: bool = True, kernel_initializer: Any = "he_normal",
                  bias_initializer: Any = "zeros", input_shape: tuple[int, ...] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, kernel_regularizer: Any = None,
+                 kernel_constraint: Any = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         self.filters = positive_int(filters, "filters", "Conv2D")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2D", minimum=1)
@@ -47,6 +50,10 @@ class Conv2D(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
+        # the penalty's gradient is added in backward(); its value via gpunn.regularizers.regularization_loss
+        self.kernel_regularizer = get_regularizer(kernel_regularizer)
+        self.kernel_constraint = get_constraint(kernel_constraint)
+        self.param_constraints = {"weight": self.kernel_constraint} if self.kernel_constraint is not None else {}
         act = get_activation(activation)
         if act is not None:
             self.children["activation"] = act
@@ -95,6 +102,8 @@ class Conv2D(Layer):
         dx, dw, db = self.backend.conv2d_backward(dy, x_shape, w.data, cols, self.strides, self.padding,
                                                   self.dilation, need_dx=self.needs_input_grad)
         w.grad += dw
+        if self.kernel_regularizer is not None:
+            w.grad += self.kernel_regularizer.gradient(w.data)
         if self.use_bias:
             self.params["bias"].grad += db
         return dx

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from gpunn._checks import positive_int
+from gpunn.constraints import get_constraint
 from gpunn.layers.activations import get_activation
 from gpunn.layers.base import Layer
+from gpunn.regularizers import get_regularizer
 
 
 class Dense(Layer):
@@ -14,12 +16,17 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation: str | Layer | None = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
-                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None, kernel_regularizer: Any = None,
+                 kernel_constraint: Any = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         self.units = positive_int(units, "units", "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
+        # the penalty's gradient is added in backward(); its value via gpunn.regularizers.regularization_loss
+        self.kernel_regularizer = get_regularizer(kernel_regularizer)
+        self.kernel_constraint = get_constraint(kernel_constraint)
+        self.param_constraints = {"weight": self.kernel_constraint} if self.kernel_constraint is not None else {}
         act = get_activation(activation)
         if act is not None:
             self.children["activation"] = act
@@ -63,6 +70,8 @@ class Dense(Layer):
         x2 = x.reshape(-1, x.shape[-1])
         dy2 = dy.reshape(-1, self.units)
         w.grad += x2.T @ dy2
+        if self.kernel_regularizer is not None:
+            w.grad += self.kernel_regularizer.gradient(w.data)
         if self.use_bias:
             self.params["bias"].grad += dy2.sum(axis=0)
         return dy @ w.data.T

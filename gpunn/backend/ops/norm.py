@@ -1,4 +1,4 @@
-"""Batch normalization ops (generic, against xp). Filled in by the layer-zoo work.
+"""Batch normalization ops (generic, against xp).
 
 Contract (the fused CUDA kernels must match it):
 - batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps) -> (y, mean, invstd)
@@ -8,11 +8,85 @@ Contract (the fused CUDA kernels must match it):
 - batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps) -> y
 - batchnorm_backward(dy, x, gamma, mean, invstd) -> (dx, dgamma, dbeta), closed form, one pass
   of per-channel sums of dy and dy * xhat.
+
+Details every implementation keeps:
+- gamma and beta are always (C,) arrays (callers pass ones/zeros when there is no affine part);
+  running_mean / running_var are (C,) arrays or None.
+- Statistics are accumulated in float32 or wider (`stat_dtype`): float16 input gets float32
+  statistics, float32 and float64 keep their own. `mean` and `invstd` are returned (C,) in that
+  dtype; y and dx have x's dtype; dgamma and dbeta have gamma's dtype.
+- The variance is computed two-pass (mean first, then mean of squared deviations), which stays
+  accurate when |mean| >> std; a fused kernel may use Welford, which agrees to rounding.
+- With m = N*H*W values per channel and m == 1, the running variance takes the biased value
+  (the unbiased one is undefined); the layer refuses m == 1 in training before getting here.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+
+def _channel_axes(ndim: int) -> tuple[int, ...]:
+    return (0, *range(2, ndim))
+
+
+def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
+    return (1, c) + (1,) * (ndim - 2)
+
+
+def stat_dtype(dtype: Any) -> np.dtype:
+    """float32 or wider: the dtype batch statistics are accumulated in."""
+    return np.promote_types(np.dtype(dtype), np.float32)
+
 
 class NormOps:
     xp: Any
+
+    def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
+                                running_var: Any | None, momentum: float, eps: float) -> tuple[Any, Any, Any]:
+        xp = self.xp
+        c = x.shape[1]
+        axes, shape = _channel_axes(x.ndim), _channel_shape(x.ndim, c)
+        acc = stat_dtype(x.dtype)
+        xa = x.astype(acc, copy=False)
+        m = x.size // c
+        mean = xa.mean(axis=axes)
+        centered = xa - mean.reshape(shape)
+        var = (centered * centered).mean(axis=axes)
+        invstd = 1.0 / xp.sqrt(var + acc.type(eps))
+        scale = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
+        y = (centered * scale + beta.astype(acc, copy=False).reshape(shape)).astype(x.dtype, copy=False)
+        keep, mom = 1.0 - float(momentum), float(momentum)
+        if running_mean is not None:
+            running_mean[...] = keep * running_mean + mom * mean.astype(running_mean.dtype, copy=False)
+        if running_var is not None:
+            unbiased = var * acc.type(m / (m - 1)) if m > 1 else var
+            running_var[...] = keep * running_var + mom * unbiased.astype(running_var.dtype, copy=False)
+        return y, mean, invstd
+
+    def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
+                                eps: float) -> Any:
+        xp = self.xp
+        shape = _channel_shape(x.ndim, x.shape[1])
+        acc = stat_dtype(x.dtype)
+        invstd = 1.0 / xp.sqrt(running_var.astype(acc, copy=False) + acc.type(eps))
+        scale = gamma.astype(acc, copy=False) * invstd
+        shift = beta.astype(acc, copy=False) - running_mean.astype(acc, copy=False) * scale
+        # one multiply-add per element: y = x * scale + shift
+        return (x.astype(acc, copy=False) * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype, copy=False)
+
+    def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
+        c = x.shape[1]
+        axes, shape = _channel_axes(x.ndim), _channel_shape(x.ndim, c)
+        acc = stat_dtype(x.dtype)
+        m = x.size // c
+        xhat = (x.astype(acc, copy=False) - mean.reshape(shape)) * invstd.reshape(shape)
+        dya = dy.astype(acc, copy=False)
+        dbeta = dya.sum(axis=axes)
+        dgamma = (dya * xhat).sum(axis=axes)
+        # dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
+        k = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
+        dx = k * (dya - (dbeta.reshape(shape) + xhat * dgamma.reshape(shape)) / acc.type(m))
+        return dx.astype(x.dtype, copy=False), dgamma.astype(gamma.dtype, copy=False), \
+            dbeta.astype(gamma.dtype, copy=False)

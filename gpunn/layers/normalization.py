@@ -1,0 +1,269 @@
+"""Normalization layers: BatchNorm (through the backend's fused-able ops), LayerNorm, GroupNorm, InstanceNorm.
+
+Every layer normalizes to zero mean and unit (biased) variance over some axes, then applies a
+learned affine map gamma * xhat + beta, as PyTorch does. Backward passes are the closed forms,
+one pass of sums of dy and dy * xhat, never chained from elementwise pieces.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gpunn._checks import positive_int
+from gpunn.backend.ops.norm import stat_dtype
+from gpunn.layers.base import Layer
+
+
+def _check_eps(eps: Any, where: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"{where}: argument 'eps' must be a positive float, got {eps!r}")
+    return float(eps)
+
+
+def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
+    return (1, c) + (1,) * (ndim - 2)
+
+
+class BatchNorm(Layer):
+    """Batch normalization (Ioffe and Szegedy 2015) per channel (axis 1) over every other axis.
+
+    Works on (N, C), (N, C, L) and (N, C, H, W). Training normalizes with the batch mean and
+    biased variance and updates `running_mean` / `running_var` (unbiased variance, momentum as in
+    PyTorch); inference uses the running statistics. With `track_running_stats=False` batch
+    statistics are used in both modes. A layer whose `trainable` is False (frozen for transfer
+    learning) uses its running statistics even in training mode and leaves them unchanged.
+    """
+
+    input_ndim = (2, 3, 4)
+    input_layout = "(N, C), (N, C, L) or (N, C, H, W)"
+
+    def __init__(self, num_features: int | None = None, momentum: float = 0.1, eps: float = 1e-5,
+                 affine: bool = True, track_running_stats: bool = True,
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        where = "BatchNorm"
+        self.num_features = None if num_features is None else positive_int(num_features, "num_features", where)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{where}: argument 'momentum' must be a float in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self.eps = _check_eps(eps, where)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self._cache: Any = None
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        c = input_shape[0]
+        if self.num_features is not None and c != self.num_features:
+            raise ValueError(f"{self.name}.build: argument 'x' must have {self.num_features} channels (axis 1), "
+                             f"got per-sample shape {tuple(input_shape)}")
+        super().build(input_shape)
+        self.num_features = c
+        if self.affine:
+            self.add_param("gamma", (c,), "ones")
+            self.add_param("beta", (c,), "zeros")
+        if self.track_running_stats:
+            xp = self.backend.xp
+            self.buffers["running_mean"] = xp.zeros((c,), dtype=self.dtype)
+            self.buffers["running_var"] = xp.ones((c,), dtype=self.dtype)
+
+    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
+        if shape[0] != self.input_shape[0]:
+            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[0]} channels (axis 1) as built, "
+                             f"got shape {('N', *shape)}")
+        if len(shape) != len(self.input_shape):
+            raise ValueError(f"{where}: argument 'x' must have {len(self.input_shape) + 1} dimensions as built, "
+                             f"got shape {('N', *shape)}")
+
+    def _affine(self, dtype: Any) -> tuple[Any, Any]:
+        if self.affine:
+            return self.params["gamma"].data, self.params["beta"].data
+        xp = self.backend.xp
+        return xp.ones((self.num_features,), dtype=dtype), xp.zeros((self.num_features,), dtype=dtype)
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        x = self._prepare(x)
+        be = self.backend
+        gamma, beta = self._affine(x.dtype)
+        use_batch = (training and self.trainable) or not self.track_running_stats
+        if use_batch:
+            if x.size // x.shape[1] < 2:
+                raise ValueError(f"{self.name}.forward: training needs more than one value per channel to estimate "
+                                 f"a variance; got argument 'x' of shape {tuple(x.shape)}")
+            rm = self.buffers.get("running_mean") if training else None
+            rv = self.buffers.get("running_var") if training else None
+            y, mean, invstd = be.batchnorm_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps)
+        else:
+            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+            y = be.batchnorm_forward_infer(x, gamma, beta, rm, rv, self.eps)
+            # the statistics are constants here, so backward is the affine map's
+            acc = stat_dtype(x.dtype)
+            mean = rm.astype(acc, copy=False)
+            invstd = 1.0 / be.xp.sqrt(rv.astype(acc, copy=False) + acc.type(self.eps))
+        self._cache = (x, gamma, mean, invstd, use_batch)
+        return y
+
+    def backward(self, dy: Any) -> Any:
+        x, gamma, mean, invstd, use_batch = self._need_cache("_cache")
+        if use_batch:
+            dx, dgamma, dbeta = self.backend.batchnorm_backward(dy, x, gamma, mean, invstd)
+        else:
+            shape = _channel_shape(x.ndim, x.shape[1])
+            axes = (0, *range(2, x.ndim))
+            xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+            dgamma, dbeta = (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+            dx = (dy * (gamma * invstd).reshape(shape)).astype(x.dtype, copy=False)
+        if self.affine:
+            self.params["gamma"].grad += dgamma
+            self.params["beta"].grad += dbeta
+        return dx
+
+
+def _normalize(x3: Any, eps: float, xp: Any) -> tuple[Any, Any]:
+    """Normalize x3 over its last axis: (xhat, invstd) with invstd keeping a trailing axis of 1."""
+    acc = stat_dtype(x3.dtype)
+    xa = x3.astype(acc, copy=False)
+    centered = xa - xa.mean(axis=-1, keepdims=True)
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    invstd = 1.0 / xp.sqrt(var + acc.type(eps))
+    return centered * invstd, invstd
+
+
+def _normalize_backward(dxhat: Any, xhat: Any, invstd: Any) -> Any:
+    """dx from d(xhat) for a normalization over the last axis (closed form, one pass of sums)."""
+    m = xhat.shape[-1]
+    s1 = dxhat.sum(axis=-1, keepdims=True)
+    s2 = (dxhat * xhat).sum(axis=-1, keepdims=True)
+    return invstd * (dxhat - (s1 + xhat * s2) / m)
+
+
+class LayerNorm(Layer):
+    """Normalize each sample over its last `normalized_ndim` axes; gamma and beta have those axes' shape."""
+
+    def __init__(self, normalized_ndim: int = 1, eps: float = 1e-5, affine: bool = True,
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        self.normalized_ndim = positive_int(normalized_ndim, "normalized_ndim", "LayerNorm")
+        self.eps = _check_eps(eps, "LayerNorm")
+        self.affine = bool(affine)
+        self._cache: Any = None
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        k = self.normalized_ndim
+        if len(input_shape) < k:
+            raise ValueError(f"{self.name}.build: argument 'x' must have at least {k} axes after the batch axis "
+                             f"for normalized_ndim={k}, got per-sample shape {tuple(input_shape)}")
+        super().build(input_shape)
+        norm_shape = tuple(input_shape[len(input_shape) - k:])
+        if self.affine:
+            self.add_param("gamma", norm_shape, "ones")
+            self.add_param("beta", norm_shape, "zeros")
+
+    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
+        k = self.normalized_ndim
+        want = self.input_shape[len(self.input_shape) - k:]
+        if len(shape) < k or tuple(shape[len(shape) - k:]) != want:
+            raise ValueError(f"{where}: argument 'x' must end in axes {want} as built, got shape {('N', *shape)}")
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        x = self._prepare(x)
+        k = self.normalized_ndim
+        lead = x.shape[:x.ndim - k]
+        xhat, invstd = _normalize(x.reshape(*lead, -1), self.eps, self.backend.xp)
+        xhat = xhat.reshape(x.shape)
+        self._cache = (xhat, invstd)
+        if not self.affine:
+            return xhat.astype(x.dtype, copy=False)
+        y = xhat * self.params["gamma"].data + self.params["beta"].data
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy: Any) -> Any:
+        xhat, invstd = self._need_cache("_cache")
+        k = self.normalized_ndim
+        lead_axes = tuple(range(dy.ndim - k))
+        if self.affine:
+            self.params["gamma"].grad += (dy * xhat).sum(axis=lead_axes)
+            self.params["beta"].grad += dy.sum(axis=lead_axes)
+            dxhat = dy * self.params["gamma"].data
+        else:
+            dxhat = dy
+        lead = dy.shape[:dy.ndim - k]
+        dx = _normalize_backward(dxhat.reshape(*lead, -1), xhat.reshape(*lead, -1), invstd)
+        return dx.reshape(dy.shape).astype(dy.dtype, copy=False)
+
+
+class GroupNorm(Layer):
+    """Split the channels (axis 1) into `groups` and normalize each sample's group over its channels
+    and spatial axes (Wu and He 2018). gamma and beta are per channel. groups must divide C."""
+
+    input_ndim = (2, 3, 4)
+    input_layout = "(N, C), (N, C, L) or (N, C, H, W)"
+
+    def __init__(self, groups: int, eps: float = 1e-5, affine: bool = True,
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+        super().__init__(input_shape=input_shape, name=name)
+        self.groups = positive_int(groups, "groups", type(self).__name__)
+        self.eps = _check_eps(eps, type(self).__name__)
+        self.affine = bool(affine)
+        self._cache: Any = None
+
+    def _groups_for(self, channels: int) -> int:
+        return self.groups
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        c = input_shape[0]
+        g = self._groups_for(c)
+        if c % g:
+            raise ValueError(f"{self.name}.build: argument 'groups'={g} must divide the number of channels, "
+                             f"got {c} channels (per-sample shape {tuple(input_shape)})")
+        super().build(input_shape)
+        if self.affine:
+            self.add_param("gamma", (c,), "ones")
+            self.add_param("beta", (c,), "zeros")
+
+    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
+        if shape[0] != self.input_shape[0]:
+            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[0]} channels (axis 1) as built, "
+                             f"got shape {('N', *shape)}")
+
+    def forward(self, x: Any, training: bool = False) -> Any:
+        x = self._prepare(x)
+        n, c = x.shape[:2]
+        g = self._groups_for(c)
+        xhat, invstd = _normalize(x.reshape(n, g, -1), self.eps, self.backend.xp)
+        xhat = xhat.reshape(x.shape)
+        self._cache = (xhat, invstd, g)
+        if not self.affine:
+            return xhat.astype(x.dtype, copy=False)
+        shape = _channel_shape(x.ndim, c)
+        y = xhat * self.params["gamma"].data.reshape(shape) + self.params["beta"].data.reshape(shape)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy: Any) -> Any:
+        xhat, invstd, g = self._need_cache("_cache")
+        n, c = dy.shape[:2]
+        shape = _channel_shape(dy.ndim, c)
+        if self.affine:
+            axes = (0, *range(2, dy.ndim))
+            self.params["gamma"].grad += (dy * xhat).sum(axis=axes)
+            self.params["beta"].grad += dy.sum(axis=axes)
+            dxhat = dy * self.params["gamma"].data.reshape(shape)
+        else:
+            dxhat = dy
+        dx = _normalize_backward(dxhat.reshape(n, g, -1), xhat.reshape(n, g, -1), invstd)
+        return dx.reshape(dy.shape).astype(dy.dtype, copy=False)
+
+
+class InstanceNorm(GroupNorm):
+    """Normalize each sample's channel over its spatial axes (Ulyanov et al. 2016): GroupNorm with one
+    group per channel. Unlike PyTorch's InstanceNorm2d (affine=False by default), the learned
+    per-channel affine map is on by default, matching the other layers here."""
+
+    input_ndim = (3, 4)
+    input_layout = "(N, C, L) or (N, C, H, W)"
+
+    def __init__(self, eps: float = 1e-5, affine: bool = True, input_shape: tuple[int, ...] | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(1, eps=eps, affine=affine, input_shape=input_shape, name=name)
+
+    def _groups_for(self, channels: int) -> int:
+        return channels
