@@ -1,4 +1,9 @@
-"""The GPU backend: CuPy. Imported only when this backend is selected, never by `import gpunn`."""
+"""The GPU backend: CuPy. Imported only when this backend is selected, never by `import gpunn`.
+
+The ops that have a CUDA kernel (kernels/*.cu) run through the launchers in cuda_ops.py; the
+kernels compile with NVRTC through cupy.RawModule on first use. `CupyBackend(use_kernels=False)`
+(or a set of op names) routes ops back to the generic CuPy implementation, for comparisons.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,17 +11,22 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend.base import Backend
+from gpunn.backend.kernel_backend import KernelOpsMixin, UseKernels
+
+# NVRTC options for every kernel module: C++17, and no fast-math so results track the reference.
+NVRTC_OPTIONS = ("--std=c++17",)
 
 
-class CupyBackend(Backend):
+class CupyBackend(KernelOpsMixin, Backend):
     name = "cupy"
 
-    def __init__(self) -> None:
+    def __init__(self, use_kernels: UseKernels = True) -> None:
         import cupy  # noqa: PLC0415 - deliberate late import, see module docstring
 
         super().__init__(cupy)
         self._cupy = cupy
         self.device = f"cuda:{cupy.cuda.Device().id}"
+        self._init_kernels(lambda code: cupy.RawModule(code=code, options=NVRTC_OPTIONS), use_kernels)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         return self._cupy.asarray(a, dtype=dtype)

@@ -1,0 +1,262 @@
+"""Launchers for the CUDA kernels in kernels/*.cu, shared by CupyBackend and EmulatedBackend.
+
+Each launcher takes a `KernelCache` (whose loader is `cupy.RawModule` or `gpunn.emu.RawModule`)
+and the array module `xp`, checks every argument before launch (type, dtype, shape, contiguity,
+writability, geometry, int32 range), allocates the outputs, computes a grid that is right for any
+size (grid-stride kernels, grid capped below every grid-dimension limit) and passes each scalar as
+the exact numpy type the kernel declares: CuPy would pass a Python int as int64 and a float as
+double, which silently corrupts an `int` / `float` parameter.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gpunn._checks import pair
+from gpunn.backend.kernel_source import KernelCache
+from gpunn.backend.ops.geometry import conv_output_size
+
+Pair = tuple[int, int]
+
+BLOCK = 256  # threads per block for every kernel here; batchnorm.cu's BN_BLOCK must equal it
+MAX_GRID = 65535  # below every architecture's gridDim.x limit; the kernels grid-stride over the rest
+ADAM_CHUNK = 1 << 30  # adam's `n` is an int: bigger buffers are updated in several launches
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+SUPPORTED_DTYPES = tuple(_SUFFIX)
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+# -- argument checks --------------------------------------------------------------------------
+def _check_array(xp: Any, a: Any, name: str, where: str, dtype: Any = None, shape: tuple[int, ...] | None = None,
+                 ndim: int | tuple[int, ...] | None = None, writable: bool = False) -> None:
+    if not isinstance(a, xp.ndarray):
+        raise TypeError(f"{where}: argument '{name}' must be a {xp.__name__}.ndarray, got {type(a).__name__}")
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        raise TypeError(f"{where}: argument '{name}' must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if a.ndim not in allowed:
+            raise ValueError(f"{where}: argument '{name}' must have {' or '.join(map(str, allowed))} dimensions, "
+                             f"got shape {tuple(a.shape)}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{where}: argument '{name}' must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{where}: argument '{name}' must be C-contiguous (the kernel indexes it as a flat "
+                         "buffer); pass xp.ascontiguousarray(...)")
+    if writable and not getattr(a.flags, "writeable", True):
+        raise ValueError(f"{where}: argument '{name}' is updated in place and must be writable")
+
+
+def _suffix(a: Any, name: str, where: str) -> str:
+    suffix = _SUFFIX.get(np.dtype(a.dtype))
+    if suffix is None:
+        raise TypeError(f"{where}: argument '{name}' must be float32 or float64 for the CUDA kernels, got {a.dtype}")
+    return suffix
+
+
+def _i32(value: int, name: str, where: str) -> np.int32:
+    if not 0 <= int(value) <= INT32_MAX:
+        raise ValueError(f"{where}: '{name}' = {value} does not fit the kernel's int parameter (0..{INT32_MAX})")
+    return np.int32(value)
+
+
+def _shape4(shape: Any, name: str, where: str) -> tuple[int, int, int, int]:
+    if not (isinstance(shape, (tuple, list)) and len(shape) == 4
+            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)):
+        raise ValueError(f"{where}: argument '{name}' must be 4 positive ints (N, C, H, W), got {shape!r}")
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def grid_for(total: int) -> int:
+    """Blocks for a grid-stride kernel over `total` items: enough to cover it, never over MAX_GRID."""
+    return max(1, min(math.ceil(total / BLOCK), MAX_GRID))
+
+
+def _geometry(where: str, h: int, w: int, kh: int, kw: int, stride: Any, padding: Any,
+              dilation: Any = (1, 1)) -> tuple[Pair, Pair, Pair, int, int]:
+    kh = pair(kh, "kh", where, minimum=1)[0]
+    kw = pair(kw, "kw", where, minimum=1)[0]
+    stride = pair(stride, "stride", where, minimum=1)
+    padding = pair(padding, "padding", where, minimum=0)
+    dilation = pair(dilation, "dilation", where, minimum=1)
+    oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_output_size(w, kw, stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{where}: input of spatial size {(h, w)} gives an empty output for kernel {(kh, kw)}, "
+                         f"stride {stride}, padding {padding}, dilation {dilation}")
+    if h * w > INT32_MAX or oh * ow > INT32_MAX:
+        raise ValueError(f"{where}: spatial plane {(h, w)} is too large for int32 indexing")
+    return stride, padding, dilation, oh, ow
+
+
+def _ints(where: str, **values: int) -> list[np.int32]:
+    return [_i32(v, k, where) for k, v in values.items()]
+
+
+# -- im2col.cu --------------------------------------------------------------------------------
+def im2col(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, stride: Any, padding: Any,
+           dilation: Any) -> Any:
+    where = "im2col"
+    _check_array(xp, x, "x", where, ndim=4)
+    sfx = _suffix(x, "x", where)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
+    cols = xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    if cols.size:
+        fn = kernels.function("im2col", f"im2col_{sfx}")
+        fn((grid_for(cols.size),), (BLOCK,), (x, cols, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
+                                                                 PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+    return cols
+
+
+def col2im(kernels: KernelCache, xp: Any, cols: Any, x_shape: Any, kh: int, kw: int, stride: Any, padding: Any,
+           dilation: Any) -> Any:
+    where = "col2im"
+    n, c, h, w = _shape4(x_shape, "x_shape", where)
+    (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
+    _check_array(xp, cols, "cols", where, shape=(n, c * kh * kw, oh * ow))
+    sfx = _suffix(cols, "cols", where)
+    x = xp.empty((n, c, h, w), dtype=cols.dtype)
+    fn = kernels.function("im2col", f"col2im_{sfx}")
+    fn((grid_for(x.size),), (BLOCK,), (cols, x, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
+                                                           PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+    return x
+
+
+# -- maxpool.cu -------------------------------------------------------------------------------
+def maxpool2d_forward(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, stride: Any,
+                      padding: Any) -> tuple[Any, Any]:
+    where = "maxpool2d_forward"
+    _check_array(xp, x, "x", where, ndim=4)
+    sfx = _suffix(x, "x", where)
+    n, c, h, w = x.shape
+    (sh, sw), (ph, pw), _, oh, ow = _geometry(where, h, w, kh, kw, stride, padding)
+    y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = xp.empty((n, c, oh, ow), dtype=np.int32)
+    if y.size:
+        fn = kernels.function("maxpool", f"maxpool2d_fwd_{sfx}")
+        fn((grid_for(y.size),), (BLOCK,), (x, y, argmax, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh,
+                                                                   SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)))
+    return y, argmax
+
+
+def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_shape: Any, kh: int, kw: int,
+                       stride: Any, padding: Any) -> Any:
+    where = "maxpool2d_backward"
+    n, c, h, w = _shape4(x_shape, "x_shape", where)
+    (sh, sw), (ph, pw), _, oh, ow = _geometry(where, h, w, kh, kw, stride, padding)
+    _check_array(xp, dy, "dy", where, shape=(n, c, oh, ow))
+    sfx = _suffix(dy, "dy", where)
+    _check_array(xp, argmax, "argmax", where, dtype=np.int32, shape=(n, c, oh, ow))
+    dx = xp.empty((n, c, h, w), dtype=dy.dtype)
+    fn = kernels.function("maxpool", f"maxpool2d_bwd_{sfx}")
+    fn((grid_for(dx.size),), (BLOCK,), (dy, argmax, dx, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh,
+                                                               SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)))
+    return dx
+
+
+# -- batchnorm.cu -----------------------------------------------------------------------------
+def _bn_layout(xp: Any, x: Any, where: str, name: str = "x") -> tuple[str, int, int, int]:
+    """(dtype suffix, N, C, S) for (N, C) or (N, C, H, W) input, S = H*W (1 for 2-D)."""
+    _check_array(xp, x, name, where, ndim=(2, 4))
+    sfx = _suffix(x, name, where)
+    n, c = x.shape[:2]
+    s = int(np.prod(x.shape[2:], dtype=np.int64)) if x.ndim == 4 else 1
+    if n < 1 or c < 1 or s < 1:
+        raise ValueError(f"{where}: argument '{name}' must be non-empty, got shape {tuple(x.shape)}")
+    return sfx, n, c, s
+
+
+def _per_channel(xp: Any, where: str, dtype: Any, c: int, writable: bool = False, **arrays: Any) -> None:
+    for name, a in arrays.items():
+        _check_array(xp, a, name, where, dtype=dtype, shape=(c,), writable=writable)
+
+
+def batchnorm_forward_train(kernels: KernelCache, xp: Any, x: Any, gamma: Any, beta: Any, running_mean: Any,
+                            running_var: Any, momentum: float, eps: float) -> tuple[Any, Any, Any]:
+    where = "batchnorm_forward_train"
+    sfx, n, c, s = _bn_layout(xp, x, where)
+    _per_channel(xp, where, x.dtype, c, gamma=gamma, beta=beta)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{where}: arguments 'running_mean' and 'running_var' must both be arrays or both None")
+    update = running_mean is not None
+    if update:
+        _per_channel(xp, where, x.dtype, c, writable=True, running_mean=running_mean, running_var=running_var)
+    if not 0.0 <= float(momentum) <= 1.0:
+        raise ValueError(f"{where}: argument 'momentum' must be in [0, 1], got {momentum!r}")
+    if not float(eps) > 0.0:
+        raise ValueError(f"{where}: argument 'eps' must be > 0, got {eps!r}")
+    scalar = x.dtype.type
+    y = xp.empty_like(x)
+    mean = xp.empty((c,), dtype=x.dtype)
+    invstd = xp.empty((c,), dtype=x.dtype)
+    # With no running statistics the kernel never touches those pointers; pass the saved buffers.
+    rm, rv = (running_mean, running_var) if update else (mean, invstd)
+    fn = kernels.function("batchnorm", f"bn_fwd_train_{sfx}")
+    fn((min(c, MAX_GRID),), (BLOCK,), (x, gamma, beta, y, mean, invstd, rm, rv,
+                                       *_ints(where, N=n, C=c, S=s), scalar(momentum), scalar(eps),
+                                       np.int32(1 if update else 0)))
+    return y, mean, invstd
+
+
+def batchnorm_forward_infer(kernels: KernelCache, xp: Any, x: Any, gamma: Any, beta: Any, running_mean: Any,
+                            running_var: Any, eps: float) -> Any:
+    where = "batchnorm_forward_infer"
+    sfx, n, c, s = _bn_layout(xp, x, where)
+    _per_channel(xp, where, x.dtype, c, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    if not float(eps) > 0.0:
+        raise ValueError(f"{where}: argument 'eps' must be > 0, got {eps!r}")
+    y = xp.empty_like(x)
+    fn = kernels.function("batchnorm", f"bn_fwd_infer_{sfx}")
+    fn((grid_for(y.size),), (BLOCK,), (x, gamma, beta, running_mean, running_var, y,
+                                       *_ints(where, N=n, C=c, S=s), x.dtype.type(eps)))
+    return y
+
+
+def batchnorm_backward(kernels: KernelCache, xp: Any, dy: Any, x: Any, gamma: Any, mean: Any,
+                       invstd: Any) -> tuple[Any, Any, Any]:
+    where = "batchnorm_backward"
+    sfx, n, c, s = _bn_layout(xp, x, where)
+    _check_array(xp, dy, "dy", where, dtype=x.dtype, shape=x.shape)
+    _per_channel(xp, where, x.dtype, c, gamma=gamma, mean=mean, invstd=invstd)
+    dx = xp.empty_like(x)
+    dgamma = xp.empty((c,), dtype=x.dtype)
+    dbeta = xp.empty((c,), dtype=x.dtype)
+    fn = kernels.function("batchnorm", f"bn_bwd_{sfx}")
+    fn((min(c, MAX_GRID),), (BLOCK,), (dy, x, gamma, mean, invstd, dx, dgamma, dbeta, *_ints(where, N=n, C=c, S=s)))
+    return dx, dgamma, dbeta
+
+
+# -- adam.cu ----------------------------------------------------------------------------------
+def adam_step(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float,
+              beta2: float, eps: float, weight_decay: float, step: int, decoupled: bool,
+              zero_grad: bool = False) -> None:
+    where = "adam_step"
+    _check_array(xp, param, "param", where, ndim=1, writable=True)
+    sfx = _suffix(param, "param", where)
+    for name, a in (("grad", grad), ("m", m), ("v", v)):
+        _check_array(xp, a, name, where, dtype=param.dtype, shape=param.shape, writable=True)
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"{where}: argument 'step' must be an int >= 1, got {step!r}")
+    for name, val, lo, hi in (("beta1", beta1, 0.0, 1.0), ("beta2", beta2, 0.0, 1.0)):
+        if not lo <= float(val) < hi:
+            raise ValueError(f"{where}: argument '{name}' must be in [0, 1), got {val!r}")
+    for name, val in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+        if not (math.isfinite(float(val)) and float(val) >= 0.0):
+            raise ValueError(f"{where}: argument '{name}' must be a finite number >= 0, got {val!r}")
+    t = param.dtype.type
+    # Bias corrections in double on the host, once; the kernel only multiplies and divides.
+    step_size = float(lr) / (1.0 - float(beta1) ** int(step))
+    bc2_sqrt = math.sqrt(1.0 - float(beta2) ** int(step))
+    l2 = 0.0 if decoupled else float(weight_decay)
+    decay = 1.0 - float(lr) * float(weight_decay) if decoupled else 1.0
+    scalars = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(eps), t(step_size),
+               t(bc2_sqrt), t(l2), t(decay), np.int32(1 if zero_grad else 0))
+    fn = kernels.function("adam", f"adam_step_{sfx}")
+    total = param.size
+    for start in range(0, total, ADAM_CHUNK):
+        stop = min(start + ADAM_CHUNK, total)
+        chunk = (param[start:stop], grad[start:stop], m[start:stop], v[start:stop])
+        fn((grid_for(stop - start),), (BLOCK,), (*chunk, np.int32(stop - start), *scalars))

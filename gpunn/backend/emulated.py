@@ -1,0 +1,34 @@
+"""The emulated CUDA backend: NumPy arrays, with the kernels of kernels/*.cu compiled by the host
+C++ compiler against gpunn/emu/cuda_emu.h and run on the CPU.
+
+It runs the very launcher code CupyBackend runs (gpunn/backend/cuda_ops.py), so the tests and CI
+prove the CUDA path (grids, argument packing, kernel arithmetic) without a GPU. It is slow: one
+fiber per CUDA thread. Use it for tests, not for training.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from gpunn.backend.base import Backend
+from gpunn.backend.kernel_backend import KernelOpsMixin, UseKernels
+from gpunn.errors import BackendUnavailableError
+
+
+class EmulatedBackend(KernelOpsMixin, Backend):
+    name = "emulated"
+    device = "cpu-emulated-cuda"
+
+    def __init__(self, use_kernels: UseKernels = True) -> None:
+        if shutil.which("g++") is None:
+            raise BackendUnavailableError(
+                "the 'emulated' backend cannot run here: missing the C++ compiler g++ (needed to build the CUDA "
+                "kernels for the CPU emulator); install g++ (e.g. apt-get install g++)")
+        try:
+            from gpunn import emu  # noqa: PLC0415 - only this backend needs the emulator
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"the 'emulated' backend cannot run here: the CUDA emulator gpunn.emu does not import ({exc})") from exc
+        super().__init__(np)
+        self._init_kernels(lambda code: emu.RawModule(code), use_kernels)

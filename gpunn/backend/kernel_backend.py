@@ -1,0 +1,131 @@
+"""KernelOpsMixin: the backend ops that have a CUDA kernel, switchable per op.
+
+Mixed in before `Backend` by CupyBackend (kernels through cupy.RawModule) and EmulatedBackend
+(the same kernels through gpunn.emu.RawModule), so the switch logic and the launcher calls exist
+once. When an op is switched off, or its arrays have a dtype the kernels do not cover (anything
+but float32 / float64), the generic implementation inherited from gpunn/backend/ops/*.py runs.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from gpunn.backend import cuda_ops
+from gpunn.backend.kernel_source import KernelCache, ModuleLoader
+
+KERNEL_OPS: frozenset[str] = frozenset({
+    "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
+    "batchnorm_forward_infer", "batchnorm_backward", "adam_step",
+})
+
+UseKernels = bool | Iterable[str]
+
+
+def resolve_use_kernels(use_kernels: UseKernels, where: str = "use_kernels") -> frozenset[str]:
+    """True -> every kernel op, False -> none, or a collection of op names from KERNEL_OPS."""
+    if isinstance(use_kernels, bool):
+        return KERNEL_OPS if use_kernels else frozenset()
+    if isinstance(use_kernels, str) or not isinstance(use_kernels, Iterable):
+        raise TypeError(f"{where}: argument 'use_kernels' must be True, False or a set of op names from "
+                        f"{sorted(KERNEL_OPS)}, got {use_kernels!r}")
+    ops = frozenset(use_kernels)
+    unknown = sorted(op for op in ops if op not in KERNEL_OPS)
+    if unknown:
+        raise ValueError(f"{where}: argument 'use_kernels' names ops without a kernel: {unknown}; "
+                         f"expected a subset of {sorted(KERNEL_OPS)}")
+    return ops
+
+
+class KernelOpsMixin:
+    xp: Any
+    kernels: KernelCache
+    _kernel_ops: frozenset[str]
+
+    def _init_kernels(self, loader: ModuleLoader, use_kernels: UseKernels) -> None:
+        self._kernel_ops = resolve_use_kernels(use_kernels, type(self).__name__)
+        self.kernels = KernelCache(loader)  # nothing compiles until a kernel op first runs
+
+    @property
+    def use_kernels(self) -> frozenset[str]:
+        """The ops currently routed to the CUDA kernels."""
+        return self._kernel_ops
+
+    @use_kernels.setter
+    def use_kernels(self, value: UseKernels) -> None:
+        self._kernel_ops = resolve_use_kernels(value, type(self).__name__)
+
+    def _kernel_for(self, op: str, *arrays: Any) -> bool:
+        if op not in self._kernel_ops:
+            return False
+        return all(a.dtype in cuda_ops.SUPPORTED_DTYPES for a in arrays)
+
+    def _contig(self, a: Any) -> Any:
+        """Read-only inputs may arrive as strided views; the kernels index flat buffers."""
+        return self.xp.ascontiguousarray(a)
+
+    # -- convolution ------------------------------------------------------------------------
+    def im2col(self, x: Any, kh: int, kw: int, stride: Any, padding: Any, dilation: Any) -> Any:
+        if not self._kernel_for("im2col", x):
+            return super().im2col(x, kh, kw, stride, padding, dilation)  # type: ignore[misc]
+        return cuda_ops.im2col(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding, dilation)
+
+    def col2im(self, cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: Any,
+               padding: Any, dilation: Any) -> Any:
+        if not self._kernel_for("col2im", cols):
+            return super().col2im(cols, x_shape, kh, kw, stride, padding, dilation)  # type: ignore[misc]
+        n, c = x_shape[0], x_shape[1]
+        # The generic accepts any layout that reshapes to (N, C*kh*kw, OH*OW); so does this.
+        cols = self._contig(cols).reshape(n, c * kh * kw, -1)
+        return cuda_ops.col2im(self.kernels, self.xp, cols, x_shape, kh, kw, stride, padding, dilation)
+
+    # -- pooling ----------------------------------------------------------------------------
+    def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Any, padding: Any) -> tuple[Any, Any]:
+        if not self._kernel_for("maxpool2d_forward", x):
+            return super().maxpool2d_forward(x, kh, kw, stride, padding)  # type: ignore[misc]
+        return cuda_ops.maxpool2d_forward(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding)
+
+    def maxpool2d_backward(self, dy: Any, argmax: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int,
+                           stride: Any, padding: Any) -> Any:
+        if not self._kernel_for("maxpool2d_backward", dy):
+            return super().maxpool2d_backward(dy, argmax, x_shape, kh, kw, stride, padding)  # type: ignore[misc]
+        return cuda_ops.maxpool2d_backward(self.kernels, self.xp, self._contig(dy), self._contig(argmax), x_shape,
+                                           kh, kw, stride, padding)
+
+    # -- batch norm -------------------------------------------------------------------------
+    def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
+                                momentum: float, eps: float) -> tuple[Any, Any, Any]:
+        if not self._kernel_for("batchnorm_forward_train", x, gamma, beta):
+            return super().batchnorm_forward_train(  # type: ignore[misc]
+                x, gamma, beta, running_mean, running_var, momentum, eps)
+        # Running statistics are updated in place, so they are passed as they are (the launcher
+        # rejects a non-contiguous one rather than silently updating a copy).
+        return cuda_ops.batchnorm_forward_train(self.kernels, self.xp, self._contig(x), self._contig(gamma),
+                                                self._contig(beta), running_mean, running_var, momentum, eps)
+
+    def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
+                                eps: float) -> Any:
+        if not self._kernel_for("batchnorm_forward_infer", x, gamma, beta, running_mean, running_var):
+            return super().batchnorm_forward_infer(  # type: ignore[misc]
+                x, gamma, beta, running_mean, running_var, eps)
+        c = self._contig
+        return cuda_ops.batchnorm_forward_infer(self.kernels, self.xp, c(x), c(gamma), c(beta), c(running_mean),
+                                                c(running_var), eps)
+
+    def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
+        if not self._kernel_for("batchnorm_backward", dy, x, gamma, mean, invstd):
+            return super().batchnorm_backward(dy, x, gamma, mean, invstd)  # type: ignore[misc]
+        c = self._contig
+        return cuda_ops.batchnorm_backward(self.kernels, self.xp, c(dy), c(x), c(gamma), c(mean), c(invstd))
+
+    # -- optimizers -------------------------------------------------------------------------
+    def adam_step(self, param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, step: int, decoupled: bool, zero_grad: bool = False,
+                  max_v: Any = None) -> None:
+        # AMSGrad keeps a fourth buffer; it is rare enough that the generic path serves it.
+        if max_v is not None or not self._kernel_for("adam_step", param):
+            return super().adam_step(  # type: ignore[misc]
+                param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, zero_grad=zero_grad,
+                max_v=max_v)
+        cuda_ops.adam_step(self.kernels, self.xp, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+                           decoupled, zero_grad)
+        return None

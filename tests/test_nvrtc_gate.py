@@ -1,0 +1,194 @@
+"""The NVRTC compile gate: every kernels/*.cu compiles for sm_80 and sm_90 with no register spills.
+
+NVRTC is driven through ctypes on libnvrtc from the `nvidia-cuda-nvrtc-cu12` wheel, so no driver or
+GPU is needed (CuPy's compile path needs a driver). The CUBIN is built with `--ptxas-options=-v`,
+whose log gives the registers, shared memory and spills per kernel; an NVRTC too old for that
+option still gets the compile check, and the spill check is skipped with a reason.
+
+Run `python tests/test_nvrtc_gate.py` to print the per-kernel table.
+"""
+from __future__ import annotations
+
+import ctypes
+import re
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
+ARCHS = ("sm_80", "sm_90")
+BASE_OPTIONS = ("--std=c++17",)
+
+
+def _find_libnvrtc() -> Path | None:
+    roots = {Path(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    roots.update(Path(p) for p in sys.path if p.endswith("site-packages"))
+    for root in sorted(roots):
+        libdir = root / "nvidia" / "cuda_nvrtc" / "lib"
+        for pattern in ("libnvrtc.so.*", "libnvrtc.so", "nvrtc64_*.dll"):
+            hits = sorted(p for p in libdir.glob(pattern) if ".alt." not in p.name and "builtins" not in p.name)
+            if hits:
+                return hits[0]
+    return None
+
+
+@dataclass
+class CompileResult:
+    ok: bool
+    log: str
+    cubin_bytes: int
+
+
+class Nvrtc:
+    def __init__(self, path: Path) -> None:
+        self.lib = ctypes.CDLL(str(path))
+        self.path = path
+
+    def version(self) -> tuple[int, int]:
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+        return major.value, minor.value
+
+    def compile(self, source: str, name: str, options: tuple[str, ...]) -> CompileResult:
+        lib = self.lib
+        prog = ctypes.c_void_p()
+        rc = lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None)
+        assert rc == 0, f"nvrtcCreateProgram failed with code {rc}"
+        try:
+            opts = [o.encode() for o in options]
+            rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+            size = ctypes.c_size_t()
+            lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            lib.nvrtcGetProgramLog(prog, buf)
+            log = buf.value.decode(errors="replace")
+            cubin = ctypes.c_size_t(0)
+            if rc == 0:
+                lib.nvrtcGetCUBINSize(prog, ctypes.byref(cubin))
+            return CompileResult(rc == 0, log, cubin.value)
+        finally:
+            lib.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+@dataclass
+class KernelStats:
+    name: str
+    registers: int
+    smem_bytes: int
+    stack_bytes: int
+    spill_stores: int
+    spill_loads: int
+
+
+_ENTRY = re.compile(r"Compiling entry function '(\w+)'")
+_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def parse_ptxas_log(log: str) -> list[KernelStats]:
+    """Per-kernel figures from a `ptxas -v` log (the same text NVRTC returns with --ptxas-options=-v)."""
+    stats: list[KernelStats] = []
+    current: dict | None = None
+    for line in log.splitlines():
+        if m := _ENTRY.search(line):
+            current = {"name": m.group(1), "stack": 0, "st": 0, "ld": 0}
+        elif current is not None and (m := _FRAME.search(line)):
+            current["stack"], current["st"], current["ld"] = (int(g) for g in m.groups())
+        elif current is not None and (m := _USED.search(line)):
+            stats.append(KernelStats(current["name"], int(m.group(1)), int(m.group(2) or 0), current["stack"],
+                                     current["st"], current["ld"]))
+            current = None
+    return stats
+
+
+_LIB = _find_libnvrtc()
+needs_nvrtc = pytest.mark.skipif(_LIB is None, reason="the nvidia-cuda-nvrtc wheel is not installed here")
+SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
+
+
+@pytest.fixture(scope="module")
+def nvrtc() -> Nvrtc:
+    assert _LIB is not None
+    return Nvrtc(_LIB)
+
+
+def _compile_verbose(nvrtc: Nvrtc, source: str, name: str, arch: str) -> tuple[CompileResult, bool]:
+    """Compile to CUBIN with ptxas -v when this NVRTC supports it; returns (result, verbose_ok)."""
+    opts = (f"--gpu-architecture={arch}", *BASE_OPTIONS)
+    result = nvrtc.compile(source, name, (*opts, "--ptxas-options=-v"))
+    if result.ok or "ptxas-options" not in result.log:
+        return result, result.ok
+    return nvrtc.compile(source, name, opts), False  # old NVRTC: compile check only
+
+
+def test_every_family_has_a_source() -> None:
+    assert {p.stem for p in SOURCES} >= {"im2col", "maxpool", "batchnorm", "adam"}
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_kernel_compiles_without_spills(nvrtc: Nvrtc, path: Path, arch: str) -> None:
+    source = path.read_text(encoding="utf-8")
+    result, verbose = _compile_verbose(nvrtc, source, path.name, arch)
+    assert result.ok, f"NVRTC rejected {path.name} for {arch}:\n{result.log}"
+    assert result.cubin_bytes > 0
+    if not verbose:
+        pytest.skip(f"NVRTC {nvrtc.version()} has no --ptxas-options; compiled, spill check skipped")
+    stats = parse_ptxas_log(result.log)
+    declared = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', source))
+    assert {s.name for s in stats} == declared, f"ptxas log does not cover every kernel of {path.name}"
+    for s in stats:
+        print(f"{arch} {path.name:14s} {s.name:22s} regs={s.registers:3d} smem={s.smem_bytes:5d}B "
+              f"stack={s.stack_bytes}B spills={s.spill_stores}/{s.spill_loads}")
+        assert s.spill_stores == 0 and s.spill_loads == 0, f"{s.name} spills registers on {arch}: {s}"
+        assert s.stack_bytes == 0, f"{s.name} uses a {s.stack_bytes}-byte stack frame on {arch}"
+
+
+@needs_nvrtc
+def test_gate_catches_nvrtc_only_errors(nvrtc: Nvrtc) -> None:
+    # g++ would accept INFINITY from <cmath>; NVRTC has no such macro. The gate must see the difference.
+    bad = 'extern "C" __global__ void k(float* x) { x[0] = -INFINITY; }'
+    result = nvrtc.compile(bad, "bad.cu", ("--gpu-architecture=sm_90",))
+    assert not result.ok and "INFINITY" in result.log
+
+
+@needs_nvrtc
+def test_gate_reports_spills(nvrtc: Nvrtc) -> None:
+    # Starving a real kernel of registers forces spills: the parser must see them, or the gate is blind.
+    source = (KERNEL_DIR / "im2col.cu").read_text(encoding="utf-8")
+    result = nvrtc.compile(source, "im2col.cu", ("--gpu-architecture=sm_90", "--maxrregcount=16",
+                                                 "--ptxas-options=-v"))
+    if not result.ok and "ptxas-options" in result.log:
+        pytest.skip("no --ptxas-options in this NVRTC")
+    assert result.ok, result.log
+    stats = parse_ptxas_log(result.log)
+    assert stats and any(s.spill_stores > 0 for s in stats), stats
+
+
+def main() -> int:
+    if _LIB is None:
+        print("nvidia-cuda-nvrtc wheel not installed; nothing to check")
+        return 0
+    nv, failures = Nvrtc(_LIB), 0
+    print(f"NVRTC {nv.version()} from {nv.path}")
+    for arch in ARCHS:
+        for path in SOURCES:
+            result, verbose = _compile_verbose(nv, path.read_text(encoding="utf-8"), path.name, arch)
+            if not result.ok:
+                failures += 1
+                print(f"FAIL {arch} {path.name}\n{result.log}")
+                continue
+            for s in parse_ptxas_log(result.log) if verbose else []:
+                bad = s.spill_stores or s.spill_loads or s.stack_bytes
+                failures += bool(bad)
+                print(f"{'SPILL' if bad else 'ok':5s} {arch} {path.name:14s} {s.name:22s} regs={s.registers:3d} "
+                      f"smem={s.smem_bytes:5d}B spills={s.spill_stores}/{s.spill_loads}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
