@@ -1,0 +1,227 @@
+"""DataLoader: mini-batches on the current backend's device, prepared one step ahead in a thread.
+
+Why a thread: gathering a batch, augmenting it on the host and copying it to the device take
+time that the training step (mostly BLAS or a GPU kernel, both of which release the GIL) can
+overlap. The queue is bounded, so at most `prefetch` batches wait in memory.
+
+Reproducibility: epoch e of a loader with seed s shuffles with `default_rng([s, e])` and feeds
+its transforms `default_rng([s, e, 1])`, so a run replays exactly whatever the thread timing.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from gpunn.backend import Backend, get_backend
+from gpunn.random import host_rng
+
+_END = object()
+
+
+class _Failure:
+    """An exception raised in the producer thread, carried to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _call_transform(transform: Callable, xb: np.ndarray, rng: np.random.Generator) -> Any:
+    from gpunn.data.transforms import Transform  # late: transforms does not need the loader
+
+    return transform(xb, rng=rng) if isinstance(transform, Transform) else transform(xb)
+
+
+class DataLoader:
+    """Iterate over (x, y) in mini-batches; each `for` loop over the loader is one epoch.
+
+    - `x`, `y`: host arrays with the samples on axis 0 (`y` may be None: batches are then x only).
+    - `shuffle`, `seed`: a fresh permutation per epoch, reproducible from the seed (seed None draws
+      one from gpunn's host generator, so `gpunn.manual_seed` makes it reproducible too).
+    - `drop_last`: skip a final batch smaller than `batch_size`.
+    - `transform`: applied on the host to each x batch (a `gpunn.data.transforms.Transform` gets
+      the epoch's generator; any other callable is called as `transform(xb)`).
+    - `prefetch`: batches prepared ahead in a background thread; 0 prepares them inline.
+    - `to_device`: move batches to the current backend with `asarray` (the backend current in the
+      thread that starts the epoch).
+    """
+
+    def __init__(self, x: Any, y: Any = None, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+                 drop_last: bool = False, transform: Callable | None = None, prefetch: int = 2,
+                 to_device: bool = True) -> None:
+        where = "DataLoader"
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if not hasattr(x, "shape") or len(x.shape) == 0:
+            raise TypeError(f"{where}: argument 'x' must be an array with samples on axis 0, got {type(x).__name__}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{where}: argument 'x' is empty (shape {tuple(x.shape)}); expected at least one sample")
+        if y is not None:
+            if isinstance(y, (list, tuple)):
+                y = np.asarray(y)
+            if not hasattr(y, "shape") or len(y.shape) == 0 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"{where}: argument 'y' must have {x.shape[0]} samples on axis 0 to match x, "
+                                 f"got shape {getattr(y, 'shape', None)}")
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"{where}: argument 'batch_size' must be a positive int, got {batch_size!r}")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+            raise ValueError(f"{where}: argument 'seed' must be a non-negative int or None, got {seed!r}")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"{where}: argument 'transform' must be callable or None, got {type(transform).__name__}")
+        if not isinstance(prefetch, (int, np.integer)) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValueError(f"{where}: argument 'prefetch' must be an int >= 0, got {prefetch!r}")
+        self.x, self.y = x, y
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed) if seed is not None else int(host_rng().integers(2**62))
+        self.drop_last = bool(drop_last)
+        self.transform = transform
+        self.prefetch = int(prefetch)
+        self.to_device = bool(to_device)
+        self.epoch = 0  # the epoch the next iteration runs; advanced by each __iter__
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.x.shape[0])
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration replay epoch `epoch` (for resuming)."""
+        self.epoch = int(epoch)
+
+    def batch_indices(self, epoch: int) -> list[np.ndarray]:
+        """The sample indices of each batch of `epoch`."""
+        n = self.num_samples
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        stop = len(self) * self.batch_size if self.drop_last else n
+        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+
+    def make_batch(self, idx: np.ndarray, rng: np.random.Generator, backend: Backend | None) -> Any:
+        xb = self.x[idx]
+        if self.transform is not None:
+            xb = _call_transform(self.transform, xb, rng)
+        yb = self.y[idx] if self.y is not None else None
+        if backend is not None:
+            xb = backend.asarray(xb)
+            yb = backend.asarray(yb) if yb is not None else None
+        return xb if yb is None else (xb, yb)
+
+    def __iter__(self) -> _BatchIterator:
+        epoch = self.epoch
+        self.epoch += 1
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        backend = get_backend() if self.to_device else None  # captured here: backends are per thread
+        return _BatchIterator(self, self.batch_indices(epoch), rng, backend)
+
+    def __repr__(self) -> str:
+        return (f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"drop_last={self.drop_last}, batches={len(self)}, prefetch={self.prefetch})")
+
+
+class _BatchIterator(Iterator):
+    """One epoch. Closes its thread on exhaustion, on error, on close()/`with`, or when collected."""
+
+    _POLL = 0.05  # seconds between checks of the stop flag while blocked on the queue
+
+    def __init__(self, loader: DataLoader, batches: list[np.ndarray], rng: np.random.Generator,
+                 backend: Backend | None) -> None:
+        self._loader, self._batches, self._rng, self._backend = loader, batches, rng, backend
+        self._next = 0
+        self._done = False
+        self._thread: threading.Thread | None = None
+        if loader.prefetch > 0 and batches:
+            self._queue: queue.Queue = queue.Queue(maxsize=loader.prefetch)
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._produce, name="gpunn-DataLoader-prefetch", daemon=True)
+            self._thread.start()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    # -- producer (background thread) ------------------------------------------------------------
+    def _produce(self) -> None:
+        try:
+            for idx in self._batches:
+                if self._stop.is_set() or not self._put(self._loader.make_batch(idx, self._rng, self._backend)):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # carried to the consumer, which re-raises it
+            self._put(_Failure(exc))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=self._POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- consumer ---------------------------------------------------------------------------------
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        if self._thread is None:  # inline mode
+            if self._next >= len(self._batches):
+                self._done = True
+                raise StopIteration
+            idx = self._batches[self._next]
+            self._next += 1
+            return self._loader.make_batch(idx, self._rng, self._backend)
+        while True:
+            try:
+                item = self._queue.get(timeout=self._POLL)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    self.close()
+                    raise RuntimeError("DataLoader: the prefetch thread ended without delivering the epoch") from None
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            exc = item.exc
+            if hasattr(exc, "add_note"):
+                exc.add_note("(raised while preparing a batch in the DataLoader's prefetch thread)")
+            raise exc
+        self._next += 1
+        return item
+
+    def close(self) -> None:
+        """Stop the prefetch thread and wait for it; safe to call more than once."""
+        self._done = True
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        thread.join()
+        # keep __next__ from taking the inline path after close
+        self._batches = []
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def __enter__(self) -> _BatchIterator:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing useful left to do
+            pass
