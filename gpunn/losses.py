@@ -1,11 +1,21 @@
-"""Losses: `forward(pred, target)` returns a Python float, `backward()` returns dL/dpred.
+"""Losses: `forward(pred, target)` returns the loss, `backward()` returns dL/dpred.
 
-Reduction is the mean over the batch (MSE: over all elements, as in PyTorch). Class-label
-targets may be ints or floats holding integer values; one-hot (or soft) targets are accepted
-where they make sense.
+Every loss first computes an unreduced loss (per element, or per sample for the class losses
+and SumSquaredError) and its gradient, then reduces it by `reduction`:
+- "mean" (the default): the batch mean. Elementwise losses (MSE, MAE, Huber, BinaryCrossEntropy)
+  average over all elements, as PyTorch and Keras do; per-sample losses average over N.
+- "sum": the sum. SumSquaredError defaults to it (the seeds' 1/2 * sum (t - o)^2).
+- "none": forward returns the unreduced array (on the current backend) and backward(dloss)
+  takes the upstream gradient of that array (ones when omitted, i.e. the gradient of its sum).
+With "mean" and "sum", forward returns a Python float and backward(dloss=1.0) takes an optional
+scalar multiplier.
+
+Class-label targets may be ints or floats holding integer values; one-hot (or soft) targets are
+accepted where they make sense. Sums are accumulated in float32 or wider.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -13,30 +23,69 @@ import numpy as np
 from gpunn._checks import check_float_array
 from gpunn.backend import get_backend
 
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _acc(dtype: Any) -> np.dtype:
+    return np.promote_types(np.dtype(dtype), np.float32)
+
+
+def _nonneg(value: Any, name: str, where: str, positive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < 0 or (positive and value == 0):
+        want = "a positive" if positive else "a non-negative"
+        raise ValueError(f"{where}: argument '{name}' must be {want} float, got {value!r}")
+    return float(value)
+
 
 class Loss:
-    def __init__(self) -> None:
+    default_reduction = "mean"
+
+    def __init__(self, reduction: str | None = None) -> None:
+        reduction = self.default_reduction if reduction is None else reduction
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{self.name}: argument 'reduction' must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
         self._cache: Any = None
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
-    def __call__(self, pred: Any, target: Any) -> float:
+    def __call__(self, pred: Any, target: Any) -> Any:
         return self.forward(pred, target)
 
-    def forward(self, pred: Any, target: Any) -> float:
+    def forward(self, pred: Any, target: Any) -> Any:
         raise NotImplementedError
 
-    def backward(self) -> Any:
+    def backward(self, dloss: Any = None) -> Any:
         if self._cache is None:
             raise RuntimeError(f"{self.name}.backward: called before forward(); run forward first")
-        return self._backward()
+        grad, per_shape, denom = self._cache
+        if self.reduction == "none":
+            if dloss is None:
+                return grad
+            be = get_backend()
+            d = dloss if be.is_native(dloss) else be.asarray(np.asarray(dloss))
+            if tuple(d.shape) != tuple(per_shape):
+                raise ValueError(f"{self.name}.backward: argument 'dloss' must have the shape of the unreduced loss "
+                                 f"{tuple(per_shape)}, got {tuple(d.shape)}")
+            d = d.astype(grad.dtype, copy=False)
+            return grad * d.reshape(tuple(per_shape) + (1,) * (grad.ndim - len(per_shape)))
+        scale = 1.0 if dloss is None else float(dloss)
+        if self.reduction == "mean":
+            scale /= denom
+        return grad * grad.dtype.type(scale) if scale != 1.0 else grad
 
-    def _backward(self) -> Any:
-        raise NotImplementedError
+    # -- shared pieces ----------------------------------------------------------------------------
+    def _finish(self, per: Any, grad: Any, denom: int) -> Any:
+        """Keep the unreduced gradient and reduce the unreduced loss `per`."""
+        self._cache = (grad, tuple(per.shape), denom)
+        if self.reduction == "none":
+            return per
+        total = float(per.sum(dtype=_acc(per.dtype)))
+        return total / denom if self.reduction == "mean" else total
 
-    # -- shared validation ----------------------------------------------------------------------
     def _pred(self, pred: Any, ndim: int | tuple[int, ...] | None = None, layout: str = "") -> Any:
         be = get_backend()
         if isinstance(pred, (list, tuple)):
@@ -55,6 +104,13 @@ class Loss:
             raise TypeError(f"{self.name}.forward: argument 'target' must be numeric, got dtype {target.dtype}")
         return target.astype(dtype, copy=False) if dtype is not None else target
 
+    def _same_shape_target(self, pred: Any, target: Any) -> Any:
+        target = self._target(target, pred.dtype)
+        if target.shape != pred.shape:
+            raise ValueError(f"{self.name}.forward: argument 'target' must have the shape of pred {pred.shape}, "
+                             f"got {target.shape}")
+        return target
+
 
 def class_indices(target: Any, num_classes: int, where: str) -> Any:
     """Validate class labels (ints, or floats holding integers) in [0, num_classes)."""
@@ -70,62 +126,184 @@ def class_indices(target: Any, num_classes: int, where: str) -> Any:
     return labels
 
 
-class SoftmaxCrossEntropy(Loss):
-    """Cross-entropy on logits via log-sum-exp; targets are class labels (N,) or probabilities (N, C)."""
+def _class_probs(target: Any, pred: Any, where: str) -> Any:
+    """Labels (N,) -> one-hot rows; (N, C) probability rows pass through."""
+    xp = get_backend().xp
+    n, c = pred.shape
+    if target.ndim == 1:
+        if target.shape[0] != n:
+            raise ValueError(f"{where}: argument 'target' must have {n} labels to match pred {pred.shape}, "
+                             f"got shape {target.shape}")
+        labels = class_indices(target, c, where)
+        probs = xp.zeros_like(pred)
+        probs[xp.arange(n), labels] = 1
+        return probs
+    if target.shape == pred.shape:
+        return target.astype(pred.dtype, copy=False)
+    raise ValueError(f"{where}: argument 'target' must be labels of shape ({n},) or one-hot of shape "
+                     f"{pred.shape}, got shape {target.shape}")
 
-    def forward(self, pred: Any, target: Any) -> float:
+
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy on logits via log-sum-exp; targets are class labels (N,) or probabilities (N, C).
+
+    `label_smoothing` = eps mixes the target with the uniform distribution, as PyTorch does:
+    q = (1 - eps) * target + eps / C."""
+
+    def __init__(self, label_smoothing: float = 0.0, reduction: str | None = None) -> None:
+        super().__init__(reduction)
+        self.label_smoothing = _nonneg(label_smoothing, "label_smoothing", self.name)
+        if self.label_smoothing > 1:
+            raise ValueError(f"{self.name}: argument 'label_smoothing' must be in [0, 1], got {label_smoothing!r}")
+
+    def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"
         pred = self._pred(pred, 2, "(N, classes)")
         target = self._target(target)
         xp = get_backend().xp
         n, c = pred.shape
         shifted = pred - pred.max(axis=1, keepdims=True)
-        log_z = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_p = shifted - log_z
-        if target.ndim == 1:
-            if target.shape[0] != n:
-                raise ValueError(f"{where}: argument 'target' must have {n} labels to match pred {pred.shape}, "
-                                 f"got shape {target.shape}")
-            labels = class_indices(target, c, where)
-            probs = xp.zeros_like(pred)
-            probs[xp.arange(n), labels] = 1
-        elif target.shape == pred.shape:
-            probs = target.astype(pred.dtype, copy=False)
-        else:
-            raise ValueError(f"{where}: argument 'target' must be labels of shape ({n},) or one-hot of shape "
-                             f"{pred.shape}, got shape {target.shape}")
-        loss = -(probs * log_p).sum() / n
-        self._cache = (log_p, probs)
-        return float(loss)
-
-    def _backward(self) -> Any:
-        log_p, probs = self._cache
-        n = log_p.shape[0]
-        return (get_backend().xp.exp(log_p) - probs) / log_p.dtype.type(n)
+        log_p = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        probs = _class_probs(target, pred, where)
+        if self.label_smoothing:
+            eps = self.label_smoothing
+            probs = probs * pred.dtype.type(1.0 - eps) + pred.dtype.type(eps / c)
+        per = -(probs * log_p).sum(axis=1)
+        # d/dz of -sum q log softmax(z) is softmax(z) * sum(q) - q (sum(q) = 1 for proper targets)
+        grad = xp.exp(log_p) * probs.sum(axis=1, keepdims=True) - probs
+        return self._finish(per, grad, n)
 
 
 class MSE(Loss):
     """Mean squared error over all elements."""
 
-    def forward(self, pred: Any, target: Any) -> float:
+    def forward(self, pred: Any, target: Any) -> Any:
         pred = self._pred(pred)
-        target = self._target(target, pred.dtype)
-        if target.shape != pred.shape:
-            raise ValueError(f"{self.name}.forward: argument 'target' must have the shape of pred {pred.shape}, "
-                             f"got {target.shape}")
-        diff = pred - target
-        self._cache = diff
-        return float((diff * diff).mean())
+        diff = pred - self._same_shape_target(pred, target)
+        return self._finish(diff * diff, diff * diff.dtype.type(2.0), diff.size)
 
-    def _backward(self) -> Any:
-        diff = self._cache
-        return diff * diff.dtype.type(2.0 / diff.size)
+
+class MAE(Loss):
+    """Mean absolute error over all elements; the subgradient at 0 is 0."""
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        pred = self._pred(pred)
+        diff = pred - self._same_shape_target(pred, target)
+        xp = get_backend().xp
+        return self._finish(xp.abs(diff), xp.sign(diff), diff.size)
+
+
+class Huber(Loss):
+    """0.5 d^2 for |d| <= delta, else delta * (|d| - 0.5 delta): PyTorch's HuberLoss, mean over elements."""
+
+    def __init__(self, delta: float = 1.0, reduction: str | None = None) -> None:
+        super().__init__(reduction)
+        self.delta = _nonneg(delta, "delta", self.name, positive=True)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        pred = self._pred(pred)
+        diff = pred - self._same_shape_target(pred, target)
+        xp = get_backend().xp
+        a = xp.abs(diff)
+        d = diff.dtype.type(self.delta)
+        per = xp.where(a <= d, 0.5 * diff * diff, d * (a - 0.5 * d))
+        return self._finish(per, xp.clip(diff, -d, d), diff.size)
+
+
+class SumSquaredError(Loss):
+    """The seeds' E = 1/2 * sum (target - out)^2. Unreduced it is one value per sample (summed over
+    every non-batch axis); the default reduction is "sum" over the batch, "mean" divides by N."""
+
+    default_reduction = "sum"
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        pred = self._pred(pred)
+        diff = pred - self._same_shape_target(pred, target)
+        per = 0.5 * (diff * diff).reshape(diff.shape[0], -1).sum(axis=1)
+        return self._finish(per, diff, diff.shape[0])
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid cross-entropy for multi-label outputs, mean over all elements by default.
+
+    from_logits=True (the default) takes logits z and uses the stable form
+    max(z, 0) - z t + log1p(exp(-|z|)); from_logits=False takes probabilities in [0, 1], clipped
+    to [eps, 1 - eps] as Keras does (the gradient is 0 where the clip is active). Targets have
+    pred's shape and values in [0, 1] (soft labels allowed)."""
+
+    def __init__(self, from_logits: bool = True, eps: float = 1e-7, reduction: str | None = None) -> None:
+        super().__init__(reduction)
+        self.from_logits = bool(from_logits)
+        self.eps = _nonneg(eps, "eps", self.name, positive=True)
+        if self.eps >= 0.5:
+            raise ValueError(f"{self.name}: argument 'eps' must be below 0.5, got {eps!r}")
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        where = f"{self.name}.forward"
+        pred = self._pred(pred)
+        t = self._same_shape_target(pred, target)
+        xp = get_backend().xp
+        if t.size and (bool((t < 0).any()) or bool((t > 1).any())):
+            raise ValueError(f"{where}: argument 'target' must hold values in [0, 1], got min {float(t.min())}, "
+                             f"max {float(t.max())}")
+        if self.from_logits:
+            e = xp.exp(-xp.abs(pred))
+            per = xp.maximum(pred, 0) - pred * t + xp.log1p(e)
+            sig = xp.where(pred >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(pred.dtype, copy=False)
+            return self._finish(per, sig - t, pred.size)
+        if bool(xp.isnan(pred).any()) or bool((pred < 0).any()) or bool((pred > 1).any()):
+            raise ValueError(f"{where}: argument 'pred' must hold probabilities in [0, 1] with from_logits=False")
+        eps = pred.dtype.type(self.eps)
+        p = xp.clip(pred, eps, 1 - eps)
+        per = -(t * xp.log(p) + (1 - t) * xp.log1p(-p))
+        inside = (pred > eps) & (pred < 1 - eps)
+        grad = xp.where(inside, (p - t) / (p * (1 - p)), 0).astype(pred.dtype, copy=False)
+        return self._finish(per, grad, pred.size)
+
+
+class MulticlassHinge(Loss):
+    """The multiclass SVM loss (Weston-Watkins form, as in CS231n): per sample
+    L_i = sum over j != y_i of max(0, s_j - s_{y_i} + margin), averaged over the batch.
+    Targets are labels (N,) or one-hot rows (N, C)."""
+
+    def __init__(self, margin: float = 1.0, reduction: str | None = None) -> None:
+        super().__init__(reduction)
+        self.margin = _nonneg(margin, "margin", self.name)
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        where = f"{self.name}.forward"
+        pred = self._pred(pred, 2, "(N, classes)")
+        target = self._target(target)
+        xp = get_backend().xp
+        n, c = pred.shape
+        if target.ndim == 2 and target.shape == pred.shape:
+            is_one_hot = bool(((target == 0) | (target == 1)).all()) and bool((target.sum(axis=1) == 1).all())
+            if not is_one_hot:
+                raise ValueError(f"{where}: argument 'target' of shape {pred.shape} must hold one-hot rows")
+            labels = target.argmax(axis=1)
+        elif target.ndim == 1 and target.shape[0] == n:
+            labels = class_indices(target, c, where)
+        else:
+            raise ValueError(f"{where}: argument 'target' must be labels of shape ({n},) or one-hot of shape "
+                             f"{pred.shape}, got shape {target.shape}")
+        rows = xp.arange(n)
+        correct = pred[rows, labels][:, None]
+        margins = pred - correct + pred.dtype.type(self.margin)
+        margins[rows, labels] = 0
+        active = margins > 0
+        per = (margins * active).sum(axis=1)
+        grad = active.astype(pred.dtype)
+        grad[rows, labels] = -active.sum(axis=1).astype(pred.dtype)
+        return self._finish(per, grad, n)
 
 
 _BY_NAME = {
     "softmax_cross_entropy": SoftmaxCrossEntropy, "categorical_crossentropy": SoftmaxCrossEntropy,
     "sparse_categorical_crossentropy": SoftmaxCrossEntropy, "cross_entropy": SoftmaxCrossEntropy,
-    "mse": MSE, "mean_squared_error": MSE,
+    "mse": MSE, "mean_squared_error": MSE, "mae": MAE, "mean_absolute_error": MAE, "huber": Huber,
+    "sse": SumSquaredError, "sum_squared_error": SumSquaredError,
+    "binary_crossentropy": BinaryCrossEntropy, "binary_cross_entropy": BinaryCrossEntropy, "bce": BinaryCrossEntropy,
+    "hinge": MulticlassHinge, "multiclass_hinge": MulticlassHinge, "svm": MulticlassHinge,
 }
 
 
