@@ -1,0 +1,50 @@
+"""Adadelta, in PyTorch's form.
+
+PyTorch (and here):  s = rho*s + (1-rho)*g*g;  d = sqrt(u + eps) / sqrt(s + eps) * g;
+                     u = rho*u + (1-rho)*d*d;  p -= lr * d
+Zeiler's paper (and the seeds) has no lr (lr = 1.0, the default here).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend import get_backend
+from gpunn.optim.base import Optimizer, _positive_eps, check_range
+
+
+class Adadelta(Optimizer):
+    """Step sizes from the ratio of running RMS of updates to running RMS of gradients."""
+
+    _state_names = ("square_avg", "acc_delta")
+    _scratch_count = 2
+
+    def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+        self.rho = check_range(rho, "rho", "Adadelta", 0.0, 1.0)
+        self.eps = _positive_eps(eps, "eps", "Adadelta")
+
+    def hyperparams(self) -> dict[str, Any]:
+        return {**super().hyperparams(), "rho": self.rho, "eps": self.eps}
+
+    def _update(self, g: Any) -> None:
+        xp = get_backend().xp
+        rho = self.rho
+        sq, acc = self._state["square_avg"], self._state["acc_delta"]
+        std, delta = self._scratch
+        sq *= rho
+        xp.multiply(g, g, out=delta)
+        delta *= 1.0 - rho
+        sq += delta
+        xp.add(sq, self.eps, out=std)
+        xp.sqrt(std, out=std)
+        xp.add(acc, self.eps, out=delta)
+        xp.sqrt(delta, out=delta)
+        delta /= std
+        delta *= g
+        acc *= rho
+        xp.multiply(delta, delta, out=std)
+        std *= 1.0 - rho
+        acc += std
+        delta *= -self._lr
+        self._flat_data += delta

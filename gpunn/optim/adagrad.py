@@ -1,0 +1,46 @@
+"""Adagrad, in PyTorch's form.
+
+PyTorch (and here):  s += g*g;  p -= lr_t * g / (sqrt(s) + eps),  lr_t = lr / (1 + (t - 1) * lr_decay)
+The seeds write  theta -= lr * g / sqrt(s + eps): the same idea with eps inside the root; the
+difference matters only while s is of the order of eps.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend import get_backend
+from gpunn.optim.base import Optimizer, _positive_eps, check_nonneg
+
+
+class Adagrad(Optimizer):
+    """Per-element step sizes shrinking with the accumulated squared gradient."""
+
+    _state_names = ("sum",)
+    _scratch_count = 1
+
+    def __init__(self, params: Any, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
+                 lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+        self.eps = _positive_eps(eps, "eps", "Adagrad")
+        self.lr_decay = check_nonneg(lr_decay, "lr_decay", "Adagrad")
+        self.initial_accumulator_value = check_nonneg(initial_accumulator_value, "initial_accumulator_value",
+                                                      "Adagrad")
+
+    def hyperparams(self) -> dict[str, Any]:
+        return {**super().hyperparams(), "eps": self.eps, "lr_decay": self.lr_decay,
+                "initial_accumulator_value": self.initial_accumulator_value}
+
+    def _init_state(self) -> None:
+        self._state["sum"].fill(self.initial_accumulator_value)
+
+    def _update(self, g: Any) -> None:
+        xp = get_backend().xp
+        s, tmp = self._state["sum"], self._scratch[0]
+        clr = self._lr / (1.0 + (self.step_count - 1) * self.lr_decay)
+        xp.multiply(g, g, out=tmp)
+        s += tmp
+        xp.sqrt(s, out=tmp)
+        tmp += self.eps
+        xp.divide(g, tmp, out=tmp)
+        tmp *= -clr
+        self._flat_data += tmp

@@ -1,0 +1,68 @@
+"""Nadam (Adam with Nesterov momentum), in PyTorch's form (Dozat 2016 with momentum decay).
+
+PyTorch (and here), t the 1-based step:
+    mu_t = b1 * (1 - 0.5 * 0.96^(t * momentum_decay));  mu_prod_t = mu_1 * ... * mu_t
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;  denom = sqrt(v / (1-b2^t)) + eps
+    p -= lr * (1-mu_t) / (1-mu_prod_t) * g / denom + lr * mu_{t+1} / (1-mu_prod_{t+1}) * m / denom
+The seeds' Nadam (Adam with the look-ahead m_hat = b1*m_hat + (1-b1)*g_hat) is the special case
+momentum_decay = 0 up to the schedule of mu.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend import get_backend
+from gpunn.optim.adam import check_betas
+from gpunn.optim.base import Optimizer, _positive_eps, check_nonneg
+
+
+class Nadam(Optimizer):
+    """Adam with Nesterov momentum and PyTorch's momentum-decay schedule."""
+
+    _state_names = ("exp_avg", "exp_avg_sq")
+    _scratch_count = 2
+
+    def __init__(self, params: Any, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+        self.beta1, self.beta2 = check_betas(beta1, beta2, "Nadam")
+        self.eps = _positive_eps(eps, "eps", "Nadam")
+        self.momentum_decay = check_nonneg(momentum_decay, "momentum_decay", "Nadam")
+        self.mu_product = 1.0
+
+    def hyperparams(self) -> dict[str, Any]:
+        return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "momentum_decay": self.momentum_decay}
+
+    def _extra_state(self) -> dict[str, float]:
+        return {"mu_product": self.mu_product}
+
+    def _load_extra_state(self, extra: dict[str, float]) -> None:
+        self.mu_product = float(extra.get("mu_product", 1.0))
+
+    def _update(self, g: Any) -> None:
+        xp = get_backend().xp
+        b1, b2, t = self.beta1, self.beta2, self.step_count
+        mu = b1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
+        self.mu_product *= mu
+        mu_product_next = self.mu_product * mu_next
+        m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
+        denom, tmp = self._scratch
+        m *= b1
+        xp.multiply(g, 1.0 - b1, out=tmp)
+        m += tmp
+        v *= b2
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - b2
+        v += tmp
+        xp.divide(v, 1.0 - b2 ** t, out=denom)
+        xp.sqrt(denom, out=denom)
+        denom += self.eps
+        p = self._flat_data
+        xp.divide(g, denom, out=tmp)
+        tmp *= -self._lr * (1.0 - mu) / (1.0 - self.mu_product)
+        p += tmp
+        xp.divide(m, denom, out=tmp)
+        tmp *= -self._lr * mu_next / (1.0 - mu_product_next)
+        p += tmp

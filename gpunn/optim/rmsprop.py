@@ -1,0 +1,67 @@
+"""RMSprop, in PyTorch's form (rho is PyTorch's `alpha`).
+
+PyTorch (and here):  s = rho*s + (1-rho)*g*g;  avg = sqrt(s) + eps   (centered: sqrt(s - a*a) + eps,
+                     a = rho*a + (1-rho)*g);  p -= lr * g / avg
+                     with momentum:  b = momentum*b + g/avg;  p -= lr * b
+The seeds write  theta -= lr * g / sqrt(s + eps): eps inside the root; Keras also puts it inside.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from gpunn.backend import get_backend
+from gpunn.optim.base import Optimizer, _positive_eps, check_range
+
+
+class RMSprop(Optimizer):
+    """Divides the gradient by a running RMS of recent gradients."""
+
+    def __init__(self, params: Any, lr: float = 0.01, rho: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+        self.rho = check_range(rho, "rho", "RMSprop", 0.0, 1.0)
+        self.eps = _positive_eps(eps, "eps", "RMSprop")
+        self.momentum = check_range(momentum, "momentum", "RMSprop", 0.0, 1.0)
+        self.centered = bool(centered)
+        names = ["square_avg"]
+        if self.centered:
+            names.append("grad_avg")
+        if self.momentum:
+            names.append("momentum_buffer")
+        self._state_names = tuple(names)
+        self._scratch_count = 2
+
+    def hyperparams(self) -> dict[str, Any]:
+        return {**super().hyperparams(), "rho": self.rho, "eps": self.eps, "momentum": self.momentum,
+                "centered": self.centered}
+
+    def _update(self, g: Any) -> None:
+        xp = get_backend().xp
+        rho = self.rho
+        sq, avg, tmp = self._state["square_avg"], self._scratch[0], self._scratch[1]
+        sq *= rho
+        xp.multiply(g, g, out=tmp)
+        tmp *= 1.0 - rho
+        sq += tmp
+        if self.centered:
+            ga = self._state["grad_avg"]
+            ga *= rho
+            xp.multiply(g, 1.0 - rho, out=tmp)
+            ga += tmp
+            xp.multiply(ga, ga, out=avg)
+            xp.subtract(sq, avg, out=avg)
+            # s - a*a >= 0 in exact arithmetic; rounding can dip below 0 where PyTorch would give NaN
+            xp.maximum(avg, 0.0, out=avg)
+            xp.sqrt(avg, out=avg)
+        else:
+            xp.sqrt(sq, out=avg)
+        avg += self.eps
+        xp.divide(g, avg, out=tmp)
+        if self.momentum:
+            buf = self._state["momentum_buffer"]
+            buf *= self.momentum
+            buf += tmp
+            xp.multiply(buf, -self._lr, out=tmp)
+        else:
+            tmp *= -self._lr
+        self._flat_data += tmp
