@@ -1,0 +1,40 @@
+"""A CUDA emulator: run the same `.cu` kernels on the CPU, on NumPy arrays, with CuPy's call syntax.
+
+    from gpunn.emu import RawModule, RawKernel
+    mod = RawModule(source)                       # like cupy.RawModule (nothing compiles yet)
+    add = mod.get_function("vec_add")             # extern "C" __global__ void vec_add(...)
+    add((blocks,), (256,), (x, y, out, np.int32(n)), shared_mem=0)
+
+How it works
+------------
+* `signature.py` parses each `extern "C" __global__ void name(...)`; every call is checked before it
+  runs: pointer parameters take a C-contiguous NumPy array of exactly the declared dtype (writable
+  unless the pointer is const); scalar parameters take a NumPy scalar of exactly the declared type
+  (np.int32 for int, np.float32 for float, ...). A Python int/float is refused, because CuPy would
+  pass it as int64/double and silently corrupt an int/float parameter on a real GPU. Grid, block
+  (<= 1024 threads) and shared memory (48 KiB static + dynamic unless `max_dynamic_shared_size_bytes`
+  is raised) are checked too.
+* `build.py` prepends `#include "cuda_emu.h"` to the unchanged source, rewrites the `__shared__`
+  declarations onto the emulator's buffers, appends one C-ABI launcher per kernel and compiles with
+  `g++ -std=c++20 -O2 -fPIC -shared`. Libraries are cached by a hash of source, header, options and
+  compiler in $GPUNN_EMU_CACHE (default ~/.cache/gpunn/emu), written to a temporary name and renamed,
+  so concurrent processes are safe. Nothing compiles at import; the first launch (or `.compile()`)
+  builds.
+* `cuda_emu.h` runs each block's threads as fibers on one OS thread, switching at __syncthreads and
+  warp intrinsics; blocks run in order, so results are deterministic. Deadlocks (threads at a
+  barrier while others exited, barrier or warp divergence) raise `EmuLaunchError` instead of
+  hanging. Shared memory is filled with 0xFF (NaN) before each block, so reading shared memory no
+  thread wrote shows up as NaN. `--emu-core=threads` swaps in a std::thread + std::barrier core and
+  `--emu-sanitize=thread` builds it under ThreadSanitizer, which reports a missing __syncthreads as
+  a data race (the process must preload libtsan; see tests/emu/test_tsan.py).
+
+Options: NVRTC options are accepted; `-D`/`-U`/`-I` are passed to g++, the rest are device-only and
+ignored. Emulator options: `--emu-core=fibers|threads`, `--emu-sanitize=thread|address|undefined`,
+`--emu-stack-kb=N` (fiber stack size, default 64).
+"""
+from gpunn.emu.build import EmuCompileError, build_library, cache_dir
+from gpunn.emu.rawkernel import EmuLaunchError, RawKernel, RawModule
+from gpunn.emu.signature import KernelSig, Param, find_kernels
+
+__all__ = ["RawModule", "RawKernel", "EmuLaunchError", "EmuCompileError", "cache_dir", "build_library",
+           "find_kernels", "KernelSig", "Param"]
