@@ -7,11 +7,12 @@
 //     accumulation in T (float for float32: the two-pass form keeps it accurate). Thread 0 writes
 //     save_mean, save_invstd = 1 / sqrt(var + eps), and, when update_running != 0, updates the
 //     running statistics in place: running = (1 - momentum) * running + momentum * batch, with the
-//     unbiased m / (m - 1) variance (m = N*S). A third pass writes y = (x - mean) * invstd * gamma + beta.
-//   infer forward: one thread per element, grid-stride: y = (x - rmean) * (1/sqrt(rvar + eps)) * gamma + beta.
+//     unbiased m / (m - 1) variance (m = N*S). A third pass writes y = (x - mean) * (gamma * invstd) + beta.
+//   infer forward: one thread per element, grid-stride: y = x * scale + shift with
+//     scale = gamma / sqrt(rvar + eps), shift = beta - rmean * scale (the reference's form).
 //   backward: one block per channel. One pass reduces sum(dy) and sum(dy * xhat) together
 //     (xhat = (x - mean) * invstd); dbeta = sum(dy), dgamma = sum(dy * xhat); a second pass
-//     writes dx = gamma * invstd * (dy - sum(dy)/m - xhat * sum(dy * xhat)/m).
+//     writes dx = gamma * invstd * (dy - (sum(dy) + xhat * sum(dy * xhat)) / m).
 //   The reduction order is fixed (thread-strided partial sums, then a fixed tree), so the result is
 //   deterministic run to run.
 // Launch shape
@@ -78,12 +79,12 @@ __device__ __forceinline__ void bn_fwd_train_impl(const T* __restrict__ x, const
                 running_var[c] = (T(1) - momentum) * running_var[c] + momentum * unbiased;
             }
         }
-        const T g = gamma[c];
+        const T scale = gamma[c] * invstd;
         const T b = beta[c];
         for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
             const long long n = k / S;
             const long long o = (n * C + c) * S + (k - n * S);
-            y[o] = (x[o] - mean) * invstd * g + b;
+            y[o] = (x[o] - mean) * scale + b;
         }
     }
 }
@@ -97,8 +98,9 @@ __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
         const int c = (int)((k / S) % C);
-        const T invstd = T(1) / bn_sqrt<T>(running_var[c] + eps);
-        y[k] = (x[k] - running_mean[c]) * invstd * gamma[c] + beta[c];
+        const T scale = gamma[c] * (T(1) / bn_sqrt<T>(running_var[c] + eps));
+        const T shift = beta[c] - running_mean[c] * scale;
+        y[k] = x[k] * scale + shift;
     }
 }
 
@@ -140,13 +142,12 @@ __device__ __forceinline__ void bn_bwd_impl(const T* __restrict__ dy, const T* _
             dgamma[c] = sum_dyx;
         }
         const T scale = gamma[c] * invstd;
-        const T mean_dy = sum_dy / T(m);
-        const T mean_dyx = sum_dyx / T(m);
+        const T fm = T(m);
         for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
             const long long n = k / S;
             const long long o = (n * C + c) * S + (k - n * S);
             const T xhat = (x[o] - mean) * invstd;
-            dx[o] = scale * (dy[o] - mean_dy - xhat * mean_dyx);
+            dx[o] = scale * (dy[o] - (sum_dy + xhat * sum_dyx) / fm);
         }
     }
 }

@@ -1,0 +1,140 @@
+"""Batch-norm kernels (kernels/batchnorm.cu) against the NumPy backend.
+
+Tolerance: 1e-5 relative to the largest magnitude of each expected array in float32, 1e-12 in
+float64 (the block reduction sums in a different order from NumPy).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gpunn.backend import cuda_ops
+from tests.kernel_support import (KERNEL_SETTINGS, assert_close, device_backend, kernel_backend,  # noqa: F401
+                                  reference, to_device, to_host)
+
+
+@st.composite
+def bn_case(draw):
+    n = draw(st.sampled_from([1, 2, 3, 5]))
+    c = draw(st.sampled_from([1, 3, 7, 33]))
+    spatial = draw(st.sampled_from([(), (1, 1), (3, 5), (7, 7), (9, 4)]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    momentum = draw(st.sampled_from([0.0, 0.1, 0.9, 1.0]))
+    eps = draw(st.sampled_from([1e-5, 1e-3]))
+    running = draw(st.booleans())
+    offset = draw(st.sampled_from([0.0, 3.0]))  # a mean away from zero tests the two-pass variance
+    return (n, c, *spatial), dtype, momentum, eps, running, offset
+
+
+def _data(shape, dtype, offset, seed=0):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2.0 + offset).astype(dtype)
+    gamma = rng.uniform(0.5, 1.5, c).astype(dtype)
+    beta = rng.standard_normal(c).astype(dtype)
+    rm = rng.standard_normal(c).astype(dtype)
+    rv = rng.uniform(0.5, 2.0, c).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    return x, gamma, beta, rm, rv, dy
+
+
+@KERNEL_SETTINGS
+@given(case=bn_case())
+def test_batchnorm_train_forward_and_backward_match_numpy(kernel_backend, case):
+    shape, dtype, momentum, eps, running, offset = case
+    x, gamma, beta, rm, rv, dy = _data(shape, dtype, offset)
+    ref = reference()
+    rm_ref, rv_ref = (rm.copy(), rv.copy()) if running else (None, None)
+    y_ref, mean_ref, inv_ref = ref.batchnorm_forward_train(x, gamma, beta, rm_ref, rv_ref, momentum, eps)
+    be = kernel_backend
+    xd, gd, bd, rmd, rvd = to_device(be, x, gamma, beta, rm if running else None, rv if running else None)
+    y, mean, inv = be.batchnorm_forward_train(xd, gd, bd, rmd, rvd, momentum, eps)
+    assert_close(to_host(be, y), y_ref, "y")
+    assert_close(to_host(be, mean), mean_ref, "mean")
+    assert_close(to_host(be, inv), inv_ref, "invstd")
+    if running:
+        assert_close(to_host(be, rmd), rm_ref, "running_mean")
+        assert_close(to_host(be, rvd), rv_ref, "running_var")
+
+    dx_ref, dg_ref, db_ref = ref.batchnorm_backward(dy, x, gamma, mean_ref, inv_ref)
+    dx, dg, db = be.batchnorm_backward(be.asarray(dy), xd, gd, mean, inv)
+    assert_close(to_host(be, dx), dx_ref, "dx")
+    assert_close(to_host(be, dg), dg_ref, "dgamma")
+    assert_close(to_host(be, db), db_ref, "dbeta")
+
+
+@KERNEL_SETTINGS
+@given(case=bn_case())
+def test_batchnorm_infer_matches_numpy(kernel_backend, case):
+    shape, dtype, _, eps, _, offset = case
+    x, gamma, beta, rm, rv, _ = _data(shape, dtype, offset, seed=1)
+    y_ref = reference().batchnorm_forward_infer(x, gamma, beta, rm, rv, eps)
+    y = kernel_backend.batchnorm_forward_infer(*to_device(kernel_backend, x, gamma, beta, rm, rv), eps)
+    assert_close(to_host(kernel_backend, y), y_ref, "y")
+
+
+def test_more_channels_than_blocks_and_long_channels(device_backend, monkeypatch):
+    """C > grid: the channel loop strides; m >> 256: every thread sums many elements."""
+    monkeypatch.setattr(cuda_ops, "MAX_GRID", 2)
+    x, gamma, beta, rm, rv, dy = _data((4, 5, 16, 20), np.float32, 1.0, seed=2)
+    ref = reference()
+    rm_ref, rv_ref = rm.copy(), rv.copy()
+    y_ref, mean_ref, inv_ref = ref.batchnorm_forward_train(x, gamma, beta, rm_ref, rv_ref, 0.1, 1e-5)
+    be = device_backend
+    xd, gd, bd, rmd, rvd = to_device(be, x, gamma, beta, rm, rv)
+    y, mean, inv = be.batchnorm_forward_train(xd, gd, bd, rmd, rvd, 0.1, 1e-5)
+    for name, got, want in (("y", y, y_ref), ("mean", mean, mean_ref), ("invstd", inv, inv_ref),
+                            ("running_mean", rmd, rm_ref), ("running_var", rvd, rv_ref)):
+        assert_close(to_host(be, got), want, name)
+    got = be.batchnorm_backward(be.asarray(dy), xd, gd, mean, inv)
+    for name, g, r in zip(("dx", "dgamma", "dbeta"), got, ref.batchnorm_backward(dy, x, gamma, mean_ref, inv_ref)):
+        assert_close(to_host(be, g), r, name)
+    y2 = be.batchnorm_forward_infer(xd, gd, bd, rmd, rvd, 1e-5)
+    assert_close(to_host(be, y2), ref.batchnorm_forward_infer(x, gamma, beta, rm_ref, rv_ref, 1e-5), "infer")
+
+
+def test_training_forward_is_deterministic(device_backend):
+    x, gamma, beta, rm, rv, _ = _data((3, 4, 9, 9), np.float32, 2.0, seed=3)
+    be = device_backend
+    runs = [to_host(be, be.batchnorm_forward_train(*to_device(be, x, gamma, beta), None, None, 0.1, 1e-5))
+            for _ in range(2)]
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_launcher_rejects_bad_inputs(device_backend):
+    be, xp = device_backend, device_backend.xp
+    x, gamma, beta, rm, rv, dy = (be.asarray(a) for a in _data((2, 3, 4, 4), np.float32, 0.0))
+    k = be.kernels
+    with pytest.raises(TypeError, match="'gamma' must have dtype float32"):
+        cuda_ops.batchnorm_forward_train(k, xp, x, gamma.astype(np.float64), beta, rm, rv, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="'beta' must have shape \\(3,\\)"):
+        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta[:2].copy(), rm, rv, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="'running_mean' must be C-contiguous"):
+        wide = be.asarray(np.zeros(6, np.float32))
+        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, wide[::2], rv, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="both be arrays or both None"):
+        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, rm, None, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="'x' must have 2 or 4 dimensions"):
+        cuda_ops.batchnorm_forward_train(k, xp, x[0], gamma, beta, rm, rv, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="'x' must be non-empty"):
+        cuda_ops.batchnorm_forward_train(k, xp, x[:0], gamma, beta, rm, rv, 0.1, 1e-5)
+    with pytest.raises(ValueError, match="'momentum'"):
+        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, rm, rv, 1.5, 1e-5)
+    with pytest.raises(ValueError, match="'eps'"):
+        cuda_ops.batchnorm_forward_infer(k, xp, x, gamma, beta, rm, rv, 0.0)
+    with pytest.raises(ValueError, match="'dy' must have shape"):
+        cuda_ops.batchnorm_backward(k, xp, dy[:1].copy(), x, gamma, rm, rv)
+    with pytest.raises(TypeError, match="'invstd' must have dtype float32"):
+        cuda_ops.batchnorm_backward(k, xp, dy, x, gamma, rm, rv.astype(np.float64))
+
+
+def test_read_only_running_stats_are_refused_on_numpy_arrays():
+    from tests.kernel_support import get_kernel_backend
+    be = get_kernel_backend("emulated")
+    x, gamma, beta, rm, rv, _ = _data((2, 3), np.float32, 0.0)
+    rm.flags.writeable = False
+    with pytest.raises(ValueError, match="'running_mean' is updated in place and must be writable"):
+        cuda_ops.batchnorm_forward_train(be.kernels, np, x, gamma, beta, rm, rv, 0.1, 1e-5)
