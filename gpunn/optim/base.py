@@ -231,6 +231,8 @@ class Optimizer:
     # -- the update ---------------------------------------------------------------------------
     def zero_grad(self) -> None:
         """Zero every trainable gradient: one fill of the flat grad buffer."""
+        if self._flat_data is None and self._source is not None and not list(self._source.parameters()):
+            return  # a model not built yet has no gradients to zero; packing waits for its first forward
         self._ensure_packed()
         self._resync()
         self._flat_grad.fill(0)
