@@ -1,4 +1,4 @@
-// Batch normalization over (N, C, S) with S = H*W (S = 1 for (N, C) input): fused training
+// Batch normalization over (N, C, S), S = the product of the spatial sizes (1 for (N, C) input): fused training
 // forward, inference forward, fused backward.
 //
 // Algorithm

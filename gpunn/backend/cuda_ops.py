@@ -159,11 +159,14 @@ def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_sh
 
 # -- batchnorm.cu -----------------------------------------------------------------------------
 def _bn_layout(xp: Any, x: Any, where: str, name: str = "x") -> tuple[str, int, int, int]:
-    """(dtype suffix, N, C, S) for (N, C) or (N, C, H, W) input, S = H*W (1 for 2-D)."""
-    _check_array(xp, x, name, where, ndim=(2, 4))
+    """(dtype suffix, N, C, S) for (N, C, *spatial) input, S = product of the spatial sizes (1 for 2-D)."""
+    _check_array(xp, x, name, where)
+    if x.ndim < 2:
+        raise ValueError(f"{where}: argument '{name}' must have at least 2 dimensions (N, C, ...), "
+                         f"got shape {tuple(x.shape)}")
     sfx = _suffix(x, name, where)
     n, c = x.shape[:2]
-    s = int(np.prod(x.shape[2:], dtype=np.int64)) if x.ndim == 4 else 1
+    s = int(np.prod(x.shape[2:], dtype=np.int64))
     if n < 1 or c < 1 or s < 1:
         raise ValueError(f"{where}: argument '{name}' must be non-empty, got shape {tuple(x.shape)}")
     return sfx, n, c, s
