@@ -81,11 +81,11 @@ def test_chunked_and_threaded_paths_equal_one_pass(monkeypatch, threads):
 
 def test_adam_step_bad_input(backend):
     p, g, m, v = (backend.asarray(a) for a in arrays(backend, 8, np.float64))
-    with pytest.raises(ValueError, match="argument 'm' must have shape"):
+    with pytest.raises(ValueError, match="argument 'm'"):
         backend.adam_step(p, g, m[:4], v, 0.01, 0.9, 0.999, 1e-8, 0.0, 1, False)
-    with pytest.raises(TypeError, match="argument 'grad' must have dtype float64"):
+    with pytest.raises(TypeError, match="argument 'grad'"):
         backend.adam_step(p, g.astype(np.float32), m, v, 0.01, 0.9, 0.999, 1e-8, 0.0, 1, False)
-    with pytest.raises(ValueError, match="argument 'v' must be a 1-D array"):
+    with pytest.raises(ValueError, match="argument 'v'"):
         backend.adam_step(p, g, m, v.reshape(2, 4), 0.01, 0.9, 0.999, 1e-8, 0.0, 1, False)
     with pytest.raises(ValueError, match="argument 'step' must be an int >= 1"):
         backend.adam_step(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0.0, 0, False)

@@ -1,0 +1,108 @@
+"""Adam step on 10M float32 parameters: gpunn (chunked adam_step) vs plain NumPy vs torch fused.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/pytest bench/bench_adam.py --benchmark-enable
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_adam.py      # without pytest-benchmark
+
+All three run in one process, on the same gradient; the summary line gives each one's ms per step
+and its ratio to torch.optim.Adam(fused=True) (or to plain NumPy when torch does not import).
+torch is optional and never a test dependency: its benchmark skips cleanly without it.
+(Unset the OpenBLAS variables for the benchmark command only: they slow NumPy here.)
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import gpunn
+from gpunn import Parameter
+from gpunn.optim import Adam
+
+N = 10_000_000
+LR, B1, B2, EPS = 1e-3, 0.9, 0.999, 1e-8
+RESULTS: dict[str, float] = {}  # name -> median seconds per step, read by the summary
+
+
+def _grad() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(N, dtype=np.float32)
+
+
+def make_gpunn() -> Callable[[], None]:
+    with gpunn.use_backend("numpy"):
+        p = Parameter(np.random.default_rng(1).standard_normal(N, dtype=np.float32), name="w")
+        p.grad[...] = _grad()
+        opt = Adam([p], lr=LR, beta1=B1, beta2=B2, eps=EPS)
+
+    def step() -> None:
+        with gpunn.use_backend("numpy"):
+            opt.step()
+    return step
+
+
+def make_numpy() -> Callable[[], None]:
+    """Adam as one would write it in NumPy: whole-array expressions with temporaries."""
+    p = np.random.default_rng(1).standard_normal(N, dtype=np.float32)
+    g = _grad()
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    t = [0]
+
+    def step() -> None:
+        t[0] += 1
+        m[:] = B1 * m + (1 - B1) * g
+        v[:] = B2 * v + (1 - B2) * g * g
+        m_hat = m / (1 - B1 ** t[0])
+        v_hat = v / (1 - B2 ** t[0])
+        p[:] -= LR * m_hat / (np.sqrt(v_hat) + EPS)
+    return step
+
+
+def make_torch() -> Callable[[], None]:
+    torch = pytest.importorskip("torch")
+    p = torch.from_numpy(np.random.default_rng(1).standard_normal(N, dtype=np.float32)).requires_grad_()
+    p.grad = torch.from_numpy(_grad())
+    opt = torch.optim.Adam([p], lr=LR, betas=(B1, B2), eps=EPS, fused=True)
+    return opt.step
+
+
+VARIANTS = {"gpunn": make_gpunn, "numpy": make_numpy, "torch_fused": make_torch}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_adam_step_10m(benchmark, name):
+    step = VARIANTS[name]()
+    step()  # first step: packing, state allocation, thread pool start
+    benchmark.group = "adam-10M-float32"
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2, iterations=1)
+    RESULTS[name] = benchmark.stats.stats.median if benchmark.stats else float("nan")
+
+
+def summary(results: dict[str, float]) -> str:
+    ref = "torch_fused" if "torch_fused" in results else "numpy"
+    parts = [f"{k} {1e3 * s:.2f} ms ({s / results[ref]:.2f}x {ref})" for k, s in results.items()]
+    return "adam 10M float32 per step: " + "; ".join(parts)
+
+
+def main() -> None:
+    results = {}
+    for name, make in VARIANTS.items():
+        try:
+            step = make()
+        except pytest.skip.Exception as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        step()
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        results[name] = statistics.median(times)
+        print(f"{name}: median {1e3 * results[name]:.2f} ms, min {1e3 * min(times):.2f} ms")
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()
