@@ -5,9 +5,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from gpunn.layers.base import Layer
+from gpunn.train.model import TrainingMixin
 
 
-class Sequential(Layer):
+class Sequential(TrainingMixin, Layer):
+    """Also a full Keras-style model: compile, fit, evaluate, predict, save (see gpunn.train.model)."""
+
     def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
         self.layers: list[Layer] = []

@@ -1,0 +1,494 @@
+"""TrainingMixin: the Keras-style model API that `gpunn.Sequential` inherits.
+
+compile / fit / evaluate / predict / train_on_batch / test_on_batch, summary, moving a model
+between backends, freezing for transfer learning, and save / load. The container (layers,
+forward, backward) lives in gpunn.layers.container; this file only drives it.
+
+Reproducibility: the shuffle order of epoch e depends only on (shuffle_seed, e), and the seed is
+saved in checkpoints, so a run resumed with fit(..., initial_epoch=model.epoch) sees the same
+batches as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+_NO_METRICS: tuple = ()
+
+
+def _host(a: Any) -> np.ndarray:
+    """A host NumPy view or copy of any backend's array."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "get") and hasattr(a, "shape"):
+        return a.get()
+    return np.asarray(a)
+
+
+def _int_arg(value: Any, name: str, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{where}: argument '{name}' must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _is_batch_iterable(x: Any) -> bool:
+    """A DataLoader or any re-iterable of (x, y) batches, as opposed to an array."""
+    return hasattr(x, "__iter__") and not hasattr(x, "shape") and not isinstance(x, (list, tuple, dict, str))
+
+
+def _as_array(a: Any, name: str, where: str) -> Any:
+    if isinstance(a, (list, tuple)):
+        a = np.asarray(a)
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{where}: argument '{name}' must be an array, got {type(a).__name__}")
+    if len(a.shape) == 0 or a.shape[0] == 0:
+        raise ValueError(f"{where}: argument '{name}' must hold at least one sample, got shape {tuple(a.shape)}")
+    return a
+
+
+def check_xy(x: Any, y: Any, where: str, need_y: bool = True) -> tuple[Any, Any]:
+    """Arrays x (floating point, no NaN) and y with one entry per sample."""
+    x = _as_array(x, "x", where)
+    if np.dtype(x.dtype).kind != "f":
+        raise TypeError(f"{where}: argument 'x' must be a floating-point array (float32 or float64), got dtype "
+                        f"{x.dtype}; convert it, e.g. x.astype('float32') / 255")
+    if isinstance(x, np.ndarray) and np.isnan(x).any():
+        raise ValueError(f"{where}: argument 'x' contains NaN")
+    if y is None:
+        if need_y:
+            raise ValueError(f"{where}: argument 'y' is required when 'x' is an array")
+        return x, None
+    y = _as_array(y, "y", where)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
+                         f"{x.shape[0]} and {y.shape[0]}")
+    return x, y
+
+
+class TrainingMixin:
+    """Model methods for a layer container with forward/backward/parameters (gpunn.Sequential)."""
+
+    # class-level defaults: the container's __init__ need not know about training
+    optimizer: Any = None
+    loss: Any = None
+    metric_fns: tuple = _NO_METRICS
+    compiled: bool = False
+    epoch: int = 0
+    shuffle_seed: int | None = None
+    stop_training: bool = False
+    history: Any = None
+    _backend_name: str | None = None
+
+    # -- backend placement ----------------------------------------------------------------------
+    def _backend_scope(self) -> contextlib.AbstractContextManager:
+        if self._backend_name is None:
+            return contextlib.nullcontext()
+        from gpunn.backend import use_backend
+        return use_backend(self._backend_name)
+
+    def to(self, backend_name: str) -> TrainingMixin:
+        """Move parameters, buffers and optimizer state to `backend_name` ("numpy", "cupy", "emulated").
+
+        The model's own methods (fit, evaluate, predict, ...) then run on that backend; call
+        forward() directly inside `gpunn.use_backend(...)`."""
+        from gpunn.backend import use_backend
+        with use_backend(backend_name) as new:  # validates the name and that the backend can run
+            pass
+        opt_state = None
+        opt = self.optimizer
+        with self._backend_scope():
+            if opt is not None and getattr(opt, "step_count", 0) > 0:
+                opt_state = opt.state_dict()  # host copies
+        with use_backend(backend_name):
+            self._move_arrays(self, new)
+            if opt is not None:
+                self.optimizer = self._rebuild_optimizer(opt)
+                if opt_state is not None:
+                    self.optimizer.load_state_dict(opt_state)
+        self._backend_name = new.name
+        return self
+
+    @staticmethod
+    def _move_arrays(layer: Any, backend: Any) -> None:
+        for p in layer.params.values():
+            p.data = backend.asarray(_host(p.data))
+            p.grad = backend.asarray(_host(p.grad))
+        layer.buffers = {k: backend.asarray(_host(v)) for k, v in layer.buffers.items()}
+        for child in layer.children.values():
+            TrainingMixin._move_arrays(child, backend)
+
+    def _rebuild_optimizer(self, opt: Any) -> Any:
+        """A fresh optimizer of the same class and settings over this model (re-packed on first use)."""
+        from gpunn.train.io import _optimizer_config
+        cfg = _optimizer_config(opt)
+        new = type(opt)(self, **cfg["config"])
+        new.lr = opt.lr
+        return new
+
+    # -- compile --------------------------------------------------------------------------------
+    def compile(self, loss: Any = "softmax_cross_entropy", optimizer: Any = "adam",
+                metrics: Iterable[Any] | str | None = None, **optimizer_kwargs: Any) -> None:
+        """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
+        or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...)."""
+        from gpunn.losses import Loss, get_loss
+        from gpunn.optim import Optimizer, get_optimizer
+        from gpunn.train.metrics import get_metric
+        where = "compile"
+        try:
+            loss_obj = get_loss(loss)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if not isinstance(loss_obj, Loss):
+            raise TypeError(f"{where}: argument 'loss' must be a name or a gpunn Loss, got {type(loss).__name__}")
+        if isinstance(optimizer, Optimizer):
+            if optimizer_kwargs:
+                raise ValueError(f"{where}: optimizer settings {sorted(optimizer_kwargs)} given with an Optimizer "
+                                 "instance; set them on the instance instead")
+            opt = optimizer
+        elif isinstance(optimizer, str):
+            try:
+                opt = get_optimizer(optimizer, self, **optimizer_kwargs)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        else:
+            raise TypeError(f"{where}: argument 'optimizer' must be a name such as 'adam' or a gpunn Optimizer, "
+                            f"got {type(optimizer).__name__}")
+        if metrics is None:
+            metrics = []
+        elif isinstance(metrics, str) or callable(metrics):
+            metrics = [metrics]
+        from_logits = "binary" in type(loss_obj).__name__.lower()  # gpunn's BCE works on logits
+        fns = []
+        for m in metrics:
+            try:
+                fns.append(get_metric(m, from_logits=from_logits))
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+        names = [n for n, _ in fns]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(f"{where}: argument 'metrics' has duplicate names {names}")
+        self.loss, self.optimizer, self.metric_fns = loss_obj, opt, tuple(fns)
+        if self.shuffle_seed is None:
+            from gpunn.random import host_rng
+            self.shuffle_seed = int(host_rng().integers(2**62))
+        self.compiled = True
+
+    def _require_compiled(self, where: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"{where}: the model is not compiled; call compile(loss=..., optimizer=..., "
+                               "metrics=[...]) first")
+
+    def _sync_optimizer(self) -> None:
+        """Re-create the optimizer when layers were frozen or unfrozen after it packed its buffers
+        (it only updates the parameters it packed): fresh moments, like Keras's re-compile."""
+        opt = self.optimizer
+        packed = getattr(opt, "params", None)
+        if not packed:
+            return
+        now = [id(p) for p in self.parameters() if p.trainable]
+        if now != [id(p) for p in packed]:
+            self.optimizer = self._rebuild_optimizer(opt)
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _objective(self, value: float) -> float:
+        reg = getattr(self, "regularization_loss", None)
+        if callable(reg):
+            return value + float(reg())
+        from gpunn.regularizers import regularization_loss  # penalties' values (their grads come from backward)
+        return value + float(regularization_loss(self))
+
+    def _metric_values(self, y: Any, out: Any) -> dict[str, float]:
+        if not self.metric_fns:
+            return {}
+        host_out, host_y = _host(out), _host(y)
+        return {name: float(fn(host_y, host_out)) for name, fn in self.metric_fns}
+
+    def _train_batch(self, xb: Any, yb: Any) -> dict[str, float]:
+        self.zero_grad()  # every parameter, frozen ones too, so their grads never pile up
+        out = self.forward(xb, training=True)
+        loss = self._objective(self.loss.forward(out, yb))
+        logs = {"loss": loss}
+        if math.isfinite(loss):
+            self.backward(self.loss.backward())
+            self.optimizer.step()
+            logs.update(self._metric_values(yb, out))
+        return logs
+
+    def _test_batch(self, xb: Any, yb: Any) -> dict[str, float]:
+        out = self.forward(xb, training=False)
+        logs = {"loss": self._objective(self.loss.forward(out, yb))}
+        logs.update(self._metric_values(yb, out))
+        return logs
+
+    def _result(self, logs: dict[str, float], return_dict: bool) -> Any:
+        if return_dict:
+            return dict(logs)
+        if not self.metric_fns:
+            return logs["loss"]
+        return [logs["loss"], *(logs[n] for n, _ in self.metric_fns)]
+
+    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> Any:
+        """One update on (x, y); returns the loss, or [loss, *metrics] when metrics were compiled."""
+        where = "train_on_batch"
+        self._require_compiled(where)
+        x, y = check_xy(x, y, where)
+        with self._backend_scope():
+            self._sync_optimizer()
+            return self._result(self._train_batch(x, y), return_dict)
+
+    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> Any:
+        """Loss (and metrics) on (x, y) in inference mode, without an update."""
+        where = "test_on_batch"
+        self._require_compiled(where)
+        x, y = check_xy(x, y, where)
+        with self._backend_scope():
+            return self._result(self._test_batch(x, y), return_dict)
+
+    # -- batching -------------------------------------------------------------------------------
+    @staticmethod
+    def _batches(x: Any, y: Any, batch_size: int, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
+        n = x.shape[0]
+        for start in range(0, n, batch_size):
+            if order is None:
+                sl = slice(start, start + batch_size)
+                yield x[sl], (y[sl] if y is not None else None)
+            else:
+                idx = order[start:start + batch_size]
+                yield x[idx], (y[idx] if y is not None else None)
+
+    def _epoch_order(self, n: int, epoch: int) -> np.ndarray:
+        return np.random.default_rng([int(self.shuffle_seed or 0), int(epoch)]).permutation(n)
+
+    def _run_eval(self, data: Any, batch_size: int) -> dict[str, float]:
+        """Sample-weighted means of loss and metrics over arrays (x, y) or a batch iterable."""
+        totals: dict[str, float] = {}
+        seen = 0
+        batches = data if _is_batch_iterable(data) else self._batches(data[0], data[1], batch_size, None)
+        for xb, yb in batches:
+            n = int(xb.shape[0])
+            for k, v in self._test_batch(xb, yb).items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            seen += n
+        if seen == 0:
+            raise ValueError("evaluate: the data yielded no batches")
+        return {k: v / seen for k, v in totals.items()}
+
+    # -- fit / evaluate / predict ---------------------------------------------------------------
+    def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
+            validation_split: float = 0.0, shuffle: bool = True, verbose: int = 1, callbacks: Any = None,
+            initial_epoch: int = 0) -> Any:
+        """Train for epochs initial_epoch..epochs-1; returns a History whose .history maps
+        "loss", each metric and their "val_" forms to per-epoch lists.
+
+        `x` may also be a DataLoader (or any re-iterable of (x, y) batches) with y=None."""
+        from gpunn.train.callbacks import CallbackList, ProgbarLogger
+        from gpunn.train.history import History
+        where = "fit"
+        self._require_compiled(where)
+        epochs = _int_arg(epochs, "epochs", where, 0)
+        batch_size = _int_arg(batch_size, "batch_size", where, 1)
+        initial_epoch = _int_arg(initial_epoch, "initial_epoch", where, 0)
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(f"{where}: argument 'verbose' must be 0 (silent), 1 (progress bar) or 2 (one line per "
+                             f"epoch), got {verbose!r}")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"{where}: argument 'validation_split' must be a float in [0, 1), got "
+                             f"{validation_split!r}")
+        loader = _is_batch_iterable(x)
+        if loader:
+            if y is not None:
+                raise ValueError(f"{where}: argument 'y' must be None when 'x' yields (x, y) batches")
+            if validation_split:
+                raise ValueError(f"{where}: argument 'validation_split' needs array data; pass validation_data")
+            steps = len(x) if hasattr(x, "__len__") else None
+            n_train = getattr(x, "num_samples", None)
+        else:
+            x, y = check_xy(x, y, where)
+            if validation_split:
+                n_val = int(x.shape[0] * validation_split)
+                if n_val < 1 or n_val >= x.shape[0]:
+                    raise ValueError(f"{where}: argument 'validation_split'={validation_split} leaves "
+                                     f"{n_val} of {x.shape[0]} samples for validation; need at least one on each side")
+                if validation_data is not None:
+                    raise ValueError(f"{where}: give 'validation_data' or 'validation_split', not both")
+                # the last samples, taken before shuffling, as Keras does
+                validation_data = (x[-n_val:], y[-n_val:])
+                x, y = x[:-n_val], y[:-n_val]
+            n_train = int(x.shape[0])
+            steps = -(-n_train // batch_size)
+        if validation_data is not None and not _is_batch_iterable(validation_data):
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError(f"{where}: argument 'validation_data' must be a pair (x_val, y_val) or a batch "
+                                 f"iterable, got {type(validation_data).__name__}")
+            validation_data = check_xy(validation_data[0], validation_data[1], f"{where} (validation_data)")
+        if callbacks is None:
+            callbacks = []
+        elif not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]
+        history = History()
+        cbs = CallbackList([history, *callbacks] + ([ProgbarLogger(verbose)] if verbose else []))
+        cbs.set_model(self)
+        cbs.set_params({"epochs": epochs, "steps": steps, "samples": n_train, "batch_size": batch_size,
+                        "verbose": verbose, "do_validation": validation_data is not None,
+                        "metrics": ["loss", *(n for n, _ in self.metric_fns)]})
+        self.history = history
+        self.stop_training = False
+        logs: dict[str, float] = {}
+        with self._backend_scope():
+            self._sync_optimizer()
+            cbs.on_train_begin()
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                logs = self._fit_epoch(x, y, epoch, batch_size, shuffle, loader, cbs)
+                if validation_data is not None and not self.stop_training:
+                    logs.update({f"val_{k}": v for k, v in self._run_eval(validation_data, batch_size).items()})
+                self.epoch = epoch + 1
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+            cbs.on_train_end(logs)
+        return history
+
+    def _fit_epoch(self, x: Any, y: Any, epoch: int, batch_size: int, shuffle: bool, loader: bool,
+                   cbs: Any) -> dict[str, float]:
+        if loader:
+            if hasattr(x, "set_epoch"):
+                x.set_epoch(epoch)
+            batches = iter(x)
+        else:
+            order = self._epoch_order(x.shape[0], epoch) if shuffle else None
+            batches = self._batches(x, y, batch_size, order)
+        totals: dict[str, float] = {}
+        seen = 0
+        for step, (xb, yb) in enumerate(batches):
+            cbs.on_train_batch_begin(step)
+            self._last_batch_x = xb  # for TrainingMonitor's activation probe
+            batch_logs = self._train_batch(xb, yb)
+            n = int(xb.shape[0])
+            for k, v in batch_logs.items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            seen += n
+            cbs.on_train_batch_end(step, {**batch_logs, "size": n})
+            if self.stop_training:
+                break
+        if seen == 0:
+            raise ValueError("fit: the training data yielded no batches")
+        return {k: v / seen for k, v in totals.items()}
+
+    def evaluate(self, x: Any, y: Any = None, batch_size: int = 32, verbose: int = 0,
+                 return_dict: bool = False) -> Any:
+        """Loss (plus compiled metrics, as [loss, *metrics]) in inference mode; sample-weighted means."""
+        where = "evaluate"
+        self._require_compiled(where)
+        batch_size = _int_arg(batch_size, "batch_size", where, 1)
+        data = x if _is_batch_iterable(x) and y is None else check_xy(x, y, where)
+        with self._backend_scope():
+            logs = self._run_eval(data, batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return self._result(logs, return_dict)
+
+    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
+        """The model's outputs (inference mode) for every sample of `x`, as one host NumPy array."""
+        where = "predict"
+        batch_size = _int_arg(batch_size, "batch_size", where, 1)
+        if _is_batch_iterable(x):
+            parts = []
+            with self._backend_scope():
+                for batch in x:
+                    xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+                    parts.append(_host(self.forward(xb, training=False)))
+        else:
+            x, _ = check_xy(x, None, where, need_y=False)
+            with self._backend_scope():
+                parts = [_host(self.forward(xb, training=False)) for xb, _ in self._batches(x, None, batch_size, None)]
+        if not parts:
+            raise ValueError(f"{where}: argument 'x' yielded no samples")
+        return np.concatenate(parts, axis=0)
+
+    # -- transfer learning ----------------------------------------------------------------------
+    def _layer_index(self, ref: Any, name: str, where: str) -> int:
+        layers = self.layers
+        if isinstance(ref, str):
+            matches = [i for i, layer in enumerate(layers) if layer.name == ref]
+            if len(matches) != 1:
+                raise ValueError(f"{where}: argument '{name}' names layer {ref!r}, which matches {len(matches)} "
+                                 f"layers; names are {[layer.name for layer in layers]}")
+            return matches[0]
+        if isinstance(ref, bool) or not isinstance(ref, (int, np.integer)) or not -len(layers) <= ref <= len(layers):
+            raise ValueError(f"{where}: argument '{name}' must be a layer name or an index in "
+                             f"[{-len(layers)}, {len(layers)}], got {ref!r}")
+        return int(ref) if ref >= 0 else len(layers) + int(ref)
+
+    def freeze(self, until: int | str | None = None) -> TrainingMixin:
+        """Freeze layers[:until] (all when None; `until` may be a layer name, itself left trainable):
+        the optimizer skips their parameters and their BatchNorm layers use running statistics."""
+        stop = len(self.layers) if until is None else self._layer_index(until, "until", "freeze")
+        for layer in self.layers[:stop]:
+            layer.trainable = False
+        return self
+
+    def unfreeze(self, start: int | str | None = None) -> TrainingMixin:
+        """Make layers[start:] trainable again (all when None), e.g. the top block for fine-tuning."""
+        begin = 0 if start is None else self._layer_index(start, "start", "unfreeze")
+        for layer in self.layers[begin:]:
+            layer.trainable = True
+        return self
+
+    def pop(self) -> Any:
+        """Remove and return the last layer (to replace a head)."""
+        if not self.layers:
+            raise IndexError("pop: the model has no layers")
+        layer = self.layers.pop()
+        del self.children[str(len(self.layers))]
+        self.built = False
+        self.output_shape = None
+        return layer
+
+    # -- summary --------------------------------------------------------------------------------
+    def summary(self, print_fn: Any = print) -> str:
+        """A table of each layer's name, output shape and parameter count, with the totals."""
+        if not self.built:
+            if self.input_shape is None:
+                raise RuntimeError("summary: the model is not built; give the first layer input_shape=..., "
+                                   "or call it on data first")
+            self.build(self.input_shape)
+        rows = [(f"{layer.name} ({type(layer).__name__})", str(("N", *layer.output_shape)), layer.count_params())
+                for layer in self.layers]
+        trainable = sum(p.size for p in self.parameters() if p.trainable)
+        total = self.count_params()
+        w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
+        w1 = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
+        rule = "=" * (w0 + w1 + 12)
+        lines = [f"Model: {self.name}", rule, f"{'Layer (type)':<{w0}}{'Output shape':<{w1}}{'Params':>12}", rule]
+        lines += [f"{a:<{w0}}{b:<{w1}}{c:>12,}" for a, b, c in rows]
+        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", rule]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
+        """Architecture, weights, compile settings and optimizer state in one safetensors file (atomic)."""
+        from gpunn.train.io import save_model
+        with self._backend_scope():
+            save_model(self, path, include_optimizer=include_optimizer)
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        from gpunn.train.io import save_weights
+        with self._backend_scope():
+            save_weights(self, path)
+
+    def load_weights(self, path: str | os.PathLike) -> None:
+        """Load weights saved by save or save_weights; a mismatch raises and leaves the model unchanged."""
+        from gpunn.train.io import load_weights
+        with self._backend_scope():
+            load_weights(self, path)

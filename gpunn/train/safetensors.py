@@ -1,0 +1,171 @@
+"""The safetensors file format, read and written with NumPy alone, plus atomic file writes.
+
+Format (https://huggingface.co/docs/safetensors): an 8-byte little-endian unsigned header length
+N, then N bytes of UTF-8 JSON, then the raw tensor bytes. The JSON maps each tensor name to
+{"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to the byte buffer after the
+header) and may hold "__metadata__", a str -> str map. Tensors are C-ordered, little-endian.
+
+Why our own reader: loading must never run code (no pickle) and every defect (truncation,
+overlapping or out-of-range offsets, a foreign file) must give one clear error before anything
+is used. The files interoperate with the `safetensors` package (tested when it is installed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_CODES = {(v.kind, v.itemsize): k for k, v in _DTYPES.items()}
+_MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit: a larger header means a foreign file
+
+
+class SafetensorsError(ValueError):
+    """A file that is not a valid safetensors file (truncated, corrupt, or of another format)."""
+
+
+def _code(dtype: np.dtype, name: str) -> str:
+    key = (np.dtype(dtype).kind, np.dtype(dtype).itemsize)
+    if key not in _CODES:
+        raise TypeError(f"write_safetensors: tensor {name!r} has dtype {dtype}, which safetensors cannot store; "
+                        f"expected one of float64/32/16, (u)int8-64 or bool")
+    return _CODES[key]
+
+
+def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """The bytes of a safetensors file holding `tensors` (host arrays) and `metadata`."""
+    header: dict[str, Any] = {}
+    if metadata:
+        for k, v in metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError(f"write_safetensors: argument 'metadata' must map str to str, got {k!r}: "
+                                f"{type(v).__name__}")
+        header["__metadata__"] = dict(metadata)
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        if not isinstance(name, str) or name == "__metadata__":
+            raise ValueError(f"write_safetensors: tensor name {name!r} is not allowed")
+        arr = np.asarray(tensors[name])
+        code = _code(arr.dtype, name)
+        raw = np.ascontiguousarray(arr, dtype=_DTYPES[code]).tobytes()
+        header[name] = {"dtype": code, "shape": [int(s) for s in arr.shape], "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
+    return len(head).to_bytes(8, "little") + head + b"".join(chunks)
+
+
+def decode(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) from safetensors bytes; raises SafetensorsError naming what is wrong."""
+    size = len(blob)
+    if size < 8:
+        raise SafetensorsError(f"{source}: not a safetensors file or truncated: {size} bytes, fewer than the "
+                               "8-byte header length")
+    n = int.from_bytes(blob[:8], "little")
+    if n > _MAX_HEADER:
+        raise SafetensorsError(f"{source}: not a safetensors file: header length {n} is implausible")
+    if 8 + n > size:
+        raise SafetensorsError(f"{source}: truncated: the header needs {n} bytes but only {size - 8} follow")
+    try:
+        header = json.loads(blob[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SafetensorsError(f"{source}: corrupt or foreign file: the header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{source}: corrupt header: expected a JSON object, got {type(header).__name__}")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise SafetensorsError(f"{source}: corrupt header: '__metadata__' must map str to str")
+    data = memoryview(blob)[8 + n:]
+    spans: list[tuple[int, int, str]] = []
+    tensors: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        try:
+            dtype = _DTYPES[info["dtype"]]
+            shape = tuple(info["shape"])
+            begin, end = info["data_offsets"]
+            ok = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in (*shape, begin, end))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise SafetensorsError(f"{source}: corrupt header entry for tensor {name!r}: {info!r}")
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if end - begin != expected or begin > end:
+            raise SafetensorsError(f"{source}: corrupt entry for tensor {name!r}: offsets {begin}..{end} do not hold "
+                                   f"shape {shape} of {info['dtype']} ({expected} bytes)")
+        spans.append((begin, end, name))
+    spans.sort()
+    cursor = 0
+    for begin, end, name in spans:
+        if begin != cursor:
+            raise SafetensorsError(f"{source}: corrupt file: tensor {name!r} starts at byte {begin}, expected "
+                                   f"{cursor} (overlap or gap)")
+        cursor = end
+    if cursor > len(data):
+        raise SafetensorsError(f"{source}: truncated: the tensors need {cursor} data bytes but only {len(data)} "
+                               "are present")
+    if cursor != len(data):
+        raise SafetensorsError(f"{source}: corrupt file: {len(data) - cursor} unexpected bytes after the tensors")
+    for begin, end, name in spans:
+        info = header[name]
+        arr = np.frombuffer(data[begin:end], dtype=_DTYPES[info["dtype"]]).reshape(tuple(info["shape"]))
+        tensors[name] = arr.astype(arr.dtype.newbyteorder("="), copy=True)  # native order, writable, aligned
+    return tensors, dict(metadata)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) from a safetensors file; never runs code from the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"read_safetensors: argument 'path' {str(p)!r} is not an existing file")
+    return decode(p.read_bytes(), str(p))
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync it, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a torn mix."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"atomic_write: the folder {str(parent)!r} of argument 'path' does not exist")
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not every platform lets a folder be opened
+        dir_fd = os.open(parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` and `metadata` to `path` atomically."""
+    atomic_write(path, encode(tensors, metadata))
