@@ -67,3 +67,16 @@ def test_three_adam_steps_match_numpy(decoupled: bool) -> None:
         assert_close(got[name], want[name], name)
         if name.endswith(("weight", "bias", "gamma", "beta")):
             assert moved, f"{name} did not change in 3 steps: the test would prove nothing"
+
+
+def test_float64_kernels_pass_gradcheck_through_a_conv_bn_pool_stack() -> None:
+    """The float64 kernels (col2im, maxpool backward, fused BN backward) against central differences."""
+    from gpunn.testing import gradcheck
+    get_kernel_backend("emulated")
+    x = np.random.default_rng(1).standard_normal((2, 2, 6, 5))
+    with gpunn.use_backend("emulated") as be:
+        gpunn.manual_seed(1)
+        model = Sequential([Conv2D(3, 3, padding=1, strides=(1, 2), use_bias=False), BatchNorm(),
+                            MaxPool2D(3, strides=2, padding=1), Flatten(), Dense(2)])
+        assert gradcheck(model, x, training=True)
+        assert {"im2col", "maxpool", "batchnorm"} <= set(be.kernels.compiled_families())
