@@ -8,8 +8,12 @@ from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, get_ba
 from gpunn.layers import Sequential
 from gpunn.parameter import Parameter
 from gpunn.random import manual_seed
+from gpunn import callbacks, metrics, tune  # noqa: E402  (the training workflow's public modules)
+from gpunn.train.ensemble import Ensemble
+from gpunn.train.io import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Backend", "BackendUnavailableError", "Parameter", "Sequential", "__version__", "cuda_status",
-           "get_backend", "init", "layers", "losses", "manual_seed", "set_backend", "use_backend"]
+__all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Parameter", "Sequential", "__version__", "callbacks",
+           "cuda_status", "get_backend", "init", "layers", "load_model", "losses", "manual_seed", "metrics",
+           "set_backend", "tune", "use_backend"]
