@@ -84,6 +84,31 @@ def translate_options(options: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(flags)
 
 
+def sanitizers(options: tuple[str, ...]) -> list[str]:
+    """The sanitizers (`thread`, `address`, `undefined`) an option tuple asks for."""
+    return [m.group("value") for o in options if (m := _EMU_OPTION.match(o)) and m.group("key") == "sanitize"]
+
+
+def sanitizer_runtime(name: str) -> str:
+    """Path of the compiler's runtime for sanitizer `name` ("thread" -> libtsan.so), which must be
+    LD_PRELOADed into the Python process that loads a sanitized kernel library."""
+    lib = {"thread": "libtsan.so", "address": "libasan.so", "undefined": "libubsan.so"}[name]
+    proc = subprocess.run([compiler(), f"-print-file-name={lib}"], capture_output=True, text=True, timeout=60)
+    path = proc.stdout.strip()
+    if proc.returncode != 0 or not os.path.isabs(path) or not os.path.exists(path):
+        raise EmuCompileError(f"the compiler has no {lib} (install the sanitizer runtime, e.g. libtsan2)")
+    return path
+
+
+def runtime_is_loaded(name: str) -> bool:
+    """Whether the sanitizer runtime is mapped into this process (it must come first, by LD_PRELOAD)."""
+    lib = {"thread": "libtsan", "address": "libasan", "undefined": "libubsan"}[name]
+    try:
+        return lib in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+
+
 # --- source preparation ---------------------------------------------------------------------
 _ALIGN = r"__align__\s*\((?:[^()]|\([^()]*\))*\)"
 _EXTERN_SHARED = re.compile(

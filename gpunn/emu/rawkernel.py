@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.emu.build import build_library
+from gpunn.emu.build import EmuCompileError, build_library, runtime_is_loaded, sanitizers
 from gpunn.emu.signature import KernelSig, Param, find_kernels
 
 MAX_THREADS_PER_BLOCK = 1024
@@ -130,6 +130,13 @@ class RawModule:
     def _library(self) -> tuple[ctypes.CDLL, threading.Lock]:
         with self._build_lock:
             if self._lib is None:
+                for san in sanitizers(self.options):
+                    # Loading a sanitized library into a process without the runtime aborts it.
+                    if san != "undefined" and not runtime_is_loaded(san):
+                        raise EmuCompileError(
+                            f"option --emu-sanitize={san} needs its runtime preloaded: run Python with "
+                            f"LD_PRELOAD=$(g++ -print-file-name=lib{'t' if san == 'thread' else 'a'}san.so) "
+                            "(gpunn.emu.build.sanitizer_runtime gives the path)")
                 exported = [k for k in self.kernels.values() if k.extern_c]
                 self._path = build_library(self.code, exported, self.options, self.filename)
                 self._lib, self._launch_lock = _load(self._path)
