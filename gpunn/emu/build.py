@@ -73,7 +73,8 @@ def translate_options(options: tuple[str, ...]) -> tuple[str, ...]:
                 threads = threads or value == "threads"
             elif key == "sanitize" and value in ("thread", "address", "undefined"):
                 flags += [f"-fsanitize={value}", "-g", "-fno-omit-frame-pointer"]
-                threads = threads or value == "thread"  # TSan cannot follow our fiber switches
+                # TSan and ASan cannot follow the fiber core's stack switches
+                threads = threads or value in ("thread", "address")
             elif key == "stack-kb" and value and value.isdigit() and 16 <= int(value) <= 65536:
                 flags.append(f"-DGPUNN_EMU_STACK_KB={int(value)}")
             else:

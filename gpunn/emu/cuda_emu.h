@@ -53,6 +53,7 @@
 #ifdef GPUNN_EMU_THREADS
 #include <algorithm>
 #include <barrier>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -526,24 +527,33 @@ inline int launch(const unsigned* grid, const unsigned* block, std::size_t dyn, 
 // Thread core (for ThreadSanitizer)
 namespace gpunn_emu {
 
+// Warp intrinsics: the lanes named in mask meet under a mutex; the last to arrive computes every
+// lane's result, bumps the generation and wakes the others. Partial masks work, as on the GPU.
+struct WarpState {
+    std::mutex m;
+    std::condition_variable cv;
+    unsigned arrived = 0;
+    unsigned long long gen = 0;
+    std::uint64_t value[32];
+    std::uint64_t result[32];
+    int src[32];
+    int pred[32];
+};
+
 struct ThreadBlock {
     int n = 0;
     std::unique_ptr<std::barrier<>> bar;
-    std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
-    std::uint64_t value[1024];
-    int pred[1024];
+    std::unique_ptr<WarpState[]> warps;
     std::atomic<int> count{0};
-    int bar_result = 0;
 };
 inline ThreadBlock* tb = nullptr;
 inline GPUNN_EMU_TLS int my_lin = 0;
+inline GPUNN_EMU_TLS std::uint64_t warp_result = 0;
 
 [[noreturn]] inline void abort_launch() {
     std::fprintf(stderr, "gpunn emu (thread core): %s\n", err_buf ? err_buf : "error");
     std::abort();  // the thread core cannot unwind other OS threads
 }
-
-inline void yield() {}
 
 inline int block_barrier(int kind, int pred, const std::source_location&) {
     compiler_fence();
@@ -561,22 +571,28 @@ inline int block_barrier(int kind, int pred, const std::source_location&) {
     return r;
 }
 
-inline GPUNN_EMU_TLS std::uint64_t warp_result = 0;
-
 inline void warp_arrive(WarpOp op, unsigned mask, std::uint64_t value, int src, int pred, const std::source_location&) {
-    const int lane = my_lin & 31, base = my_lin - lane;
-    auto& wb = *tb->warp_bar[base / 32];
-    tb->value[my_lin] = value;
-    tb->pred[my_lin] = pred;
-    wb.arrive_and_wait();
-    if (op == WarpOp::Shfl) {
-        warp_result = (src >= 0 && src < 32 && (mask >> src & 1u) && base + src < tb->n) ? tb->value[base + src] : kPoison;
+    const int lane = my_lin & 31;
+    WarpState& w = tb->warps[my_lin / 32];
+    std::unique_lock<std::mutex> lock(w.m);
+    w.value[lane] = value; w.src[lane] = src; w.pred[lane] = pred;
+    w.arrived |= 1u << lane;
+    if ((w.arrived & mask) == mask) {
+        unsigned ballot = 0;
+        for (int l = 0; l < 32; ++l) if ((mask >> l & 1u) && w.pred[l]) ballot |= 1u << l;
+        for (int l = 0; l < 32; ++l) {
+            if (!(mask >> l & 1u)) continue;
+            int s = w.src[l];
+            w.result[l] = op != WarpOp::Shfl ? ballot : (s >= 0 && s < 32 && (mask >> s & 1u)) ? w.value[s] : kPoison;
+        }
+        w.arrived &= ~mask;
+        ++w.gen;
+        w.cv.notify_all();
     } else {
-        unsigned b = 0;
-        for (int l = 0; l < 32 && base + l < tb->n; ++l) if ((mask >> l & 1u) && tb->pred[base + l]) b |= 1u << l;
-        warp_result = b;
+        const unsigned long long gen = w.gen;
+        w.cv.wait(lock, [&] { return w.gen != gen; });
     }
-    wb.arrive_and_wait();  // nobody overwrites a slot before all lanes have read
+    warp_result = w.result[lane];
 }
 
 inline int launch(const unsigned* grid, const unsigned* block, std::size_t dyn, std::size_t limit,
@@ -597,7 +613,7 @@ inline int launch(const unsigned* grid, const unsigned* block, std::size_t dyn, 
                 ThreadBlock b;
                 b.n = n;
                 b.bar = std::make_unique<std::barrier<>>(n);
-                for (int w = 0; w < (n + 31) / 32; ++w) b.warp_bar.push_back(std::make_unique<std::barrier<>>(std::min(32, n - 32 * w)));
+                b.warps = std::make_unique<WarpState[]>((n + 31) / 32);
                 tb = &b;
                 std::vector<std::thread> ts;
                 ts.reserve(n);
@@ -606,8 +622,7 @@ inline int launch(const unsigned* grid, const unsigned* block, std::size_t dyn, 
                         my_lin = i;
                         threadIdx = uint3{unsigned(i) % block[0], unsigned(i) / block[0] % block[1], unsigned(i) / (block[0] * block[1])};
                         body(ctx);
-                        b.bar->arrive_and_drop();
-                        b.warp_bar[i / 32]->arrive_and_drop();
+                        b.bar->arrive_and_drop();  // exited threads stop counting at barriers
                     });
                 }
                 for (auto& t : ts) t.join();

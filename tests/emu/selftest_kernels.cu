@@ -189,3 +189,12 @@ extern "C" __global__ void scalars(double* __restrict__ out, int a, unsigned int
 extern "C" __global__ void read_only_ok(const float* __restrict__ x, float* __restrict__ y) {
     y[threadIdx.x] = 2.0f * x[threadIdx.x];
 }
+
+// Partial-mask shuffle: only the low half-warp takes part. Lanes 0-7 read lanes 8-15; lanes 8-15
+// would read lanes 16-23, which are outside the mask (undefined on the GPU, poison here).
+extern "C" __global__ void half_warp(const float* __restrict__ x, float* __restrict__ out) {
+    const int lane = threadIdx.x & 31;
+    float v = x[threadIdx.x];
+    if (lane < 16) v = __shfl_down_sync(0x0000ffffu, v, 8);
+    out[threadIdx.x] = v;
+}

@@ -169,3 +169,13 @@ def test_runs_are_deterministic(selftest_module):
                                                           np.zeros(1, np.int32), np.zeros(1, np.uint32), np.int32(n)))
         results.append(wsum)
     assert results[0].tobytes() == results[1].tobytes()
+
+
+def test_partial_mask_shuffle(selftest_module):
+    x = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    selftest_module.get_function("half_warp")(1, 64, (x, out))
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(out[lane < 8], x[lane < 8] + 8)
+    assert np.isnan(out[(lane >= 8) & (lane < 16)]).all(), "a lane outside the mask must read poison"
+    np.testing.assert_array_equal(out[lane >= 16], x[lane >= 16])
