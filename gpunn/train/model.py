@@ -38,7 +38,9 @@ def _int_arg(value: Any, name: str, where: str, minimum: int) -> int:
 
 def _is_batch_iterable(x: Any) -> bool:
     """A DataLoader or any re-iterable of (x, y) batches, as opposed to an array."""
-    return hasattr(x, "__iter__") and not hasattr(x, "shape") and not isinstance(x, (list, tuple, dict, str))
+    if isinstance(x, list):  # a list of (x, y) pairs, not a nested list of numbers
+        return bool(x) and all(isinstance(b, tuple) and len(b) == 2 and hasattr(b[0], "shape") for b in x)
+    return hasattr(x, "__iter__") and not hasattr(x, "shape") and not isinstance(x, (tuple, dict, str))
 
 
 def _as_array(a: Any, name: str, where: str) -> Any:
