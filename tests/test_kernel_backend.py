@@ -94,3 +94,15 @@ def test_kernel_dir_in_checkout_and_in_wheel(tmp_path, monkeypatch):
         kernel_source.kernel_dir()
     with pytest.raises(ValueError, match="'family' must be one of"):
         kernel_source.kernel_path("softmax")
+
+
+def test_mixed_dtypes_take_the_generic_path():
+    be = _fresh()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+    gamma, beta = np.ones(2, np.float64), np.zeros(2, np.float64)
+    got = be.batchnorm_forward_train(x, gamma, beta, None, None, 0.1, 1e-5)
+    want = reference().batchnorm_forward_train(x, gamma, beta, None, None, 0.1, 1e-5)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert be.kernels.compiled_families() == []

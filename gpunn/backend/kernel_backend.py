@@ -3,7 +3,7 @@
 Mixed in before `Backend` by CupyBackend (kernels through cupy.RawModule) and EmulatedBackend
 (the same kernels through gpunn.emu.RawModule), so the switch logic and the launcher calls exist
 once. When an op is switched off, or its arrays have a dtype the kernels do not cover (anything
-but float32 / float64), the generic implementation inherited from gpunn/backend/ops/*.py runs.
+but float32 / float64, or a mix), the generic implementation inherited from gpunn/backend/ops/*.py runs.
 """
 from __future__ import annotations
 
@@ -55,9 +55,14 @@ class KernelOpsMixin:
         self._kernel_ops = resolve_use_kernels(value, type(self).__name__)
 
     def _kernel_for(self, op: str, *arrays: Any) -> bool:
+        """Route `op` to its kernel: switched on, and every array of one dtype the kernels cover.
+
+        Mixed dtypes (which the generic op promotes) also take the generic path; the launchers
+        themselves refuse them, with an error naming the argument."""
         if op not in self._kernel_ops:
             return False
-        return all(a.dtype in cuda_ops.SUPPORTED_DTYPES for a in arrays)
+        dtypes = {a.dtype for a in arrays if a is not None}
+        return len(dtypes) == 1 and dtypes.pop() in cuda_ops.SUPPORTED_DTYPES
 
     def _contig(self, a: Any) -> Any:
         """Read-only inputs may arrive as strided views; the kernels index flat buffers."""
@@ -94,7 +99,7 @@ class KernelOpsMixin:
     # -- batch norm -------------------------------------------------------------------------
     def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                                 momentum: float, eps: float) -> tuple[Any, Any, Any]:
-        if not self._kernel_for("batchnorm_forward_train", x, gamma, beta):
+        if not self._kernel_for("batchnorm_forward_train", x, gamma, beta, running_mean, running_var):
             return super().batchnorm_forward_train(  # type: ignore[misc]
                 x, gamma, beta, running_mean, running_var, momentum, eps)
         # Running statistics are updated in place, so they are passed as they are (the launcher
@@ -122,7 +127,7 @@ class KernelOpsMixin:
                   weight_decay: float, step: int, decoupled: bool, zero_grad: bool = False,
                   max_v: Any = None) -> None:
         # AMSGrad keeps a fourth buffer; it is rare enough that the generic path serves it.
-        if max_v is not None or not self._kernel_for("adam_step", param):
+        if max_v is not None or not self._kernel_for("adam_step", param, grad, m, v):
             return super().adam_step(  # type: ignore[misc]
                 param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, zero_grad=zero_grad,
                 max_v=max_v)
