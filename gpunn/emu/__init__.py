@@ -29,8 +29,14 @@ How it works
   a data race (the process must preload libtsan; see tests/emu/test_tsan.py).
 
 Options: NVRTC options are accepted; `-D`/`-U`/`-I` are passed to g++, the rest are device-only and
-ignored. Emulator options: `--emu-core=fibers|threads`, `--emu-sanitize=thread|address|undefined`,
-`--emu-stack-kb=N` (fiber stack size, default 64).
+ignored. Emulator options: `--emu-core=fibers|threads`, `--emu-sanitize=thread|address|undefined`
+(thread and address imply the thread core and need their runtime LD_PRELOADed into Python),
+`--emu-stack-kb=N` (fiber stack size, default 64; a fiber that overflows it hits a guard page).
+
+Limits: one kernel per `extern "C" __global__` definition (no templates/name_expressions); one
+variable per `__shared__` statement; spin-waits on other threads without a barrier never yield, so
+they hang the fiber core; `__activemask()` always answers the full warp; math comes from the host
+libm, so it matches NumPy more closely than the GPU's ulp bounds do.
 """
 from gpunn.emu.build import EmuCompileError, build_library, cache_dir
 from gpunn.emu.rawkernel import EmuLaunchError, RawKernel, RawModule
