@@ -334,7 +334,8 @@ class TrainingMixin:
         elif not isinstance(callbacks, (list, tuple)):
             callbacks = [callbacks]
         history = History()
-        cbs = CallbackList([history, *callbacks] + ([ProgbarLogger(verbose)] if verbose else []))
+        # History after the user's callbacks, so it records what they add to the logs (e.g. "lr")
+        cbs = CallbackList([*callbacks, history] + ([ProgbarLogger(verbose)] if verbose else []))
         cbs.set_model(self)
         cbs.set_params({"epochs": epochs, "steps": steps, "samples": n_train, "batch_size": batch_size,
                         "verbose": verbose, "do_validation": validation_data is not None,
