@@ -13,6 +13,48 @@ from gpunn.init import constant as init_constant
 from gpunn.layers.base import Layer
 
 
+def _check_alpha(alpha: Any, where: str) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"{where}: argument 'alpha' must be a non-negative float, got {alpha!r}")
+    return float(alpha)
+
+
+def _sigmoid(x: Any, xp: Any) -> Any:
+    """Overflow-free logistic: exp(-|x|) is always in (0, 1]."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+_ERF_SERIES_TERMS = 40   # positive series on |z| < 2: the next term is below 1e-17 of the sum
+_ERFC_FRACTION_DEPTH = 60  # continued fraction on |z| >= 2: relative error below 1e-15
+
+
+def _erfc_abs(a: Any, xp: Any) -> Any:
+    """erfc(a) for a >= 0 to float64 precision with elementwise xp ops only (NumPy has no erf, and
+    layers do not import SciPy or cupyx). Small a: erf(a) = 2/sqrt(pi) exp(-a^2) sum 2^n a^(2n+1)/(2n+1)!!,
+    a series of positive terms (no cancellation). Large a: the Laplace continued fraction for
+    erfc, which keeps the relative accuracy of the tiny tail."""
+    s = xp.minimum(a, 2.0)
+    term = s
+    total = s
+    for n in range(_ERF_SERIES_TERMS):
+        term = term * (2.0 * s * s) / (2 * n + 3)
+        total = total + term
+    erf_small = (2.0 / math.sqrt(math.pi)) * xp.exp(-s * s) * total
+    b = xp.maximum(a, 2.0)
+    f = b
+    for k in range(_ERFC_FRACTION_DEPTH, 0, -1):
+        f = b + (k / 2.0) / f
+    erfc_big = xp.exp(-b * b) / (math.sqrt(math.pi) * f)  # exp underflows to 0 for huge b: harmless
+    return xp.where(a < 2.0, 1.0 - erf_small, erfc_big).astype(a.dtype, copy=False)
+
+
+def _normal_cdf(x: Any, xp: Any) -> Any:
+    """Phi(x) = erfc(-x/sqrt 2)/2, from the accurate tail on whichever side is small."""
+    c = 0.5 * _erfc_abs(xp.abs(x) * (1.0 / math.sqrt(2.0)), xp)
+    return xp.where(x < 0, c, 1.0 - c).astype(x.dtype, copy=False)
+
+
 class Activation(Layer):
     """Base for elementwise activations: any rank, shape-preserving."""
 
@@ -91,48 +133,6 @@ class Softmax(Activation):
     def _backward(self, dy, y):
         return y * (dy - (dy * y).sum(axis=self.axis, keepdims=True))
 
-
-
-def _check_alpha(alpha: Any, where: str) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"{where}: argument 'alpha' must be a non-negative float, got {alpha!r}")
-    return float(alpha)
-
-
-def _sigmoid(x: Any, xp: Any) -> Any:
-    """Overflow-free logistic: exp(-|x|) is always in (0, 1]."""
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-
-
-_ERF_SERIES_TERMS = 40   # positive series on |z| < 2: the next term is below 1e-17 of the sum
-_ERFC_FRACTION_DEPTH = 60  # continued fraction on |z| >= 2: relative error below 1e-15
-
-
-def _erfc_abs(a: Any, xp: Any) -> Any:
-    """erfc(a) for a >= 0 to float64 precision with elementwise xp ops only (NumPy has no erf, and
-    layers do not import SciPy or cupyx). Small a: erf(a) = 2/sqrt(pi) exp(-a^2) sum 2^n a^(2n+1)/(2n+1)!!,
-    a series of positive terms (no cancellation). Large a: the Laplace continued fraction for
-    erfc, which keeps the relative accuracy of the tiny tail."""
-    s = xp.minimum(a, 2.0)
-    term = s
-    total = s
-    for n in range(_ERF_SERIES_TERMS):
-        term = term * (2.0 * s * s) / (2 * n + 3)
-        total = total + term
-    erf_small = (2.0 / math.sqrt(math.pi)) * xp.exp(-s * s) * total
-    b = xp.maximum(a, 2.0)
-    f = b
-    for k in range(_ERFC_FRACTION_DEPTH, 0, -1):
-        f = b + (k / 2.0) / f
-    erfc_big = xp.exp(-b * b) / (math.sqrt(math.pi) * f)  # exp underflows to 0 for huge b: harmless
-    return xp.where(a < 2.0, 1.0 - erf_small, erfc_big).astype(a.dtype, copy=False)
-
-
-def _normal_cdf(x: Any, xp: Any) -> Any:
-    """Phi(x) = erfc(-x/sqrt 2)/2, from the accurate tail on whichever side is small."""
-    c = 0.5 * _erfc_abs(xp.abs(x) * (1.0 / math.sqrt(2.0)), xp)
-    return xp.where(x < 0, c, 1.0 - c).astype(x.dtype, copy=False)
 
 
 class LeakyReLU(Activation):

@@ -102,7 +102,8 @@ class _BasicShortcut(Layer):
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
         if shape != self.input_shape:
-            raise ValueError(f"{where}: argument 'x' must have per-sample shape {self.input_shape} as built, got {shape}")
+            raise ValueError(f"{where}: argument 'x' must have per-sample shape {self.input_shape} as built, "
+                             f"got {shape}")
 
     def forward(self, x: Any, training: bool = False) -> Any:
         x = self._prepare(x)
