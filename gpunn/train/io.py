@@ -6,7 +6,8 @@ One file holds everything, so one atomic rename publishes a checkpoint:
 - metadata "gpunn.format" ("model" or "weights"), "gpunn.architecture" (the layer configs, input
   shape and dtype), "gpunn.layers" (the class owning each state key, to name mismatches),
   "gpunn.compile" (loss, metrics, optimizer class and settings), "gpunn.optimizer" (its scalar
-  state) and "gpunn.training" (epochs done, the shuffle seed, the dropout generator's state).
+  state), "gpunn.training" (epochs done, the shuffle seed, the dropout generator's state) and
+  "gpunn.sha256" (a checksum of the tensor bytes, so flipped bits are caught, not loaded).
 
 Nothing is unpickled: arrays are raw bytes with a declared dtype and shape, configs are JSON, and
 only gpunn classes (or the caller's `custom_objects`) are instantiated. Every check runs before the
@@ -27,6 +28,7 @@ from gpunn.train.safetensors import SafetensorsError, read_safetensors, write_sa
 FORMAT_VERSION = "1"
 _MODEL_PREFIX = "model/"
 _OPT_PREFIX = "optimizer/"
+_CHECKSUM = "gpunn.sha256"  # of the tensor bytes: safetensors has no checksum of its own
 
 
 class CheckpointError(ValueError):
@@ -96,7 +98,7 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
     _check_built(model, "save_weights")
     meta = {"gpunn.format": "weights", "gpunn.version": FORMAT_VERSION,
             "gpunn.architecture": json.dumps(_architecture(model)), "gpunn.layers": json.dumps(_owners(model))}
-    write_safetensors(path, _model_tensors(model), meta)
+    write_safetensors(path, _model_tensors(model), meta, _CHECKSUM)
 
 
 def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = True) -> None:
@@ -118,13 +120,13 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     meta["gpunn.training"] = json.dumps({"epoch": int(getattr(model, "epoch", 0)),
                                          "shuffle_seed": getattr(model, "shuffle_seed", None),
                                          "rng": _rng_state()})
-    write_safetensors(path, tensors, meta)
+    write_safetensors(path, tensors, meta, _CHECKSUM)
 
 
 # -- loading ----------------------------------------------------------------------------------
 def _read(path: str | os.PathLike, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     try:
-        tensors, meta = read_safetensors(path)
+        tensors, meta = read_safetensors(path, _CHECKSUM)
     except SafetensorsError as exc:
         raise CheckpointError(f"{where}: cannot read {os.fspath(path)!r}: {exc}") from None
     fmt = meta.get("gpunn.format")

@@ -11,6 +11,7 @@ is used. The files interoperate with the `safetensors` package (tested when it i
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -41,9 +42,14 @@ def _code(dtype: np.dtype, name: str) -> str:
     return _CODES[key]
 
 
-def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
-    """The bytes of a safetensors file holding `tensors` (host arrays) and `metadata`."""
+def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None,
+           checksum_key: str | None = None) -> bytes:
+    """The bytes of a safetensors file holding `tensors` (host arrays) and `metadata`.
+
+    With `checksum_key`, the SHA-256 of the tensor bytes is stored under that metadata key, so
+    that `decode` can detect corrupted data (the format itself has no checksum)."""
     header: dict[str, Any] = {}
+    metadata = dict(metadata or {})
     if metadata:
         for k, v in metadata.items():
             if not isinstance(k, str) or not isinstance(v, str):
@@ -61,13 +67,21 @@ def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = Non
         header[name] = {"dtype": code, "shape": [int(s) for s in arr.shape], "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
+    if checksum_key is not None:
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        header.setdefault("__metadata__", {})[checksum_key] = digest.hexdigest()
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
     return len(head).to_bytes(8, "little") + head + b"".join(chunks)
 
 
-def decode(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """(tensors, metadata) from safetensors bytes; raises SafetensorsError naming what is wrong."""
+def decode(blob: bytes, source: str = "<bytes>", checksum_key: str | None = None
+           ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(tensors, metadata) from safetensors bytes; raises SafetensorsError naming what is wrong.
+
+    When the metadata holds `checksum_key`, the tensor bytes must match that SHA-256."""
     size = len(blob)
     if size < 8:
         raise SafetensorsError(f"{source}: not a safetensors file or truncated: {size} bytes, fewer than the "
@@ -117,6 +131,9 @@ def decode(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarray],
                                "are present")
     if cursor != len(data):
         raise SafetensorsError(f"{source}: corrupt file: {len(data) - cursor} unexpected bytes after the tensors")
+    if checksum_key is not None and checksum_key in metadata:
+        if hashlib.sha256(data[:cursor]).hexdigest() != metadata[checksum_key]:
+            raise SafetensorsError(f"{source}: corrupt file: the tensor data does not match its SHA-256 checksum")
     for begin, end, name in spans:
         info = header[name]
         arr = np.frombuffer(data[begin:end], dtype=_DTYPES[info["dtype"]]).reshape(tuple(info["shape"]))
@@ -124,12 +141,13 @@ def decode(blob: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarray],
     return tensors, dict(metadata)
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(path: str | os.PathLike, checksum_key: str | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, metadata) from a safetensors file; never runs code from the file."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"read_safetensors: argument 'path' {str(p)!r} is not an existing file")
-    return decode(p.read_bytes(), str(p))
+    return decode(p.read_bytes(), str(p), checksum_key)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -166,6 +184,6 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, np.ndarray],
-                      metadata: dict[str, str] | None = None) -> None:
+                      metadata: dict[str, str] | None = None, checksum_key: str | None = None) -> None:
     """Write `tensors` and `metadata` to `path` atomically."""
-    atomic_write(path, encode(tensors, metadata))
+    atomic_write(path, encode(tensors, metadata, checksum_key))
