@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,10 +125,45 @@ class DataLoader:
                 f"drop_last={self.drop_last}, batches={len(self)}, prefetch={self.prefetch})")
 
 
-class _BatchIterator(Iterator):
-    """One epoch. Closes its thread on exhaustion, on error, on close()/`with`, or when collected."""
+_POLL = 0.05  # seconds between checks of the stop flag while blocked on the queue
 
-    _POLL = 0.05  # seconds between checks of the stop flag while blocked on the queue
+
+def _put(q: queue.Queue, stop: threading.Event, item: Any) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce(loader: DataLoader, batches: list[np.ndarray], rng: np.random.Generator, backend: Backend | None,
+             q: queue.Queue, stop: threading.Event) -> None:
+    """The prefetch thread. It holds no reference to the iterator, so an abandoned iterator is
+    collected and its finalizer stops this thread."""
+    try:
+        for idx in batches:
+            if stop.is_set() or not _put(q, stop, loader.make_batch(idx, rng, backend)):
+                return
+        _put(q, stop, _END)
+    except BaseException as exc:  # carried to the consumer, which re-raises it
+        _put(q, stop, _Failure(exc))
+
+
+def _shutdown(q: queue.Queue, stop: threading.Event, thread: threading.Thread) -> None:
+    stop.set()
+    while True:  # unblock a producer waiting on a full queue
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            break
+    if thread is not threading.current_thread():
+        thread.join()
+
+
+class _BatchIterator(Iterator):
+    """One epoch. Stops its thread on exhaustion, on error, on close()/`with`, or when collected."""
 
     def __init__(self, loader: DataLoader, batches: list[np.ndarray], rng: np.random.Generator,
                  backend: Backend | None) -> None:
@@ -135,35 +171,18 @@ class _BatchIterator(Iterator):
         self._next = 0
         self._done = False
         self._thread: threading.Thread | None = None
+        self._finalizer: weakref.finalize | None = None
         if loader.prefetch > 0 and batches:
             self._queue: queue.Queue = queue.Queue(maxsize=loader.prefetch)
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._produce, name="gpunn-DataLoader-prefetch", daemon=True)
+            stop = threading.Event()
+            self._thread = threading.Thread(target=_produce, args=(loader, batches, rng, backend, self._queue, stop),
+                                            name="gpunn-DataLoader-prefetch", daemon=True)
             self._thread.start()
+            self._finalizer = weakref.finalize(self, _shutdown, self._queue, stop, self._thread)
 
     def __len__(self) -> int:
         return len(self._batches)
 
-    # -- producer (background thread) ------------------------------------------------------------
-    def _produce(self) -> None:
-        try:
-            for idx in self._batches:
-                if self._stop.is_set() or not self._put(self._loader.make_batch(idx, self._rng, self._backend)):
-                    return
-            self._put(_END)
-        except BaseException as exc:  # carried to the consumer, which re-raises it
-            self._put(_Failure(exc))
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=self._POLL)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    # -- consumer ---------------------------------------------------------------------------------
     def __next__(self) -> Any:
         if self._done:
             raise StopIteration
@@ -176,7 +195,7 @@ class _BatchIterator(Iterator):
             return self._loader.make_batch(idx, self._rng, self._backend)
         while True:
             try:
-                item = self._queue.get(timeout=self._POLL)
+                item = self._queue.get(timeout=_POLL)
                 break
             except queue.Empty:
                 if not self._thread.is_alive() and self._queue.empty():
@@ -197,18 +216,9 @@ class _BatchIterator(Iterator):
     def close(self) -> None:
         """Stop the prefetch thread and wait for it; safe to call more than once."""
         self._done = True
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stop.set()
-        while True:  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        thread.join()
-        # keep __next__ from taking the inline path after close
-        self._batches = []
+        self._thread = None
+        if self._finalizer is not None:
+            self._finalizer()  # runs _shutdown once
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -219,9 +229,3 @@ class _BatchIterator(Iterator):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: nothing useful left to do
-            pass

@@ -102,6 +102,8 @@ class Compose(Transform):
         self.transforms = list(transforms)
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.transforms:
+            return x.copy()  # the same contract as every transform: a new array
         for t in self.transforms:
             x = t(x, rng=rng) if isinstance(t, Transform) else t(x)
         return x
