@@ -153,7 +153,8 @@ def validate_state(model: Any, tensors: dict[str, np.ndarray], saved_owners: dic
     """The model state from `tensors`, after checking names, owning layers, shapes and dtypes."""
     state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
     targets = model._named_state()
-    owners = _owners(model)
+    owners = {key: f"{key} (?)" for key in targets}  # a layer may add state keys of its own
+    owners.update(_owners(model))
     problems: list[str] = []
     missing = sorted(set(targets) - set(state))
     unexpected = sorted(set(state) - set(targets))

@@ -133,7 +133,7 @@ class TrainingMixin:
         return new
 
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, loss: Any = "softmax_cross_entropy", optimizer: Any = "adam",
+    def compile(self, loss: Any, optimizer: Any = "adam",
                 metrics: Iterable[Any] | str | None = None, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
         or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...)."""
