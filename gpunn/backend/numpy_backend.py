@@ -1,14 +1,262 @@
-"""The CPU backend: NumPy with the generic ops unchanged."""
+"""The CPU backend: NumPy, with CPU-specific fast paths for convolution and pooling.
+
+The generic ops (gpunn/backend/ops/*.py) keep the layouts the CUDA kernels implement: im2col's
+(N, C*kh*kw, OH*OW) columns, max-pool's int32 flat argmax. On a CPU most of their time goes to
+memory reshuffling, not arithmetic, so this backend overrides the ops whose cache the layers treat
+as opaque:
+
+- **Convolution at stride 1** ("frame" algorithm). The input is padded once into a channel-major
+  buffer X of shape (C, N*Hp*Wp): every sample's padded frame laid end to end. For kernel offset
+  (i, j) the input pixel under output position p is X[:, p + i*dh*Wp + j*dw], so each offset's
+  column block is a *contiguous* slice of X, and one GEMM W(F, kh*kw*C) @ cols gives the output
+  at every frame position (the positions outside the valid OHxOW corner are computed and
+  dropped). The columns are built per chunk of whole frames, small enough to stay in cache, and
+  the backward pass rebuilds them from X instead of keeping them: the cache holds X only.
+  Outputs are returned as NCHW views of channel-major (C, N, H, W) memory, so the next layer's
+  padding copy and the pooling read long contiguous rows; NumPy's elementwise ops keep that layout.
+- **Max-pooling with non-overlapping windows** (stride == window, no padding) reads the kh*kw
+  window offsets as strided views and tracks the winning offset; the backward pass writes each
+  offset's share straight into its strided slot, with no zero-fill-and-add.
+Anything else (strided convolutions, overlapping or padded pools) runs the generic op.
+
+Results agree with the generic path to rounding (the GEMMs sum in another order); the parity
+tests in tests/test_numpy_fast_paths.py pin that down in float64.
+"""
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import numpy as np
 
 from gpunn.backend.base import Backend
+from gpunn.backend.ops.geometry import conv_output_size
+
+Pair = tuple[int, int]
+
+# Columns per chunk: about this many bytes of cols per GEMM, so a chunk stays in the L2/L3 cache.
+_CHUNK_BYTES = 1 << 23
+
+
+class _FrameCache:
+    """What the fast conv forward keeps for its backward: the padded channel-major input."""
+
+    __slots__ = ("xbuf", "x_shape", "frame", "kernel", "padding", "dilation")
+
+    def __init__(self, xbuf: np.ndarray, x_shape: tuple[int, ...], frame: Pair, kernel: Pair, padding: Pair,
+                 dilation: Pair) -> None:
+        self.xbuf, self.x_shape, self.frame = xbuf, x_shape, frame
+        self.kernel, self.padding, self.dilation = kernel, padding, dilation
 
 
 class NumpyBackend(Backend):
     name = "numpy"
     device = "cpu"
 
-    def __init__(self) -> None:
+    def __init__(self, fast_paths: bool = True) -> None:
         super().__init__(np)
+        #: False routes every op to the generic implementation (for parity tests and benchmarks)
+        self.fast_paths = fast_paths
+        # Scratch reused across calls (no page faults per step); per thread, as backends are shared.
+        self._scratch = threading.local()
+
+    def _buffer(self, key: str, shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.ndarray:
+        """A scratch array that lives only inside one op call, reused across calls.
+
+        With zero=True it is zeroed when first made; callers then only write the region they
+        rewrite on every call, so the rest stays zero."""
+        store = self._scratch.__dict__
+        full_key = (key, shape, np.dtype(dtype).str)
+        buf = store.get(full_key)
+        if buf is None:
+            if len(store) > 64:  # shapes vary (e.g. a last short batch): keep the cache bounded
+                store.clear()
+            buf = store[full_key] = (np.zeros if zero else np.empty)(shape, dtype=dtype)
+        return buf
+
+    def release_scratch(self) -> None:
+        """Drop this thread's reused scratch buffers (they are remade on the next call)."""
+        self._scratch.__dict__.clear()
+
+    # -- convolution --------------------------------------------------------------------------
+    def _frame_ok(self, x: Any, weight: Any, stride: Pair) -> bool:
+        return (self.fast_paths and stride == (1, 1) and x.dtype.kind == "f" and weight.dtype.kind == "f"
+                and x.shape[0] > 0)
+
+    def _frame_chunks(self, src: np.ndarray, base: int, offsets: list[int], count: int,
+                      dtype: np.dtype) -> Any:
+        """Yield (start, stop, cols) over output positions [0, count) of the frame grid, where
+        cols[o*C + c, q - start] = src[c, base + q + offsets[o]] (C = src rows): the im2col
+        columns of one chunk, each offset's block a contiguous slice copy. The buffer is reused."""
+        c = src.shape[0]
+        k = c * len(offsets)
+        step = int(max(1024, min(count, _CHUNK_BYTES // (k * dtype.itemsize))))
+        cols = self._buffer("cols", (k, step), dtype)
+        for start in range(0, count, step):
+            stop = min(count, start + step)
+            m = stop - start
+            for o, off in enumerate(offsets):
+                a = base + start + off
+                cols[o * c:(o + 1) * c, :m] = src[:, a:a + m]
+            yield start, stop, cols[:, :m]
+
+    def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
+                       dilation: Pair) -> tuple[Any, Any]:
+        if not self._frame_ok(x, weight, stride):
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation)
+        n, c, h, w = x.shape
+        f, _, kh, kw = weight.shape
+        (ph, pw), (dh, dw) = padding, dilation
+        oh, ow = conv_output_size(h, kh, 1, ph, dh), conv_output_size(w, kw, 1, pw, dw)
+        hp, wp = h + 2 * ph, w + 2 * pw
+        frame_len = hp * wp
+        dtype = np.result_type(x.dtype, weight.dtype)
+        # X: (C, N*Hp*Wp), every padded frame end to end; kept for the backward pass.
+        xbuf = (np.zeros if (ph or pw) else np.empty)((c, n, hp, wp), dtype=dtype)
+        xbuf[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
+        xflat = xbuf.reshape(c, n * frame_len)
+        offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+        # Positions past count would read beyond X; none of them is a valid output position.
+        count = n * frame_len - offsets[-1]
+        wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
+        yframe = self._buffer("yframe", (f, n * frame_len), dtype)
+        for start, stop, cols in self._frame_chunks(xflat, 0, offsets, count, dtype):
+            np.matmul(wmat, cols, out=yframe[:, start:stop])
+        # y in channel-major memory (C, N, OH, OW), returned as an NCHW view
+        yc = np.empty((f, n, oh, ow), dtype=dtype)
+        valid = yframe.reshape(f, n, hp, wp)[:, :, :oh, :ow]
+        if bias is not None:
+            np.add(valid, bias.reshape(f, 1, 1, 1), out=yc)
+        else:
+            yc[...] = valid
+        cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation)
+        return yc.transpose(1, 0, 2, 3), cache
+
+    def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
+                        stride: Pair, padding: Pair, dilation: Pair,
+                        need_dx: bool = True) -> tuple[Any | None, Any, Any]:
+        if not isinstance(cols, _FrameCache):
+            return super().conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx)
+        cache = cols
+        n, c, h, w = x_shape
+        f, _, kh, kw = weight.shape
+        hp, wp = cache.frame
+        ph, pw = cache.padding
+        dh, dw = cache.dilation
+        oh, ow = dy.shape[2:]
+        frame_len = hp * wp
+        dtype = cache.xbuf.dtype
+        xflat = cache.xbuf.reshape(c, n * frame_len)
+        offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
+        lead = offsets[-1]
+        # dy on the frame grid, after `lead` zero columns; every position outside the valid
+        # OHxOW corners stays zero (only the corners are written), which makes both products exact.
+        dybuf = self._buffer(f"dyframe{hp}x{wp}:{oh}x{ow}", (f, lead + n * frame_len), dtype, zero=True)
+        dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
+        dybuf[:, lead:].reshape(f, n, hp, wp)[:, :, :oh, :ow] = dyc
+        dyflat = dybuf[:, lead:]
+        dbias = dyc.sum(axis=(1, 2, 3), dtype=dtype).astype(weight.dtype, copy=False)
+        # dW = sum over positions of dy * cols^T, chunk by chunk
+        count = n * frame_len - lead
+        dwmat = np.zeros((f, c * kh * kw), dtype=dtype)
+        part = self._buffer("dwpart", dwmat.shape, dtype)
+        for start, stop, xcols in self._frame_chunks(xflat, 0, offsets, count, dtype):
+            np.matmul(dyflat[:, start:stop], xcols.T, out=part)
+            dwmat += part
+        dweight = dwmat.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
+        if not need_dx:
+            return None, dweight, dbias
+        # dX is the correlation of the zero-framed dy with the flipped kernel: the same chunked
+        # GEMM at negative offsets, written once per position (no scatter-add, no col2im).
+        wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
+        dxbuf = np.empty((c, n, hp, wp), dtype=dtype)
+        dxflat = dxbuf.reshape(c, n * frame_len)
+        for start, stop, dcols in self._frame_chunks(dybuf, lead, [-o for o in offsets], n * frame_len, dtype):
+            np.matmul(wmat_t, dcols, out=dxflat[:, start:stop])
+        return dxbuf[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3), dweight, dbias
+
+    # -- pooling ------------------------------------------------------------------------------
+    def _tiled_pool(self, kh: int, kw: int, stride: Pair, padding: Pair) -> bool:
+        return self.fast_paths and stride == (kh, kw) and padding == (0, 0)
+
+    @staticmethod
+    def _planes(x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """x (N, C, H, W) as contiguous planes (P, H, W), and whether they are channel-major.
+
+        NumPy iterates a plain 3-D array much faster than a transposed 4-D view, so the pools
+        work on planes: channel-major (C, N) order when x is laid out so (the fast conv's
+        output), else NCHW order."""
+        n, c, h, w = x.shape
+        cn = x.transpose(1, 0, 2, 3)
+        if cn.flags.c_contiguous and not x.flags.c_contiguous:
+            return cn.reshape(c * n, h, w), True
+        return np.ascontiguousarray(x).reshape(n * c, h, w), False
+
+    @staticmethod
+    def _unplanes(p: np.ndarray, n: int, c: int, channel_major: bool) -> np.ndarray:
+        h, w = p.shape[1:]
+        if channel_major:
+            return p.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+        return p.reshape(n, c, h, w)
+
+    def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Pair, padding: Pair) -> tuple[Any, Any]:
+        if not self._tiled_pool(kh, kw, stride, padding) or x.size == 0:
+            return super().maxpool2d_forward(x, kh, kw, stride, padding)
+        n, c, h, w = x.shape
+        oh, ow = h // kh, w // kw
+        planes, cmajor = self._planes(x)
+        planes = planes[:, :oh * kh, :ow * kw]
+        # Masked copies (copyto/where) are ~10x slower than arithmetic in NumPy, so the winner is
+        # tracked arithmetically, columns first, then rows. A strict '>' scan in window order
+        # keeps the first maximal offset in row-major order: the first row holding the maximum,
+        # then the first column of that row holding it (as the kernel's tie rule). NaN propagates
+        # into y here (np.maximum), as in PyTorch; the generic op skips a NaN after the first offset.
+        mcol = planes[:, :, 0::kw]  # (P, OH*kh, OW): the maximum over each window row
+        jidx = None  # which column of the window row holds it (None: all zero)
+        if kw > 1:
+            mcol = mcol.copy()
+            jidx = np.zeros(mcol.shape, dtype=np.int16)
+            for j in range(1, kw):
+                cand = planes[:, :, j::kw]
+                better = cand > mcol
+                np.maximum(mcol, cand, out=mcol)
+                jidx += better * (np.int16(j) - jidx)
+        y = mcol[:, 0::kh].copy()
+        iidx = np.zeros(y.shape, dtype=np.int16)
+        jwin = jidx[:, 0::kh].copy() if jidx is not None else None
+        for i in range(1, kh):
+            cand = mcol[:, i::kh]
+            better = cand > y
+            np.maximum(y, cand, out=y)
+            iidx += better * (np.int16(i) - iidx)
+            if jwin is not None:
+                jwin += better * (jidx[:, i::kh] - jwin)
+        argmax = np.multiply(iidx, np.int32(w), dtype=np.int32)
+        argmax += self._pool_origin(oh, ow, kh, kw, w)
+        if jwin is not None:
+            argmax += jwin
+        return self._unplanes(y, n, c, cmajor), self._unplanes(argmax, n, c, cmajor)
+
+    @staticmethod
+    def _pool_origin(oh: int, ow: int, kh: int, kw: int, w: int) -> np.ndarray:
+        """Flat index of each window's top-left input pixel, (OH, OW) int32."""
+        return (np.arange(oh, dtype=np.int32) * np.int32(kh * w))[:, None] + \
+            np.arange(ow, dtype=np.int32)[None, :] * np.int32(kw)
+
+    def maxpool2d_backward(self, dy: Any, argmax: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int,
+                           stride: Pair, padding: Pair) -> Any:
+        if not self._tiled_pool(kh, kw, stride, padding) or dy.size == 0:
+            return super().maxpool2d_backward(dy, argmax, x_shape, kh, kw, stride, padding)
+        n, c, h, w = x_shape
+        oh, ow = dy.shape[2:]
+        dyp, cmajor = self._planes(dy)
+        am = argmax.transpose(1, 0, 2, 3) if cmajor else argmax
+        rel = am.reshape(dyp.shape) - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
+        ragged = h != oh * kh or w != ow * kw  # rows/columns no window covers get zero gradient
+        dx = (np.zeros if ragged else np.empty)((dyp.shape[0], h, w), dtype=dy.dtype)
+        hit = np.empty(rel.shape, dtype=bool)
+        for i in range(kh):
+            for j in range(kw):
+                np.equal(rel, np.int32(i * w + j), out=hit)
+                np.multiply(dyp, hit, out=dx[:, i:oh * kh:kh, j:ow * kw:kw])
+        return self._unplanes(dx, n, c, cmajor)

@@ -1,0 +1,362 @@
+"""`python -m gpunn bench`: run the benchmark suites in bench/ and write a report.
+
+For each of `--rounds` rounds it runs the gpunn suites (bench_ops, bench_e2e, bench_adam,
+bench_kernels) in one process and the PyTorch peers (bench_peers, and bench_adam's torch variant)
+in another, alternating A, B, A, B: torch and NumPy in one process slow torch by ~30%, and on a
+shared machine alternation spreads the noise over both. Each process gets the same thread count
+(OPENBLAS_NUM_THREADS / OMP_NUM_THREADS for NumPy, torch.set_num_threads for torch) and runs with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they halve NumPy's sgemm here); only these benchmark
+subprocesses see that, never the tests.
+
+Written into --out (bench/results by default), named <date>_<device>_<commit>:
+- .json: every round's pytest-benchmark results in one pytest-benchmark file (fullnames carry
+  "@r<round>"), for `pytest-benchmark compare`;
+- .md: a table of medians (the median over rounds of each round's median, with the spread: the
+  lowest and highest round medians) and the ratios GPU/CPU and gpunn/peer, as throughput
+  ratios (> 1 means the first is faster); plus the BLAS kernel threadpoolctl reported;
+- .png: a bar chart of those ratios (matplotlib, imported only here).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py")
+PEER_SUITES = ("bench_peers.py", "bench_adam.py")
+UNSET_FOR_BENCH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+DEFAULT_PEER_PYTHON = "/tmp/torchvenv/bin/python"
+
+
+# -- running --------------------------------------------------------------------------------------
+def bench_env(threads: int, quick: bool, emulated: bool, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmark subprocess (never of tests): OpenBLAS variables unset."""
+    env = dict(os.environ if base is None else base)
+    for name in UNSET_FOR_BENCH:
+        env.pop(name, None)
+    env.update({"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+                "GPUNN_BENCH_THREADS": str(threads), "GPUNN_BENCH_QUICK": "1" if quick else "0"})
+    if emulated:
+        env["GPUNN_BENCH_EMULATED"] = "1"
+    else:  # suites test it for truth: unset, not "0"
+        env.pop("GPUNN_BENCH_EMULATED", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _python_has_torch(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def pick_peer_python(requested: str | None) -> str | None:
+    """The interpreter for the torch peers: --python, else this one if it has torch, else the
+    conventional /tmp/torchvenv; None when none imports torch."""
+    candidates = [requested] if requested else [sys.executable, DEFAULT_PEER_PYTHON]
+    for python in candidates:
+        if python and Path(python).exists() and _python_has_torch(python):
+            return python
+    return None
+
+
+def _k_expr(base: str | None, only: str | None) -> list[str]:
+    parts = [f"({p})" for p in (base, only) if p]
+    return ["-k", " and ".join(parts)] if parts else []
+
+
+def run_suite(python: str, files: list[Path], json_path: Path, env: dict[str, str], k_base: str | None,
+              only: str | None, timeout: float) -> int:
+    cmd = [python, "-m", "pytest", *map(str, files), "--benchmark-enable", f"--benchmark-json={json_path}",
+           "-p", "no:cacheprovider", "-q", "--benchmark-columns=median,iqr,rounds", *_k_expr(k_base, only)]
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        return subprocess.run(cmd, cwd=REPO, env=env, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        print(f"bench: {files} ran past {timeout:.0f} s; its results are left out", file=sys.stderr)
+        return 124
+
+
+# -- reading results ------------------------------------------------------------------------------
+def _device_of(text: str) -> str:
+    if "emulated" in text:
+        return "emulated"
+    return "cuda" if ("cuda" in text or "cupy" in text) else "cpu"
+
+
+def describe(bench: dict[str, Any]) -> tuple[str, str, str]:
+    """(key, impl, device) of one pytest-benchmark entry. The suites here tag their results
+    (extra_info key/impl/device); others are keyed by group (else name): 'torch' in the name marks
+    a peer, a backend parameter (numpy, cupy-..., emulated) a gpunn run, and in a group any other
+    parameter names the implementation (e.g. bench_adam's plain "numpy" variant)."""
+    info = bench.get("extra_info") or {}
+    name = str(bench.get("name", "?"))
+    param = str(bench.get("param") or "")
+    if info.get("key"):
+        return str(info["key"]), str(info.get("impl", "gpunn")), str(info.get("device", "cpu"))
+    group = bench.get("group")
+    key = str(group or name)
+    if "torch" in name:
+        return key, "torch", _device_of(name)
+    if group and param and param != "gpunn":
+        return key, param, _device_of(name) if "cuda" in name else "cpu"
+    return key, "gpunn", _device_of(param or name)
+
+
+def collect(runs: list[tuple[int, dict[str, Any]]]) -> dict[str, dict[tuple[str, str], list[float]]]:
+    """key -> (impl, device) -> the median seconds of each round."""
+    table: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for _round, data in runs:
+        for bench in data.get("benchmarks", []):
+            median = (bench.get("stats") or {}).get("median")
+            if median is None:
+                continue
+            key, impl, device = describe(bench)
+            table.setdefault(key, {}).setdefault((impl, device), []).append(float(median))
+    return table
+
+
+def merge_json(runs: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+    """One pytest-benchmark document holding every round (fullname suffixed with @r<round>)."""
+    if not runs:
+        return {"benchmarks": []}
+    merged = {k: v for k, v in runs[0][1].items() if k != "benchmarks"}
+    merged["benchmarks"] = []
+    merged["peer_machine_info"] = [d.get("machine_info") for _, d in runs[1:2]]
+    for rnd, data in runs:
+        for bench in data.get("benchmarks", []):
+            entry = dict(bench)
+            entry["fullname"] = f"{bench.get('fullname', bench.get('name'))}@r{rnd}"
+            entry["extra_info"] = {**(bench.get("extra_info") or {}), "round": rnd}
+            merged["benchmarks"].append(entry)
+    return merged
+
+
+# -- reporting ------------------------------------------------------------------------------------
+def _fmt_time(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "lo": min(samples), "hi": max(samples), "n": len(samples)}
+
+
+def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dict[str, Any]]:
+    """One row per key: each (impl, device)'s summary, and throughput ratios where both sides exist:
+    gpu_over_cpu = gpunn cpu time / gpunn cuda time; vs_peer_<dev> = torch time / gpunn time."""
+    rows = []
+    for key in sorted(table):
+        cells = {col: summarize(v) for col, v in table[key].items()}
+        row: dict[str, Any] = {"key": key, "cells": cells, "ratios": {}}
+        med = {col: c["median"] for col, c in cells.items()}
+        if ("gpunn", "cpu") in med and ("gpunn", "cuda") in med:
+            row["ratios"]["GPU/CPU gpunn"] = med[("gpunn", "cpu")] / med[("gpunn", "cuda")]
+        for dev in ("cpu", "cuda"):
+            if ("gpunn", dev) in med and ("torch", dev) in med:
+                row["ratios"][f"gpunn/torch {dev}"] = med[("torch", dev)] / med[("gpunn", dev)]
+        rows.append(row)
+    return rows
+
+
+def _blas_line(machine_info: dict[str, Any]) -> str:
+    pools = machine_info.get("threadpools")
+    if not isinstance(pools, list) or not pools:
+        return str(pools or "unknown")
+    return "; ".join(f"{p.get('internal_api')} {p.get('version')} kernel={p.get('architecture')} "
+                     f"threads={p.get('num_threads')}" for p in pools)
+
+
+def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    cols = sorted({col for r in rows for col in r["cells"]}, key=lambda c: (c[0] != "gpunn", c[1], c[0]))
+    ratio_names = sorted({name for r in rows for name in r["ratios"]})
+    lines = [f"# gpunn benchmarks {meta.get('stem', '')}", ""]
+    for label in ("date", "commit", "device", "machine", "blas", "threads", "rounds", "env", "peer_python"):
+        if meta.get(label) is not None:
+            lines.append(f"- {label}: {meta[label]}")
+    lines += ["", "Medians over rounds (each round is one process; the spread in brackets is the lowest and "
+              "highest round median). Ratios are throughput ratios: > 1 means gpunn (or the GPU) is faster.", ""]
+    header = ["key", *[f"{impl} {dev}" for impl, dev in cols], *ratio_names]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for r in rows:
+        cells = []
+        for col in cols:
+            c = r["cells"].get(col)
+            cells.append(f"{_fmt_time(c['median'])} [{_fmt_time(c['lo'])}-{_fmt_time(c['hi'])}]" if c else "")
+        cells += [f"{r['ratios'][name]:.2f}x" if name in r["ratios"] else "" for name in ratio_names]
+        lines.append("| " + " | ".join([r["key"], *cells]) + " |")
+    rates = meta.get("rates") or {}
+    if rates:
+        lines += ["", "Effective rates (gpunn, median round) next to the roofline measured in the same run:", ""]
+        lines += [f"- {key} ({dev}): {text}" for (key, dev), text in sorted(rates.items())]
+    return "\n".join(lines) + "\n"
+
+
+def rates_of(runs: list[tuple[int, dict[str, Any]]]) -> dict[tuple[str, str], str]:
+    """The effective GFLOP/s or GB/s (and % of roofline) each tagged benchmark reported, last round."""
+    out: dict[tuple[str, str], str] = {}
+    for _rnd, data in runs:
+        for bench in data.get("benchmarks", []):
+            info = bench.get("extra_info") or {}
+            key, impl, device = describe(bench)
+            parts = []
+            if "gflops" in info:
+                parts.append(f"{info['gflops']} GFLOP/s ({info.get('pct_of_sgemm', '?')}% of sgemm "
+                             f"{info.get('roofline_sgemm_gflops', '?')})")
+            if "gbs" in info:
+                parts.append(f"{info['gbs']} GB/s ({info.get('pct_of_copy', '?')}% of copy "
+                             f"{info.get('roofline_copy_gbs', '?')})")
+            if "items_per_s" in info:
+                parts.append(f"{info['items_per_s']} img/s")
+            if parts:
+                out[(key, f"{impl} {device}")] = "; ".join(parts)
+    return out
+
+
+def render_chart(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """A horizontal bar chart of every ratio; False when matplotlib is missing or nothing to plot."""
+    bars = [(f"{r['key']} - {name}", value) for r in rows for name, value in sorted(r["ratios"].items())]
+    if not bars:
+        return False
+    try:
+        import matplotlib  # noqa: PLC0415 - an optional dependency, only the report needs it
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        print("bench: matplotlib is not installed; no chart (pip install 'gpunn[bench]')", file=sys.stderr)
+        return False
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(bars) + 1.5))
+    labels, values = zip(*bars)
+    colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
+    ax.barh(range(len(bars)), values, color=colors)
+    ax.set_yticks(range(len(bars)), labels, fontsize=8)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput ratio (> 1: gpunn / the GPU is faster)")
+    ax.set_title(title, fontsize=9)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(runs: list[tuple[int, dict[str, Any]]], out_dir: Path, stem: str, meta: dict[str, Any]) -> dict:
+    """Write <stem>.json, .md and .png into out_dir; returns their paths and the rows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = ratio_rows(collect(runs))
+    meta = {**meta, "stem": stem, "rates": rates_of(runs)}
+    paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    paths["json"].write_text(json.dumps(merge_json(runs), indent=1, default=str))
+    paths["md"].write_text(render_markdown(rows, meta))
+    if not render_chart(rows, paths["png"], f"gpunn {stem}"):
+        paths.pop("png")
+    return {"paths": paths, "rows": rows}
+
+
+# -- naming ---------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def device_slug() -> str:
+    from gpunn.backend import cuda_status  # noqa: PLC0415 - keep `import gpunn.jobs.bench` light
+    status = cuda_status()
+    if status.usable and status.device_name:
+        return _slug(status.device_name)
+    return f"cpu-{os.cpu_count() or 1}c"
+
+
+def commit_slug() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             timeout=30)
+        return out.stdout.strip() or "nogit"
+    except (OSError, subprocess.TimeoutExpired):
+        return "nogit"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores"
+
+
+# -- command line ---------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpunn bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small batches, few rounds: a smoke run")
+    parser.add_argument("--only", default=None, help="a pytest -k expression selecting benchmarks")
+    parser.add_argument("--python", default=None, help="interpreter with torch for the peers "
+                        f"(default: this one if it has torch, else {DEFAULT_PEER_PYTHON})")
+    parser.add_argument("--no-peers", action="store_true", help="skip the PyTorch peers")
+    parser.add_argument("--rounds", type=int, default=None, help="A/B alternations (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for NumPy and torch alike "
+                        "(default: the CPU count)")
+    parser.add_argument("--emulated", action="store_true", help="also the emulated CUDA backend (slow)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results go")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per suite process")
+    args = parser.parse_args(argv)
+    bench_dir = REPO / "bench"
+    if not (bench_dir / "bench_ops.py").exists():
+        print(f"bench: the suites are not here ({bench_dir}); run from a source checkout", file=sys.stderr)
+        return 2
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        print(f"bench: argument --rounds must be >= 1, got {rounds}", file=sys.stderr)
+        return 2
+    threads = args.threads or os.cpu_count() or 1
+    if threads < 1:
+        print(f"bench: argument --threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
+    env = bench_env(threads, args.quick, args.emulated)
+    peer_python = None if args.no_peers else pick_peer_python(args.python)
+    if not args.no_peers and peer_python is None:
+        print("bench: no interpreter with torch found (--python); peers are skipped", file=sys.stderr)
+    gpunn_files = [bench_dir / f for f in GPUNN_SUITES if (bench_dir / f).exists()]
+    peer_files = [bench_dir / f for f in PEER_SUITES if (bench_dir / f).exists()]
+    runs: list[tuple[int, dict[str, Any]]] = []
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="gpunn-bench-") as tmp:
+        for rnd in range(rounds):
+            jobs = [("gpunn", sys.executable, gpunn_files, "not torch")]
+            if peer_python:
+                jobs.append(("peer", peer_python, peer_files, "torch"))
+            for label, python, files, k_base in jobs:
+                path = Path(tmp) / f"{label}-{rnd}.json"
+                rc = run_suite(python, files, path, env, k_base, args.only, args.timeout)
+                failed += rc not in (0, 5)
+                if path.exists():
+                    runs.append((rnd, json.loads(path.read_text())))
+        stem = f"{_dt.date.today().isoformat()}_{device_slug()}_{commit_slug()}"
+        machine = (runs[0][1].get("machine_info") or {}) if runs else {}
+        meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "commit": commit_slug(),
+                "device": device_slug(), "machine": cpu_model(), "blas": _blas_line(machine), "threads": threads,
+                "rounds": rounds, "env": f"unset {', '.join(UNSET_FOR_BENCH)} for the benchmark processes",
+                "peer_python": peer_python}
+        result = write_report(runs, args.out, stem, meta)
+    for kind, path in result["paths"].items():
+        print(f"bench: wrote {kind}: {path}")
+    print(shutil.get_terminal_size().columns * "-")
+    print(Path(result["paths"]["md"]).read_text())
+    return 1 if failed else 0
