@@ -1,0 +1,93 @@
+"""`python -m gpunn bench`'s reporting, on small fake pytest-benchmark results (no benchmark runs)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gpunn.jobs import bench
+
+
+def _entry(name, median, key=None, impl=None, device=None, group=None, param=None, **info):
+    extra = dict(info)
+    if key:
+        extra.update({"key": key, "impl": impl, "device": device})
+    return {"name": name, "fullname": f"bench/x.py::{name}", "group": group, "param": param,
+            "stats": {"median": median, "min": median, "max": median}, "extra_info": extra}
+
+
+def _runs():
+    gpunn_r0 = {"machine_info": {"threadpools": [{"internal_api": "openblas", "version": "0.3", "architecture":
+                                                   "SkylakeX", "num_threads": 2}]},
+                "benchmarks": [_entry("test_train_step[numpy-lenet5]", 0.010, "train_step/lenet5", "gpunn", "cpu",
+                                      items_per_s=12800.0),
+                               _entry("test_train_step[cupy-lenet5]", 0.001, "train_step/lenet5", "gpunn", "cuda"),
+                               _entry("test_conv2d[numpy-fwd-x]", 0.004, "conv2d_fwd/x", "gpunn", "cpu", gflops=50.0,
+                                      pct_of_sgemm=25.0, roofline_sgemm_gflops=200.0),
+                               _entry("test_adam_step_10m[gpunn]", 0.030, group="adam-10M", param="gpunn")]}
+    peer_r0 = {"benchmarks": [_entry("test_train_step[torch-cpu-lenet5]", 0.020, "train_step/lenet5", "torch", "cpu"),
+                              _entry("test_adam_step_10m[torch_fused]", 0.015, group="adam-10M",
+                                     param="torch_fused")]}
+    gpunn_r1 = {"benchmarks": [_entry("test_train_step[numpy-lenet5]", 0.014, "train_step/lenet5", "gpunn", "cpu")]}
+    peer_r1 = {"benchmarks": [_entry("test_train_step[torch-cpu-lenet5]", 0.022, "train_step/lenet5", "torch",
+                                     "cpu")]}
+    return [(0, gpunn_r0), (0, peer_r0), (1, gpunn_r1), (1, peer_r1)]
+
+
+def test_rows_pair_implementations_and_take_the_median_over_rounds():
+    rows = {r["key"]: r for r in bench.ratio_rows(bench.collect(_runs()))}
+    lenet = rows["train_step/lenet5"]
+    cpu = lenet["cells"][("gpunn", "cpu")]
+    assert cpu["median"] == pytest.approx(0.012) and (cpu["lo"], cpu["hi"]) == (0.010, 0.014)
+    torch_cpu = lenet["cells"][("torch", "cpu")]["median"]
+    assert lenet["ratios"]["gpunn/torch cpu"] == pytest.approx(torch_cpu / 0.012)
+    assert lenet["ratios"]["GPU/CPU gpunn"] == pytest.approx(0.012 / 0.001)
+    # bench_adam.py does not tag: paired by its group, the torch variant recognized by name
+    assert rows["adam-10M"]["ratios"]["gpunn/torch cpu"] == pytest.approx(0.5)
+    assert "gpunn/torch cpu" not in rows["conv2d_fwd/x"]["ratios"]  # no peer measured: no ratio
+
+
+def test_describe_untagged_entries():
+    assert bench.describe(_entry("test_k[cupy-kernels]", 1.0, param="cupy-kernels")) == \
+        ("test_k[cupy-kernels]", "gpunn", "cuda")
+    assert bench.describe(_entry("test_a[numpy]", 1.0, group="adam", param="numpy")) == ("adam", "numpy", "cpu")
+    assert bench.describe(_entry("test_k[emulated]", 1.0, param="emulated"))[2] == "emulated"
+
+
+def test_write_report_makes_table_json_and_chart(tmp_path):
+    meta = {"date": "2026-01-01", "commit": "abc1234", "device": "cpu-2c", "blas": "openblas SkylakeX",
+            "threads": 2, "rounds": 2}
+    out = bench.write_report(_runs(), tmp_path, "2026-01-01_cpu-2c_abc1234", meta)
+    md = (tmp_path / "2026-01-01_cpu-2c_abc1234.md").read_text()
+    assert "| train_step/lenet5 | 12.00 ms [10.00 ms-14.00 ms]" in md
+    assert "1.75x" in md  # torch 21 ms / gpunn 12 ms
+    assert "12.00x" in md  # GPU/CPU
+    assert "SkylakeX" in md and "50.0 GFLOP/s (25.0% of sgemm 200.0)" in md
+    data = json.loads((tmp_path / "2026-01-01_cpu-2c_abc1234.json").read_text())
+    names = [b["fullname"] for b in data["benchmarks"]]
+    assert len(names) == len(set(names)) == 8 and names[0].endswith("@r0")
+    assert data["machine_info"]["threadpools"][0]["architecture"] == "SkylakeX"
+    pytest.importorskip("matplotlib")
+    png = out["paths"]["png"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_without_ratios_has_no_chart(tmp_path):
+    runs = [(0, {"benchmarks": [_entry("t", 0.5, "k", "gpunn", "cpu")]})]
+    out = bench.write_report(runs, tmp_path, "s", {})
+    assert "png" not in out["paths"] and "| k | 500.00 ms" in out["paths"]["md"].read_text()
+
+
+def test_bench_env_unsets_openblas_overrides_only_for_the_benchmarks():
+    base = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1", "PATH": "/bin", "GPUNN_BENCH_EMULATED": "1"}
+    env = bench.bench_env(threads=3, quick=True, emulated=False, base=base)
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
+    assert env["OPENBLAS_NUM_THREADS"] == env["GPUNN_BENCH_THREADS"] == "3" and env["GPUNN_BENCH_QUICK"] == "1"
+    assert "GPUNN_BENCH_EMULATED" not in env and env["PATH"] == "/bin"
+    assert base["OPENBLAS_CORETYPE"] == "Haswell"  # the caller's environment is untouched
+
+
+@pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds"), (["--threads", "-1"], "--threads")])
+def test_bad_arguments_are_refused(argv, message, capsys):
+    assert bench.main(argv) == 2
+    assert message in capsys.readouterr().err
