@@ -35,7 +35,7 @@ from gpunn.backend.ops.geometry import conv_output_size
 Pair = tuple[int, int]
 
 # Columns per chunk: about this many bytes of cols per GEMM, so a chunk stays in the L2/L3 cache.
-_CHUNK_BYTES = 1 << 23
+_CHUNK_BYTES = 1 << 20
 
 
 class _FrameCache:
@@ -166,13 +166,26 @@ class NumpyBackend(Backend):
         dweight = dwmat.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
         if not need_dx:
             return None, dweight, dbias
-        # dX is the correlation of the zero-framed dy with the flipped kernel: the same chunked
-        # GEMM at negative offsets, written once per position (no scatter-add, no col2im).
-        wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
-        dxbuf = np.empty((c, n, hp, wp), dtype=dtype)
+        dxbuf = np.zeros((c, n, hp, wp), dtype=dtype)
         dxflat = dxbuf.reshape(c, n * frame_len)
-        for start, stop, dcols in self._frame_chunks(dybuf, lead, [-o for o in offsets], n * frame_len, dtype):
-            np.matmul(wmat_t, dcols, out=dxflat[:, start:stop])
+        if c <= f:
+            # Fewer input than output channels: dcols = W^T dy (C*kh*kw rows, the smaller side),
+            # then each offset's block is added into dX at its shift (col2im on the frame grid).
+            wmat_t = np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
+            step = int(max(1024, min(count, _CHUNK_BYTES // (wmat_t.shape[0] * dtype.itemsize))))
+            dcols = self._buffer("dcols", (wmat_t.shape[0], step), dtype)
+            for start in range(0, count, step):
+                m = min(count, start + step) - start
+                np.matmul(wmat_t, dyflat[:, start:start + m], out=dcols[:, :m])
+                for o, off in enumerate(offsets):
+                    dxflat[:, start + off:start + off + m] += dcols[o * c:(o + 1) * c, :m]
+        else:
+            # Otherwise dX is the correlation of the zero-framed dy with the flipped kernel: the
+            # same chunked GEMM at negative offsets, each position written once.
+            wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
+            for start, stop, dcols in self._frame_chunks(dybuf, lead, [-o for o in offsets], n * frame_len,
+                                                         dtype):
+                np.matmul(wmat_t, dcols, out=dxflat[:, start:stop])
         return dxbuf[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3), dweight, dbias
 
     # -- pooling ------------------------------------------------------------------------------
