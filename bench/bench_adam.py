@@ -71,12 +71,14 @@ VARIANTS = {"gpunn": make_gpunn, "numpy": make_numpy, "torch_fused": make_torch}
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_adam_step_10m(benchmark, name):
+def test_adam_step_10m(benchmark, record, name):
     step = VARIANTS[name]()
     step()  # first step: packing, state allocation, thread pool start
     benchmark.group = "adam-10M-float32"
     benchmark.pedantic(step, rounds=20, warmup_rounds=2, iterations=1)
     RESULTS[name] = benchmark.stats.stats.median if benchmark.stats else float("nan")
+    # the minimum traffic of one step: read p, g, m, v and write p, m, v
+    record(benchmark, "adam_step/10M-float32", {"torch_fused": "torch"}.get(name, name), "cpu", nbytes=7 * 4 * N)
 
 
 def summary(results: dict[str, float]) -> str:
