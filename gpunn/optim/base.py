@@ -69,6 +69,8 @@ class Optimizer:
     _state_names: tuple[str, ...] = ()
     #: scratch vectors (flat-sized) a subclass needs besides the weight-decay one
     _scratch_count: int = 0
+    #: whether the base folds weight_decay * param into the gradient (Adam's fused step does its own)
+    _coupled_decay: bool = True
 
     def __init__(self, params: Any, lr: float, weight_decay: float = 0.0, clipnorm: float | None = None,
                  clipvalue: float | None = None, constraints: Iterable[tuple[Parameter, Callable]] | None = None
@@ -195,8 +197,6 @@ class Optimizer:
         if self.weight_decay and self._coupled_decay:
             self._wd_buf = xp.empty(total, dtype=dtype)
         self._init_state()
-
-    _coupled_decay = True
 
     def _init_state(self) -> None:
         """Hook: fill state buffers with non-zero initial values (e.g. Adagrad's accumulator)."""
