@@ -88,21 +88,24 @@ def summary(results: dict[str, float]) -> str:
 
 
 def main() -> None:
-    results = {}
+    """Round-robin timing (one step of each variant per round), so all share the same machine load."""
+    steps = {}
     for name, make in VARIANTS.items():
         try:
-            step = make()
+            steps[name] = make()
         except pytest.skip.Exception as exc:
             print(f"{name}: skipped ({exc})")
             continue
-        step()
-        times = []
-        for _ in range(20):
+        steps[name]()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(20):
+        for name, step in steps.items():
             t0 = time.perf_counter()
             step()
-            times.append(time.perf_counter() - t0)
-        results[name] = statistics.median(times)
-        print(f"{name}: median {1e3 * results[name]:.2f} ms, min {1e3 * min(times):.2f} ms")
+            times[name].append(time.perf_counter() - t0)
+    results = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name}: median {1e3 * results[name]:.2f} ms, min {1e3 * min(t):.2f} ms")
     print(summary(results))
 
 
