@@ -70,7 +70,8 @@ def vgg_small(num_classes: int = 10, bn: bool = True, input_shape: tuple[int, in
 
 
 def alexnet_small(num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32), bn: bool = False,
-                  dropout: float = 0.5) -> Sequential:
+                  dropout: float = 0.5, widths: tuple[int, int, int, int, int] = (48, 96, 128, 128, 96),
+                  dense: tuple[int, int] = (512, 256)) -> Sequential:
     """AlexNet scaled down for 32x32: five convs (5x5, 5x5, 3x3, 3x3, 3x3) with ReLU and overlapping
     3x3 stride-2 max-pools after the 1st, 2nd and 5th, then two dropout fc layers and the
     classifier. Widths are about a quarter of the original's; `bn` adds BatchNorm after each conv
@@ -79,6 +80,11 @@ def alexnet_small(num_classes: int = 10, input_shape: tuple[int, int, int] = (3,
     shape = check_shape(input_shape, where, ndim=3)
     num_classes = check_classes(num_classes, where)
     dropout = check_rate(dropout, where)
+    if not isinstance(widths, (list, tuple)) or len(widths) != 5 or not all(
+            isinstance(v, int) and v >= 1 for v in widths):
+        raise ValueError(f"{where}: argument 'widths' must be five positive ints (one per conv), got {widths!r}")
+    if not isinstance(dense, (list, tuple)) or len(dense) != 2 or not all(isinstance(v, int) and v >= 1 for v in dense):
+        raise ValueError(f"{where}: argument 'dense' must be two positive ints, got {dense!r}")
     if min(shape[1:]) < 15:
         raise ValueError(f"{where}: argument 'input_shape' must be at least 15x15 for three 3x3/2 pools, "
                          f"got {shape}")
@@ -87,10 +93,11 @@ def alexnet_small(num_classes: int = 10, input_shape: tuple[int, int, int] = (3,
         return [Conv2D(filters, k, padding=k // 2, use_bias=not bn), *([BatchNorm()] if bn else []), ReLU()]
 
     pool = lambda: MaxPool2D(3, strides=2)  # noqa: E731 - overlapping pooling, as in AlexNet
-    layers: list[Layer] = [*conv(48, 5), pool(), *conv(96, 5), pool(), *conv(128, 3), *conv(128, 3),
-                           *conv(96, 3), pool(), Flatten(),
-                           Dense(512, activation="relu", kernel_initializer="he_normal"),
+    w = widths
+    layers: list[Layer] = [*conv(w[0], 5), pool(), *conv(w[1], 5), pool(), *conv(w[2], 3), *conv(w[3], 3),
+                           *conv(w[4], 3), pool(), Flatten(),
+                           Dense(dense[0], activation="relu", kernel_initializer="he_normal"),
                            *([Dropout(dropout)] if dropout else []),
-                           Dense(256, activation="relu", kernel_initializer="he_normal"),
+                           Dense(dense[1], activation="relu", kernel_initializer="he_normal"),
                            *([Dropout(dropout)] if dropout else []), Dense(num_classes)]
     return finish(layers, shape, "alexnet_small")
