@@ -288,12 +288,8 @@ class SiLU(Activation):
 Swish = SiLU
 
 
-class LogSoftmax(Activation):
+class LogSoftmax(Softmax):
     """log softmax along `axis`, by log-sum-exp; backward dy - softmax * sum(dy)."""
-
-    def __init__(self, axis: int = 1, name: str | None = None) -> None:
-        super().__init__(name=name)
-        self.axis = axis
 
     def _forward(self, x):
         xp = self.backend.xp

@@ -5,10 +5,8 @@ from typing import Any
 
 from gpunn._checks import pair, positive_int
 from gpunn.backend.ops.geometry import conv_output_size
-from gpunn.constraints import get_constraint
-from gpunn.layers.activations import get_activation
 from gpunn.layers.base import Layer
-from gpunn.regularizers import get_regularizer
+from gpunn.layers.kernel_options import attach_kernel_options
 
 
 def resolve_padding(padding: Any, kernel: tuple[int, int], strides: tuple[int, int], dilation: tuple[int, int],
@@ -50,13 +48,7 @@ class Conv2D(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        # the penalty's gradient is added in backward(); its value via gpunn.regularizers.regularization_loss
-        self.kernel_regularizer = get_regularizer(kernel_regularizer)
-        self.kernel_constraint = get_constraint(kernel_constraint)
-        self.param_constraints = {"weight": self.kernel_constraint} if self.kernel_constraint is not None else {}
-        act = get_activation(activation)
-        if act is not None:
-            self.children["activation"] = act
+        attach_kernel_options(self, activation, kernel_regularizer, kernel_constraint)
         self._cache: Any = None
         self.needs_input_grad = True  # a first layer may turn this off to skip col2im
 

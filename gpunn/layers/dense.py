@@ -4,15 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from gpunn._checks import positive_int
-from gpunn.constraints import get_constraint
-from gpunn.layers.activations import get_activation
 from gpunn.layers.base import Layer
-from gpunn.regularizers import get_regularizer
+from gpunn.layers.kernel_options import FeaturesInput, attach_kernel_options
 
 
-class Dense(Layer):
-    input_ndim = None  # any rank >= 2, checked in forward
-    input_layout = "(N, ..., features)"
+class Dense(FeaturesInput, Layer):
 
     def __init__(self, units: int, activation: str | Layer | None = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
@@ -23,13 +19,7 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
-        # the penalty's gradient is added in backward(); its value via gpunn.regularizers.regularization_loss
-        self.kernel_regularizer = get_regularizer(kernel_regularizer)
-        self.kernel_constraint = get_constraint(kernel_constraint)
-        self.param_constraints = {"weight": self.kernel_constraint} if self.kernel_constraint is not None else {}
-        act = get_activation(activation)
-        if act is not None:
-            self.children["activation"] = act
+        attach_kernel_options(self, activation, kernel_regularizer, kernel_constraint)
         self._x: Any = None
 
     def build(self, input_shape: tuple[int, ...]) -> None:
@@ -44,15 +34,8 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*input_shape[:-1], self.units)
 
-    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
-        if shape[-1:] != self.input_shape[-1:]:
-            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[-1]} features on its last axis "
-                             f"as built, got shape {('N', *shape)}")
-
     def forward(self, x: Any, training: bool = False) -> Any:
-        if getattr(x, "ndim", 2) < 2:
-            raise ValueError(f"{self.name}.forward: argument 'x' must have at least 2 dimensions (N, ..., features), "
-                             f"got shape {tuple(x.shape)}")
+        self.check_rank(x)
         x = self._prepare(x)
         self._x = x
         y = x @ self.params["weight"].data

@@ -5,17 +5,16 @@ from typing import Any
 
 from gpunn._checks import positive_int
 from gpunn.layers.base import Layer
+from gpunn.layers.kernel_options import FeaturesInput
 
 
-class Maxout(Layer):
+class Maxout(FeaturesInput, Layer):
     """y[..., u] = max_k (x @ W[:, u, k] + b[u, k]) on the last axis, like Dense with k pieces per unit.
 
     The weight is stored as (features, units * pieces) so the forward pass is one GEMM; fans for
     the initializer are (features, units), those of one piece. Backward routes each unit's
     gradient to its winning piece only.
     """
-
-    input_layout = "(N, ..., features)"
 
     def __init__(self, units: int, pieces: int = 2, kernel_initializer: Any = "glorot_uniform",
                  bias_initializer: Any = "zeros", input_shape: tuple[int, ...] | None = None,
@@ -39,15 +38,8 @@ class Maxout(Layer):
     def compute_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (*input_shape[:-1], self.units)
 
-    def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
-        if shape[-1:] != self.input_shape[-1:]:
-            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[-1]} features on its last axis "
-                             f"as built, got shape {('N', *shape)}")
-
     def forward(self, x: Any, training: bool = False) -> Any:
-        if getattr(x, "ndim", 2) < 2:
-            raise ValueError(f"{self.name}.forward: argument 'x' must have at least 2 dimensions (N, ..., features), "
-                             f"got shape {tuple(x.shape)}")
+        self.check_rank(x)
         x = self._prepare(x)
         x2 = x.reshape(-1, x.shape[-1])
         z = (x2 @ self.params["weight"].data + self.params["bias"].data).reshape(-1, self.units, self.pieces)
