@@ -10,13 +10,17 @@ as opaque:
   (i, j) the input pixel under output position p is X[:, p + i*dh*Wp + j*dw], so each offset's
   column block is a *contiguous* slice of X, and one GEMM W(F, kh*kw*C) @ cols gives the output
   at every frame position (the positions outside the valid OHxOW corner are computed and
-  dropped). The columns are built per chunk of whole frames, small enough to stay in cache, and
-  the backward pass rebuilds them from X instead of keeping them: the cache holds X only.
+  dropped). The columns are built per chunk (about 1 MiB) so they stay in cache, and the
+  backward pass rebuilds them from X instead of keeping them: the cache holds X only. dW is the
+  chunked product dy_frames @ cols^T over a zero-framed dy; dX is either W^T dy added back at each
+  offset's shift (C <= F) or the correlation of the zero-framed dy with the flipped kernel (C > F),
+  whichever builds the smaller columns. Scratch buffers are reused across calls, per thread.
   Outputs are returned as NCHW views of channel-major (C, N, H, W) memory, so the next layer's
   padding copy and the pooling read long contiguous rows; NumPy's elementwise ops keep that layout.
 - **Max-pooling with non-overlapping windows** (stride == window, no padding) reads the kh*kw
-  window offsets as strided views and tracks the winning offset; the backward pass writes each
-  offset's share straight into its strided slot, with no zero-fill-and-add.
+  window offsets as strided views and tracks the winning offset with arithmetic (NumPy's masked
+  copies are ~10x slower); argmax keeps the int32 flat-index contract and first-offset ties. The
+  backward pass writes each offset's share straight into its strided slot, with no scatter-add.
 Anything else (strided convolutions, overlapping or padded pools) runs the generic op.
 
 Results agree with the generic path to rounding (the GEMMs sum in another order); the parity
