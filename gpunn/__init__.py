@@ -2,7 +2,7 @@
 
 `import gpunn` never imports CuPy or touches CUDA; the backend is chosen on first use.
 """
-from gpunn import constraints, init, layers, losses, optim, regularizers
+from gpunn import constraints, data, init, layers, losses, models, optim, regularizers
 from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, get_backend, set_backend,
                            use_backend)
 from gpunn.layers import Sequential
@@ -15,5 +15,5 @@ from gpunn.train.io import load_model
 __version__ = "0.1.0"
 
 __all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Parameter", "Sequential", "__version__", "callbacks",
-           "constraints", "cuda_status", "get_backend", "init", "layers", "load_model", "losses", "manual_seed",
-           "metrics", "optim", "regularizers", "set_backend", "tune", "use_backend"]
+           "constraints", "cuda_status", "data", "get_backend", "init", "layers", "load_model", "losses", "manual_seed",
+           "metrics", "models", "optim", "regularizers", "set_backend", "tune", "use_backend"]
