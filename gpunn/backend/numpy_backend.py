@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn.backend import cpu_jit
 from gpunn.backend.base import Backend
 from gpunn.backend.ops.geometry import conv_output_size
 
@@ -81,6 +82,18 @@ class NumpyBackend(Backend):
     def release_scratch(self) -> None:
         """Drop this thread's reused scratch buffers (they are remade on the next call)."""
         self._scratch.__dict__.clear()
+
+    # -- optimizers ---------------------------------------------------------------------------
+    def adam_step(self, param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float,
+                  weight_decay: float, step: int, decoupled: bool, zero_grad: bool = False,
+                  max_v: Any = None) -> None:
+        """The fused numba kernel (gpunn/backend/cpu_jit.py) when numba is installed; otherwise,
+        and for AMSGrad or unusual arrays, the generic chunked path (which also reports bad input)."""
+        if self.fast_paths and max_v is None and cpu_jit.adam_step(
+                param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, zero_grad=zero_grad):
+            return
+        super().adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
+                          zero_grad=zero_grad, max_v=max_v)
 
     # -- convolution --------------------------------------------------------------------------
     def _frame_ok(self, x: Any, weight: Any, stride: Pair) -> bool:
