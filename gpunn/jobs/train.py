@@ -4,19 +4,20 @@
     python -m gpunn train --model lenet5 --dataset mnist --data-dir PATH --epochs 10 \\
         --batch-size 128 --optimizer adam --lr 1e-3 --augment --out runs/lenet5
 
-A stratified slice of the training set (--val-fraction) is held out for validation; the weights
-with the best validation accuracy are kept (and saved to --out as best.npz, with metrics.json
-and curves.png), and the final test accuracy is measured with them.
-
-The loop is written here (forward, loss, backward, optimizer step, per-batch LR schedule) over
-gpunn.data.DataLoader, which prefetches and augments the next batch in a background thread.
+A stratified slice of the training set (--val-fraction) is held out for validation. Training runs
+through the Keras-style workflow: `model.compile(...)` then `model.fit(loader, ...)` on a
+gpunn.data.DataLoader (which prefetches and augments the next batch in a background thread), with
+callbacks: ModelCheckpoint keeps the model with the best validation accuracy in --out as
+best.safetensors (load it with gpunn.load_model), EarlyStopping(restore_best_weights) puts those
+weights back for the final test accuracy, a per-step learning-rate schedule, TerminateOnNaN, and
+History.plot draws curves.png. metrics.json holds the history, the results and the input
+normalization (per-channel mean and std) that the saved model expects.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,9 @@ import numpy as np
 import gpunn
 from gpunn.data import DataLoader, load_cifar10, load_digits, load_fashion_mnist, load_mnist, train_test_split
 from gpunn.data import transforms as T
-from gpunn.losses import SoftmaxCrossEntropy
 from gpunn.models import MODELS, get_model
-from gpunn.optim import OPTIMIZERS, CosineAnnealing, MultiStep, get_optimizer
+from gpunn.optim import OPTIMIZERS, CosineAnnealing, MultiStep
+from gpunn.train.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 
@@ -52,13 +53,15 @@ def load_dataset(name: str, data_dir: str | None, download: bool, seed: int):
 def augmentation(dataset: str) -> list[T.Transform]:
     """Label-preserving augmentation per data set (digits are not mirror-symmetric: no flips)."""
     if dataset in ("mnist", "digits"):
-        return [T.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=10)]
+        # light on purpose: rotate 10 / shift 10% / scale 0.9-1.1 / shear 10 cost LeNet-5 accuracy in
+        # 10 epochs (98.88% vs 99.10% with BN alone); about 2 px of shift on 28x28, no shear
+        return [T.RandomAffine(degrees=8, translate=(0.07, 0.07), scale=(0.95, 1.05))]
     if dataset == "fashion-mnist":
         return [T.RandomCrop(28, padding=2), T.RandomHorizontalFlip()]
     return [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ColorJitter(0.2, 0.2, 0.2)]
 
 
-# -- progress and evaluation -----------------------------------------------------------------------------
+# -- callbacks: the job's progress bar, per-epoch report and per-step schedule on top of fit() ---------------
 class Progress:
     """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
 
@@ -86,48 +89,66 @@ class Progress:
             sys.stderr.flush()
 
 
-def evaluate(model: gpunn.layers.Layer, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` (inference mode) on (x, y)."""
-    loss, be = SoftmaxCrossEntropy(), gpunn.get_backend()
-    total, correct = 0.0, 0
-    for xb, yb in DataLoader(x, y, batch_size=batch_size, prefetch=1):
-        logits = model.forward(xb, training=False)
-        total += loss.forward(logits, yb) * len(yb)
-        correct += int((logits.argmax(axis=1) == yb).sum())
-    return total / len(x), correct / len(x)
+class EpochReport(Callback):
+    """The job's output: a progress bar per epoch (running loss and accuracy) and one line per epoch
+    with train and validation loss and accuracy, a `*` where validation accuracy improved, and the
+    epoch's time (training plus validation), which it also adds to the logs as "epoch_time".
+
+    fit's own ProgbarLogger is not used: it would print a second summary per epoch."""
+
+    def __init__(self, epochs: int, progress: bool) -> None:
+        super().__init__()
+        self.epochs, self.progress = epochs, progress
+        self.best = -math.inf
+        self._bar: Progress | None = None
+        self._start = 0.0
+        self._seen, self._loss, self._correct = 0, 0.0, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+        self._seen, self._loss, self._correct = 0, 0.0, 0.0
+        self._bar = Progress(self.params.get("steps") or 0, f"epoch {epoch + 1}/{self.epochs}", self.progress)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        n = int(logs.get("size", 0))
+        self._seen += n
+        self._loss += logs.get("loss", 0.0) * n
+        self._correct += logs.get("accuracy", 0.0) * n
+        if self._bar is not None and self._seen:
+            self._bar.update(batch + 1, self._loss / self._seen, self._correct / self._seen)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if self._bar is not None:
+            self._bar.close()
+        elapsed = time.perf_counter() - self._start
+        logs["epoch_time"] = elapsed
+        line = (f"epoch {epoch + 1:2d}/{self.epochs}  loss {logs.get('loss', math.nan):.4f}  "
+                f"acc {logs.get('accuracy', math.nan):.4f}")
+        if "val_accuracy" in logs:
+            line += f"  val_loss {logs['val_loss']:.4f}  val_acc {logs['val_accuracy']:.4f}"
+            if logs["val_accuracy"] > self.best:  # the rule ModelCheckpoint(save_best_only) applies
+                self.best = logs["val_accuracy"]
+                line += "  *"
+        print(f"{line}  ({elapsed:.1f} s)", flush=True)
 
 
-# -- outputs ---------------------------------------------------------------------------------------------
-def save_curves(history: dict[str, list[float]], path: Path) -> bool:
-    """Loss and accuracy per epoch as a PNG; False (with a note) when matplotlib is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"note: matplotlib is not installed, so {path.name} was not drawn (pip install matplotlib)")
-        return False
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
-        ax.plot(epochs, history[key], "o-", label="train")
-        if history.get(f"val_{key}"):
-            ax.plot(epochs, history[f"val_{key}"], "s-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+class StepSchedule(Callback):
+    """Advance a gpunn.optim schedule after every batch (fit's LearningRateScheduler steps per
+    epoch only, and a per-step cosine decay does better in the few epochs this job runs)."""
 
+    def __init__(self, schedule: Any) -> None:
+        super().__init__()
+        self.schedule = schedule
 
-def save_checkpoint(state: dict[str, np.ndarray], path: Path) -> None:
-    """Weights as a plain .npz of arrays (loadable with allow_pickle=False)."""
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **state)
-    os.replace(tmp, path)
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.schedule.optimizer = self.model.optimizer  # fit may rebuild the optimizer
+        self.schedule.step()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["lr"] = float(self.model.optimizer.lr)
 
 
 # -- the job ---------------------------------------------------------------------------------------------
@@ -155,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for validation")
     p.add_argument("--max-train", type=int, default=None, help="use only this many training samples (quick runs)")
     p.add_argument("--tta", action="store_true", help="also report test accuracy with test-time augmentation")
-    p.add_argument("--out", default=None, help="folder for best.npz, metrics.json and curves.png")
+    p.add_argument("--out", default=None, help="folder for best.safetensors, metrics.json and curves.png")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, help="numpy, cupy, emulated or auto (default: GPUNN_BACKEND or auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -230,14 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     opt_kwargs: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         opt_kwargs["momentum"] = args.momentum
-    optimizer = get_optimizer(args.optimizer, model.parameters(), **opt_kwargs)
+    model.compile(loss="softmax_cross_entropy", optimizer=args.optimizer, metrics=["accuracy"], **opt_kwargs)
     loader = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                         transform=pipeline)
+    # evaluation in large batches: fewer Python round trips than fit's training batch size
+    val_loader = DataLoader(x_eval_val, y_val, batch_size=500) if x_eval_val is not None else None
     total_steps = args.epochs * len(loader)
-    schedule = (CosineAnnealing(optimizer, T_max=total_steps) if args.schedule == "cosine" else
-                MultiStep(optimizer, milestones=[total_steps // 2, (3 * total_steps) // 4], gamma=0.1)
+    schedule = (CosineAnnealing(model.optimizer, T_max=total_steps) if args.schedule == "cosine" else
+                MultiStep(model.optimizer, milestones=[total_steps // 2, (3 * total_steps) // 4], gamma=0.1)
                 if args.schedule == "step" else None)
-    loss_fn = SoftmaxCrossEntropy()
 
     print(f"backend: {backend.describe()}; {args.dataset}: {len(x_train)} train, "
           f"{0 if x_val is None else len(x_val)} val, {len(x_test)} test, input {tuple(x_train.shape[1:])}")
@@ -248,55 +270,37 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
 
-    history: dict[str, list[float]] = {"loss": [], "acc": [], "val_loss": [], "val_acc": [], "epoch_time": []}
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    train_start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        progress = Progress(len(loader), f"epoch {epoch}/{args.epochs}", enabled=not args.quiet)
-        seen, total_loss, correct = 0, 0.0, 0
-        for i, (xb, yb) in enumerate(loader, 1):
-            optimizer.zero_grad()
-            logits = model.forward(xb, training=True)
-            batch_loss = loss_fn.forward(logits, yb)
-            if not math.isfinite(batch_loss):
-                progress.close()
-                print(f"error: the loss became {batch_loss} in epoch {epoch}, batch {i}; lower --lr", file=sys.stderr)
-                return 1
-            model.backward(loss_fn.backward())
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            n = len(yb)
-            seen += n
-            total_loss += batch_loss * n
-            correct += int((logits.argmax(axis=1) == yb).sum())
-            progress.update(i, total_loss / seen, correct / seen)
-        progress.close()
-        elapsed = time.perf_counter() - start
-        history["loss"].append(total_loss / seen)
-        history["acc"].append(correct / seen)
-        history["epoch_time"].append(elapsed)
-        line = f"epoch {epoch:2d}/{args.epochs}  loss {total_loss / seen:.4f}  acc {correct / seen:.4f}"
-        if x_eval_val is not None:
-            val_loss, val_acc = evaluate(model, x_eval_val, y_val)
-            history["val_loss"].append(val_loss)
-            history["val_acc"].append(val_acc)
-            line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
-        score = history["val_acc"][-1] if x_eval_val is not None else epoch  # no validation: keep the last
-        if score > best_acc:
-            best_acc, best_epoch, best_state = score, epoch, model.state_dict()
-            if out is not None:
-                save_checkpoint(best_state, out / "best.npz")
-            line += "  *"
-        print(f"{line}  ({elapsed:.1f} s)", flush=True)
-    train_time = time.perf_counter() - train_start
+    nan_guard = TerminateOnNaN()
+    callbacks: list[Callback] = [nan_guard]
+    if schedule is not None:
+        callbacks.append(StepSchedule(schedule))
+    keep_best = None
+    if val_loader is not None:
+        # never stops (patience > epochs); it only keeps the best weights in memory and restores them
+        keep_best = EarlyStopping(monitor="val_accuracy", mode="max", patience=args.epochs + 1,
+                                  restore_best_weights=True)
+        callbacks.append(keep_best)
+    if out is not None:
+        # with no validation data, the last epoch's model is the one kept
+        ckpt = str(out / "best.safetensors").replace("{", "{{").replace("}", "}}")  # a literal path, not a template
+        callbacks.append(ModelCheckpoint(ckpt, monitor="val_accuracy", mode="max",
+                                         save_best_only=val_loader is not None))
+    callbacks.append(EpochReport(args.epochs, progress=not args.quiet))
 
-    model.load_state_dict(best_state)
-    test_loss, test_acc = evaluate(model, x_eval_test, y_test)
-    results: dict[str, Any] = {"test_loss": test_loss, "test_acc": test_acc, "best_epoch": best_epoch,
-                               "train_time_s": train_time,
-                               "mean_epoch_time_s": float(np.mean(history["epoch_time"]))}
+    train_start = time.perf_counter()
+    history = model.fit(loader, epochs=args.epochs, validation_data=val_loader, verbose=0, callbacks=callbacks)
+    train_time = time.perf_counter() - train_start
+    if nan_guard.stopped_batch is not None:
+        epoch, batch = nan_guard.stopped_batch
+        print(f"error: the loss became NaN or inf in epoch {epoch + 1}, batch {batch + 1}; lower --lr", file=sys.stderr)
+        return 1
+
+    best_epoch = (keep_best.best_epoch + 1) if keep_best is not None and keep_best.best_epoch is not None \
+        else len(history.epoch)
+    test_loss, test_acc = model.evaluate(DataLoader(x_eval_test, y_test, batch_size=500))
+    epoch_times = history.history.get("epoch_time", [0.0])
+    results: dict[str, Any] = {"test_loss": float(test_loss), "test_acc": float(test_acc), "best_epoch": best_epoch,
+                               "train_time_s": train_time, "mean_epoch_time_s": float(np.mean(epoch_times))}
     tta_note = ""
     if args.tta:
         size = x_test.shape[2:]
@@ -310,10 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time: {results['wall_time_s']:.1f} s (training {train_time:.1f} s, "
           f"{results['mean_epoch_time_s']:.1f} s per epoch)")
     if out is not None:
-        drawn = save_curves(history, out / "curves.png")
-        config = {k: v for k, v in vars(args).items()}
-        (out / "metrics.json").write_text(json.dumps({"config": config, "history": history, "results": results},
-                                                     indent=2))
-        print(f"saved: {out / 'best.npz'}, {out / 'metrics.json'}" + (f", {out / 'curves.png'}" if drawn else ""))
+        saved = [out / "best.safetensors", out / "metrics.json"]
+        try:
+            history.plot(out / "curves.png", metrics=["loss", "accuracy"],
+                         title=f"{args.model} on {args.dataset}")
+            saved.append(out / "curves.png")
+        except ImportError:
+            print("note: matplotlib is not installed, so curves.png was not drawn (pip install matplotlib)")
+        normalize = {"mean": [float(v) for v in np.ravel(norm.mean)], "std": [float(v) for v in np.ravel(norm.std)]}
+        (out / "metrics.json").write_text(json.dumps({"config": dict(vars(args)), "normalize": normalize,
+                                                      "history": history.history, "results": results}, indent=2))
+        print("saved: " + ", ".join(str(p) for p in saved))
     return 0
-
