@@ -1,4 +1,9 @@
-"""Adam step on 10M float32 parameters: gpunn (chunked adam_step) vs plain NumPy vs torch fused.
+"""Adam step on 10M float32 parameters: gpunn vs plain NumPy vs torch fused.
+
+"gpunn" is gpunn.optim.Adam on the NumPy backend, i.e. whatever NumpyBackend.adam_step runs: the
+numba-fused parallel kernel (gpunn/backend/cpu_jit.py) when numba is installed (the `cpu-jit`
+extra), else the chunked NumPy path. The summary names which. The untimed first step compiles the
+kernel (about a second, or a cache load from __pycache__) before any timing.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/pytest bench/bench_adam.py --benchmark-enable
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/bench_adam.py      # without pytest-benchmark
@@ -84,7 +89,13 @@ def test_adam_step_10m(benchmark, record, name):
 def summary(results: dict[str, float]) -> str:
     ref = "torch_fused" if "torch_fused" in results else "numpy"
     parts = [f"{k} {1e3 * s:.2f} ms ({s / results[ref]:.2f}x {ref})" for k, s in results.items()]
-    return "adam 10M float32 per step: " + "; ".join(parts)
+    return f"adam 10M float32 per step (gpunn: {gpunn_path()}): " + "; ".join(parts)
+
+
+def gpunn_path() -> str:
+    """Which CPU adam_step the "gpunn" variant runs."""
+    from gpunn.backend import cpu_jit
+    return "numba fused kernel" if cpu_jit.numba_available() else "chunked NumPy"
 
 
 def main() -> None:
