@@ -170,3 +170,25 @@ def test_other_errors_from_the_kernel_propagate(numba, monkeypatch):
     monkeypatch.setattr(cpu_jit, "_build", lambda: (boom, boom))
     with pytest.raises(MemoryError):
         cpu_jit.adam_step(*_buffers(4, np.float64), weight_decay=0.0, step=1, decoupled=False, **HYPER)
+
+
+def test_no_writable_cache_compiles_without_caching(numba, monkeypatch):
+    """numba refuses cache=True where it finds no writable cache directory; the kernel then
+    compiles per process instead of failing."""
+    real = numba.njit
+    seen = []
+
+    def njit(**kwargs):
+        seen.append(kwargs["cache"])
+        if kwargs["cache"]:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(**kwargs)
+    monkeypatch.setattr(cpu_jit, "_state", {"ok": True})
+    monkeypatch.setattr(numba, "njit", njit)
+    start = _buffers(33, np.float64, seed=9)
+    a = _steps(NumpyBackend(), [x.copy() for x in start], 0.1, False, True)
+    b = _steps(NumpyBackend(fast_paths=False), [x.copy() for x in start], 0.1, False, True)
+    assert seen == [True, False, True, False]
+    assert cpu_jit._state["ok"] is True and "kernels" in cpu_jit._state  # the kernel ran, uncached
+    for x, y in zip(a, b):
+        np.testing.assert_array_max_ulp(x, y, maxulp=MAXULP)

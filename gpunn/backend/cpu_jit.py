@@ -88,7 +88,11 @@ def _build() -> tuple[Any, Any]:
                 for name, parallel in (("adam_fused_parallel", True), ("adam_fused_serial", False)):
                     fn = type(_adam_body)(_adam_body.__code__, glb, name)
                     fn.__qualname__ = name
-                    built.append(numba.njit(parallel=parallel, fastmath=False, cache=True, nogil=True)(fn))
+                    try:
+                        jit = numba.njit(parallel=parallel, fastmath=False, cache=True, nogil=True)(fn)
+                    except RuntimeError:  # no writable cache location here: compile per process
+                        jit = numba.njit(parallel=parallel, fastmath=False, cache=False, nogil=True)(fn)
+                    built.append(jit)
                 par, ser = built
                 kernels = _state["kernels"] = (par, ser)
     return kernels
@@ -136,8 +140,8 @@ def adam_step(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, be
     args = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(float(eps) * sqrt_bc2),
             t(float(lr) * sqrt_bc2 / bc1), t(wd), t(1.0 - float(lr) * wd if shrink_on else 1.0),
             coupled, shrink_on, bool(zero_grad))
-    par, ser = _build()
     try:
+        par, ser = _build()
         if n < PARALLEL_MIN:
             ser(param, grad, m, v, *args)
             return True
