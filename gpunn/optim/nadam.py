@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpunn.backend import get_backend
+from gpunn.backend.ops.optim import update_moments
 from gpunn.optim.adam import check_betas
 from gpunn.optim.base import Optimizer, _positive_eps, check_nonneg
 
@@ -49,13 +50,7 @@ class Nadam(Optimizer):
         mu_product_next = self.mu_product * mu_next
         m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
         denom, tmp = self._scratch
-        m *= b1
-        xp.multiply(g, 1.0 - b1, out=tmp)
-        m += tmp
-        v *= b2
-        xp.multiply(g, g, out=tmp)
-        tmp *= 1.0 - b2
-        v += tmp
+        update_moments(xp, m, v, g, b1, b2, tmp)
         xp.divide(v, 1.0 - b2 ** t, out=denom)
         xp.sqrt(denom, out=denom)
         denom += self.eps

@@ -131,6 +131,17 @@ class OptimOps:
             f.result()
 
 
+def update_moments(xp: Any, m: Any, v: Any, g: Any, beta1: float, beta2: float, scratch: Any) -> None:
+    """Adam's moments in place: m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g^2 (scratch is clobbered)."""
+    m *= beta1
+    xp.multiply(g, 1.0 - beta1, out=scratch)
+    m += scratch
+    v *= beta2
+    xp.multiply(g, g, out=scratch)
+    scratch *= 1.0 - beta2
+    v += scratch
+
+
 def _adam_range(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x_full: Any, y_full: Any,
                 lo: int, hi: int, chunk: int, consts: tuple) -> None:
     """Update elements [lo, hi) chunk by chunk; every pass is in place into a chunk-sized scratch."""
@@ -150,13 +161,7 @@ def _adam_range(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x_fu
             g = y
         if shrink is not None:
             p *= shrink
-        mm *= beta1
-        xp.multiply(g, 1.0 - beta1, out=x)
-        mm += x
-        vv *= beta2
-        xp.multiply(g, g, out=x)
-        x *= 1.0 - beta2
-        vv += x
+        update_moments(xp, mm, vv, g, beta1, beta2, x)
         if zero_grad:
             g0.fill(0)
         u = vv
