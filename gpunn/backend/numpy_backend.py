@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit
+from gpunn.backend import cpu_jit, cpu_jit_ops
 from gpunn.backend.base import Backend
 from gpunn.backend.ops.geometry import conv_output_size
+from gpunn.backend.ops.norm import stat_dtype
 
 Pair = tuple[int, int]
 
@@ -235,6 +236,9 @@ class NumpyBackend(Backend):
         n, c, h, w = x.shape
         oh, ow = h // kh, w // kw
         planes, cmajor = self._planes(x)
+        jit = cpu_jit_ops.maxpool_tiled_forward(planes, kh, kw)  # one fused pass when numba is here
+        if jit is not None:
+            return self._unplanes(jit[0], n, c, cmajor), self._unplanes(jit[1], n, c, cmajor)
         planes = planes[:, :oh * kh, :ow * kw]
         # Masked copies (copyto/where) are ~10x slower than arithmetic in NumPy, so the winner is
         # tracked arithmetically, columns first, then rows. A strict '>' scan in window order
@@ -281,6 +285,10 @@ class NumpyBackend(Backend):
         oh, ow = dy.shape[2:]
         dyp, cmajor = self._planes(dy)
         am = argmax.transpose(1, 0, 2, 3) if cmajor else argmax
+        if argmax.dtype == np.int32:
+            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, np.ascontiguousarray(am).reshape(dyp.shape), h, w)
+            if jit is not None:
+                return self._unplanes(jit, n, c, cmajor)
         rel = am.reshape(dyp.shape) - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
         ragged = h != oh * kh or w != ow * kw  # rows/columns no window covers get zero gradient
         dx = (np.zeros if ragged else np.empty)((dyp.shape[0], h, w), dtype=dy.dtype)
@@ -290,3 +298,66 @@ class NumpyBackend(Backend):
                 np.equal(rel, np.int32(i * w + j), out=hit)
                 np.multiply(dyp, hit, out=dx[:, i:oh * kh:kh, j:ow * kw:kw])
         return self._unplanes(dx, n, c, cmajor)
+
+    # -- batch norm ---------------------------------------------------------------------------
+    @staticmethod
+    def _channel3(x: np.ndarray) -> tuple[np.ndarray, bool]:
+        """x (N, C, H, W) as a (C, N, H*W) view (copying only an unusual layout), and whether
+        x is channel-major (the fast conv's output layout)."""
+        n, c, h, w = x.shape
+        cn = x.transpose(1, 0, 2, 3)
+        if cn.flags.c_contiguous:
+            return cn.reshape(c, n, h * w), True
+        return np.ascontiguousarray(x).reshape(n, c, h * w).transpose(1, 0, 2), False
+
+    @staticmethod
+    def _like3(shape: tuple[int, ...], dtype: np.dtype, cmajor: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A new (N, C, H, W) array in the given layout, and its (C, N, H*W) view."""
+        n, c, h, w = shape
+        if cmajor:
+            buf = np.empty((c, n, h, w), dtype=dtype)
+            return buf.transpose(1, 0, 2, 3), buf.reshape(c, n, h * w)
+        buf = np.empty(shape, dtype=dtype)
+        return buf, buf.reshape(n, c, h * w).transpose(1, 0, 2)
+
+    def _bn_jit_ok(self, x: Any, *others: Any) -> bool:
+        return (self.fast_paths and isinstance(x, np.ndarray) and x.ndim == 4 and x.size > 0
+                and x.dtype in (np.float32, np.float64) and all(isinstance(a, np.ndarray) for a in others)
+                and cpu_jit.numba_available())
+
+    def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
+                                running_var: Any | None, momentum: float, eps: float) -> tuple[Any, Any, Any]:
+        """Two fused passes (statistics, then normalize) with numba; contract: ops/norm.py."""
+        if self._bn_jit_ok(x, gamma, beta) and x.shape[1] == gamma.shape[0] == beta.shape[0]:
+            x3, cmajor = self._channel3(x)
+            stats = cpu_jit_ops.batchnorm_stats(x3)
+            if stats is not None:
+                acc = stat_dtype(x.dtype)
+                mean, var = stats[0].astype(acc), stats[1].astype(acc)
+                invstd = 1.0 / np.sqrt(var + acc.type(eps))
+                scale = gamma.astype(acc, copy=False) * invstd
+                y, y3 = self._like3(x.shape, x.dtype, cmajor)
+                if cpu_jit_ops.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3):
+                    m = x.size // x.shape[1]
+                    keep, mom = 1.0 - float(momentum), float(momentum)
+                    if running_mean is not None:
+                        running_mean[...] = keep * running_mean + mom * mean.astype(running_mean.dtype, copy=False)
+                    if running_var is not None:
+                        unbiased = var * acc.type(m / (m - 1)) if m > 1 else var
+                        running_var[...] = keep * running_var + mom * unbiased.astype(running_var.dtype, copy=False)
+                    return y, mean, invstd
+        return super().batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+
+    def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
+        """One fused pass for the sums, one for dx, with numba; contract: ops/norm.py."""
+        acc = stat_dtype(getattr(x, "dtype", np.float32))
+        if (self._bn_jit_ok(x, dy, gamma, mean, invstd) and dy.shape == x.shape and dy.dtype == x.dtype
+                and mean.dtype == invstd.dtype == acc and mean.shape == invstd.shape == (x.shape[1],)):
+            x3, cmajor = self._channel3(x)
+            dy3, _ = self._channel3(dy)
+            dx, dx3 = self._like3(x.shape, x.dtype, cmajor)
+            k_scale = gamma.astype(acc, copy=False) * invstd
+            sums = cpu_jit_ops.batchnorm_backward(dy3, x3, mean, invstd, k_scale, dx3)
+            if sums is not None:
+                return dx, sums[0].astype(gamma.dtype), sums[1].astype(gamma.dtype)
+        return super().batchnorm_backward(dy, x, gamma, mean, invstd)

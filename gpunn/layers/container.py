@@ -59,9 +59,22 @@ class Sequential(TrainingMixin, Layer):
             self.output_shape = self.layers[-1].output_shape
         return x
 
-    def backward(self, dy: Any) -> Any:
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+    def backward(self, dy: Any, need_input_grad: bool = True) -> Any:
+        """Backpropagate dy through every layer; returns the gradient of the input.
+
+        need_input_grad=False (the training loop: nothing upstream of the model wants it) lets a
+        first layer that supports it (Conv2D's needs_input_grad) skip its input gradient; the
+        result may then be None. The layer's own setting is restored afterwards."""
+        first = self.layers[0] if self.layers else None
+        skip = not need_input_grad and getattr(first, "needs_input_grad", None) is True
+        if skip:
+            first.needs_input_grad = False
+        try:
+            for layer in reversed(self.layers):
+                dy = layer.backward(dy)
+        finally:
+            if skip:
+                first.needs_input_grad = True
         return dy
 
     def regularization_loss(self) -> float:

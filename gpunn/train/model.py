@@ -216,7 +216,7 @@ class TrainingMixin:
         loss = self._objective(self.loss.forward(out, yb))
         logs = {"loss": loss}
         if math.isfinite(loss):
-            self.backward(self.loss.backward())
+            self.backward(self.loss.backward(), need_input_grad=False)  # nobody reads d(loss)/d(input)
             self.optimizer.step()
             logs.update(self._metric_values(yb, out))
         return logs

@@ -1,0 +1,226 @@
+"""Optional numba-compiled CPU kernels for the NumPy backend's memory-bound ops.
+
+NumPy spends most of a small CNN's step moving memory: a tiled max-pool is a dozen strided passes,
+batch norm a dozen elementwise passes. Here each op is one or two passes, split over cores with
+`prange` (over planes or channels, so no two iterations write the same memory).
+
+- `maxpool_tiled_forward / _backward`: non-overlapping windows (stride == window, no padding) on
+  contiguous planes (P, H, W). The contract of the generic op (gpunn/backend/ops/pool.py): int32
+  argmax, the flat h*W + w inside the plane; ties and NaN resolved by a strict '>' scan in
+  row-major window order from the first offset.
+- `batchnorm_forward_train / batchnorm_backward`: per-channel statistics on (C, N, HW) views
+  (channel-major conv outputs are contiguous there; NCHW arrays are a strided view of the same
+  shape). Sums are accumulated in float64 and the variance is two-pass, as in
+  gpunn/backend/ops/norm.py; results agree with it to rounding.
+
+Every function returns None when it does not apply (numba missing or failing to compile, a dtype
+other than float32/float64); the caller then runs the NumPy path. numba is imported on the first
+call only (gpunn/backend/cpu_jit.py probes it).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from gpunn.backend import cpu_jit
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_kernels: dict[str, Any] = {}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+prange = range  # the compiled copies see numba.prange under this name
+
+
+# -- kernel bodies (compiled by numba; plain Python here) ----------------------------------------
+def _pool_fwd(x, kh, kw, y, am):  # pragma: no cover - compiled
+    p_count, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(p_count):
+        for r in range(oh):
+            for s in range(ow):
+                r0 = r * kh
+                s0 = s * kw
+                best = x[p, r0, s0]
+                idx = r0 * w + s0
+                for i in range(kh):
+                    for j in range(kw):
+                        v = x[p, r0 + i, s0 + j]
+                        if v > best:
+                            best = v
+                            idx = (r0 + i) * w + s0 + j
+                y[p, r, s] = best
+                am[p, r, s] = idx
+
+
+def _pool_bwd(dy, am, dx):  # pragma: no cover - compiled
+    p_count, h, w = dx.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    for p in prange(p_count):
+        plane = dx[p]
+        for r in range(h):
+            for s in range(w):
+                plane[r, s] = 0
+        for r in range(oh):
+            for s in range(ow):
+                k = am[p, r, s]
+                plane[k // w, k % w] += dy[p, r, s]
+
+
+def _bn_stats(x, mean, var):  # pragma: no cover - compiled
+    # x: (C, N, HW). Two passes per channel, float64 sums.
+    c_count, n, hw = x.shape
+    m = n * hw
+    for c in prange(c_count):
+        s = 0.0
+        for i in range(n):
+            for k in range(hw):
+                s += x[c, i, k]
+        mu = s / m
+        q = 0.0
+        for i in range(n):
+            for k in range(hw):
+                d = x[c, i, k] - mu
+                q += d * d
+        mean[c] = mu
+        var[c] = q / m
+
+
+def _bn_apply(x, mean, scale, shift, y):  # pragma: no cover - compiled
+    # y = (x - mean) * scale + shift, in y's dtype
+    c_count, n, hw = x.shape
+    for c in prange(c_count):
+        mu = mean[c]
+        sc = scale[c]
+        sh = shift[c]
+        for i in range(n):
+            for k in range(hw):
+                y[c, i, k] = (x[c, i, k] - mu) * sc + sh
+
+
+def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
+    c_count, n, hw = x.shape
+    m = n * hw
+    for c in prange(c_count):
+        mu = mean[c]
+        inv = invstd[c]
+        sb = 0.0
+        sg = 0.0
+        for i in range(n):
+            for k in range(hw):
+                d = dy[c, i, k]
+                sb += d
+                sg += d * ((x[c, i, k] - mu) * inv)
+        dbeta[c] = sb
+        dgamma[c] = sg
+        kc = k_scale[c]
+        b = sb / m
+        g = sg / m
+        for i in range(n):
+            for k in range(hw):
+                xhat = (x[c, i, k] - mu) * inv
+                dx[c, i, k] = kc * (dy[c, i, k] - (b + xhat * g))
+
+
+_BODIES = {"pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
+           "bn_bwd": _bn_bwd}
+# Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
+_FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"}}
+
+
+def _kernel(name: str) -> Any:
+    """The parallel numba dispatcher for one body (built once), or None without numba."""
+    k = _kernels.get(name)
+    if k is not None:
+        return k
+    if not cpu_jit.numba_available():
+        return None
+    with _lock:
+        k = _kernels.get(name)
+        if k is None:
+            import numba  # noqa: PLC0415 - optional, imported on first use
+
+            body = _BODIES[name]
+            fn = type(body)(body.__code__, dict(body.__globals__, prange=numba.prange), f"jit_{name}")
+            fn.__qualname__ = f"jit_{name}"
+            opts = dict(parallel=True, nogil=True, fastmath=_FASTMATH.get(name, False))
+            try:
+                k = numba.njit(cache=True, **opts)(fn)
+            except RuntimeError:  # no writable cache location: compile per process
+                k = numba.njit(cache=False, **opts)(fn)
+            _kernels[name] = k
+    return k
+
+
+def _launch(name: str, *args: Any) -> bool:
+    """Run kernel `name`; False (nothing written that the caller keeps) when numba cannot."""
+    k = _kernel(name)
+    if k is None:
+        return False
+    import numba  # noqa: PLC0415
+
+    try:
+        with cpu_jit._launch_lock:  # noqa: SLF001 - one parallel launch at a time (workqueue layer)
+            threads = cpu_jit._threads()  # noqa: SLF001
+            if numba.get_num_threads() != threads:
+                numba.set_num_threads(threads)
+            k(*args)
+        return True
+    except Exception as exc:
+        from numba.core.errors import NumbaError  # noqa: PLC0415
+
+        if not isinstance(exc, NumbaError):
+            raise
+        log.warning("numba could not compile %s; using the NumPy path: %s", name, exc)
+        _kernels[name] = None
+        cpu_jit._state["ok"] = False  # noqa: SLF001 - stop trying in this process
+        return False
+
+
+# -- entry points --------------------------------------------------------------------------------
+def maxpool_tiled_forward(planes: np.ndarray, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(y, argmax) over (P, H, W) planes for kh x kw windows at stride (kh, kw), or None."""
+    if planes.dtype not in _FLOATS or not cpu_jit.numba_available():
+        return None
+    p, h, w = planes.shape
+    y = np.empty((p, h // kh, w // kw), dtype=planes.dtype)
+    am = np.empty(y.shape, dtype=np.int32)
+    return (y, am) if _launch("pool_fwd", planes, kh, kw, y, am) else None
+
+
+def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int) -> np.ndarray | None:
+    """dx planes (P, H, W) from dy and argmax planes (P, OH, OW), or None. Every window is disjoint,
+    so each input pixel receives at most one share."""
+    if dy.dtype not in _FLOATS or argmax.dtype != np.int32 or not cpu_jit.numba_available():
+        return None
+    dx = np.empty((dy.shape[0], h, w), dtype=dy.dtype)
+    return dx if _launch("pool_bwd", dy, argmax, dx) else None
+
+
+def batchnorm_stats(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-channel (mean, biased var) in float64 over x3 (C, N, HW), or None."""
+    if x3.dtype not in _FLOATS or not cpu_jit.numba_available():
+        return None
+    mean = np.empty(x3.shape[0], dtype=np.float64)
+    var = np.empty(x3.shape[0], dtype=np.float64)
+    return (mean, var) if _launch("bn_stats", x3, mean, var) else None
+
+
+def batchnorm_apply(x3: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+                    y3: np.ndarray) -> bool:
+    """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype); False if not run."""
+    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch("bn_apply", x3, mean, scale, shift, y3)
+
+
+def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
+                       k_scale: np.ndarray, dx3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Writes dx3 and returns float64 (dgamma, dbeta), or None when it did not run."""
+    if x3.dtype not in _FLOATS or dy3.dtype != x3.dtype or not cpu_jit.numba_available():
+        return None
+    dgamma = np.empty(x3.shape[0], dtype=np.float64)
+    dbeta = np.empty(x3.shape[0], dtype=np.float64)
+    ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta)
+    return (dgamma, dbeta) if ok else None
