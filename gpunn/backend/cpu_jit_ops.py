@@ -1,8 +1,11 @@
 """Optional numba-compiled CPU kernels for the NumPy backend's memory-bound ops.
 
 NumPy spends most of a small CNN's step moving memory: a tiled max-pool is a dozen strided passes,
-batch norm a dozen elementwise passes. Here each op is one or two passes, split over cores with
-`prange` (over planes or channels, so no two iterations write the same memory).
+batch norm a dozen elementwise passes. Here each op is one or two passes. The loops are written
+with `prange` (over planes or channels, so no two iterations write the same memory) but compiled
+serial (PARALLEL): measured in a training step at 2 threads, numba's workers and OpenBLAS's
+spinning threads fight for the cores between GEMMs and the parallel kernels ran 3-4x slower
+(LeNet-5 step 40 ms parallel vs 26 ms serial; CIFAR CNN 420 vs 372 ms). The GEMMs keep the cores.
 
 - `maxpool_tiled_forward / _backward`: non-overlapping windows (stride == window, no padding) on
   contiguous planes (P, H, W). The contract of the generic op (gpunn/backend/ops/pool.py): int32
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _kernels: dict[str, Any] = {}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: compile the kernels with numba's parallel=True (see the module docstring for why not)
+PARALLEL = False
 prange = range  # the compiled copies see numba.prange under this name
 
 
@@ -132,7 +137,7 @@ _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contrac
 
 
 def _kernel(name: str) -> Any:
-    """The parallel numba dispatcher for one body (built once), or None without numba."""
+    """The numba dispatcher for one body (built once), or None without numba."""
     k = _kernels.get(name)
     if k is not None:
         return k
@@ -146,7 +151,7 @@ def _kernel(name: str) -> Any:
             body = _BODIES[name]
             fn = type(body)(body.__code__, dict(body.__globals__, prange=numba.prange), f"jit_{name}")
             fn.__qualname__ = f"jit_{name}"
-            opts = dict(parallel=True, nogil=True, fastmath=_FASTMATH.get(name, False))
+            opts = dict(parallel=PARALLEL, nogil=True, fastmath=_FASTMATH.get(name, False))
             try:
                 k = numba.njit(cache=True, **opts)(fn)
             except RuntimeError:  # no writable cache location: compile per process
@@ -163,11 +168,14 @@ def _launch(name: str, *args: Any) -> bool:
     import numba  # noqa: PLC0415
 
     try:
-        with cpu_jit._launch_lock:  # noqa: SLF001 - one parallel launch at a time (workqueue layer)
-            threads = cpu_jit._threads()  # noqa: SLF001
-            if numba.get_num_threads() != threads:
-                numba.set_num_threads(threads)
-            k(*args)
+        if PARALLEL:
+            with cpu_jit._launch_lock:  # noqa: SLF001 - one parallel launch at a time (workqueue layer)
+                threads = cpu_jit._threads()  # noqa: SLF001
+                if numba.get_num_threads() != threads:
+                    numba.set_num_threads(threads)
+                k(*args)
+        else:
+            k(*args)  # serial and nogil: safe from any thread
         return True
     except Exception as exc:
         from numba.core.errors import NumbaError  # noqa: PLC0415

@@ -13,8 +13,9 @@ as opaque:
   dropped). The columns are built per chunk (about 1 MiB) so they stay in cache, and the
   backward pass rebuilds them from X instead of keeping them: the cache holds X only. dW is the
   chunked product dy_frames @ cols^T over a zero-framed dy; dX is either W^T dy added back at each
-  offset's shift (C <= F) or the correlation of the zero-framed dy with the flipped kernel (C > F),
-  whichever builds the smaller columns. Scratch buffers are reused across calls, per thread.
+  offset's shift (C < F) or the correlation of the zero-framed dy with the flipped kernel (C >= F):
+  the smaller columns, and at C == F the correlation (a copy in cache beats a read-add-write pass).
+  Scratch buffers are reused across calls, per thread.
   Outputs are returned as NCHW views of channel-major (C, N, H, W) memory, so the next layer's
   padding copy and the pooling read long contiguous rows; NumPy's elementwise ops keep that layout.
 - **Max-pooling with non-overlapping windows** (stride == window, no padding) reads the kh*kw
@@ -184,9 +185,10 @@ class NumpyBackend(Backend):
         dweight = dwmat.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
         if not need_dx:
             return None, dweight, dbias
-        dxbuf = np.zeros((c, n, hp, wp), dtype=dtype)
+        # The correlation writes every frame position; the scatter-add needs zeros to add into.
+        dxbuf = (np.zeros if c < f else np.empty)((c, n, hp, wp), dtype=dtype)
         dxflat = dxbuf.reshape(c, n * frame_len)
-        if c <= f:
+        if c < f:
             # Fewer input than output channels: dcols = W^T dy (C*kh*kw rows, the smaller side),
             # then each offset's block is added into dX at its shift (col2im on the frame grid).
             wmat_t = np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
