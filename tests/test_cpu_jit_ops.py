@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gpunn.backend import cpu_jit, cpu_jit_ops
+from gpunn.backend import numpy_backend
 from gpunn.backend.numpy_backend import NumpyBackend
 from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 from gpunn.testing import gradcheck
@@ -39,6 +40,65 @@ def _layout(x, layout):
         buf[:, :, 1:-1, 1:-1] = x.transpose(1, 0, 2, 3)
         return buf[:, :, 1:-1, 1:-1].transpose(1, 0, 2, 3)
     return x
+
+
+# -- direct convolution (small weights) -----------------------------------------------------------
+# (N, C, H, W), (F, kh, kw), padding, dilation: C < F, C == F, C > F, dilation, a 1x1 output
+CONVS = [((2, 1, 9, 9), (3, 5, 5), (2, 2), (1, 1)), ((2, 3, 7, 6), (3, 3, 3), (1, 1), (1, 1)),
+         ((3, 4, 8, 7), (2, 2, 3), (0, 1), (1, 1)), ((2, 2, 9, 10), (5, 3, 3), (2, 1), (2, 2)),
+         ((2, 2, 5, 5), (3, 5, 5), (0, 0), (1, 1))]
+
+
+def _conv_both(x, weight, bias, padding, dilation):
+    out = []
+    for be in (FAST, GENERIC):
+        y, cache = be.conv2d_forward(x, weight, bias, (1, 1), padding, dilation)
+        dy = _rand(y.shape, 7, x.dtype)
+        out.append((y, *be.conv2d_backward(dy, x.shape, weight, cache, (1, 1), padding, dilation)))
+    return out
+
+
+@pytest.mark.parametrize("case", CONVS, ids=str)
+@pytest.mark.parametrize("path", ["direct", "gemm"])
+def test_conv_direct_and_gemm_paths_match_generic(numba, monkeypatch, case, path):
+    shape, (f, kh, kw), padding, dilation = case
+    limit = 1 << 30 if path == "direct" else 0
+    monkeypatch.setattr(numpy_backend, "DIRECT_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(numpy_backend, "DIRECT_DX_MAX_WEIGHTS", limit)
+    calls = []
+    for name in ("frame_corr", "frame_dw"):
+        real = getattr(cpu_jit_ops, name)
+        monkeypatch.setattr(cpu_jit_ops, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    x = _rand(shape, 0)
+    fast, ref = _conv_both(x, _rand((f, shape[1], kh, kw), 1), _rand((f,), 2), padding, dilation)
+    for a, b in zip(fast, ref):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, **TOL)
+    expected = {"frame_corr", "frame_dw"} if path == "direct" else set()
+    assert set(calls) == expected
+    # dX by correlation only when C < F (the scatter-add it replaces); forward always
+    assert calls.count("frame_corr") == (2 if shape[1] < f else 1) or path == "gemm"
+
+
+def test_conv_direct_float32(numba):
+    x, w = _rand((4, 1, 12, 12), 0, np.float32), _rand((4, 1, 5, 5), 1, np.float32)
+    fast, ref = _conv_both(x, w, np.zeros(4, np.float32), (2, 2), (1, 1))
+    for a, b in zip(fast, ref):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_without_numba_matches_generic(no_numba):
+    x = _rand((2, 1, 7, 7), 0)
+    fast, ref = _conv_both(x, _rand((3, 1, 3, 3), 1), None, (1, 1), (1, 1))
+    for a, b in zip(fast, ref):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+def test_lenet_like_stack_gradchecks_on_the_direct_kernels():
+    model = Sequential([Conv2D(3, 3, padding=1, activation="relu"), MaxPool2D(2), Conv2D(4, 3, padding=1),
+                        Flatten(), Dense(2)])
+    assert gradcheck(model, _rand((2, 2, 4, 4), 5))
 
 
 # -- max-pool -------------------------------------------------------------------------------------
