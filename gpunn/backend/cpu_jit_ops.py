@@ -61,6 +61,37 @@ def _pool_fwd(x, kh, kw, y, am):  # pragma: no cover - compiled
                 am[p, r, s] = idx
 
 
+def _pool_fwd_2x2(x, y, am):  # pragma: no cover - compiled
+    # The common 2x2 case, branch-free (selects), so the column loop vectorizes. Same scan order
+    # and strict '>' as _pool_fwd: (0,0), (0,1), (1,0), (1,1).
+    p_count, h, w = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(p_count):
+        for r in range(oh):
+            t = x[p, 2 * r]
+            u = x[p, 2 * r + 1]
+            base = 2 * r * w
+            yr = y[p, r]
+            ar = am[p, r]
+            for s in range(ow):
+                best = t[2 * s]
+                k = 0
+                v = t[2 * s + 1]
+                g = v > best
+                best = v if g else best
+                k = 1 if g else k
+                v = u[2 * s]
+                g = v > best
+                best = v if g else best
+                k = w if g else k
+                v = u[2 * s + 1]
+                g = v > best
+                best = v if g else best
+                k = w + 1 if g else k
+                yr[s] = best
+                ar[s] = base + 2 * s + k
+
+
 def _pool_bwd(dy, am, dx):  # pragma: no cover - compiled
     p_count, h, w = dx.shape
     oh, ow = dy.shape[1], dy.shape[2]
@@ -73,6 +104,33 @@ def _pool_bwd(dy, am, dx):  # pragma: no cover - compiled
             for s in range(ow):
                 k = am[p, r, s]
                 plane[k // w, k % w] += dy[p, r, s]
+
+
+def _pool_bwd_2x2(dy, am, dx):  # pragma: no cover - compiled
+    # Every covered input pixel written once (its window's share or zero), so no zero fill first
+    # except for a ragged last row/column that no window covers.
+    p_count, h, w = dx.shape
+    oh, ow = dy.shape[1], dy.shape[2]
+    for p in prange(p_count):
+        if 2 * oh < h:
+            for s in range(w):
+                dx[p, h - 1, s] = 0
+        if 2 * ow < w:
+            for r in range(h):
+                dx[p, r, w - 1] = 0
+        for r in range(oh):
+            t = dx[p, 2 * r]
+            u = dx[p, 2 * r + 1]
+            base = 2 * r * w
+            gr = dy[p, r]
+            ar = am[p, r]
+            for s in range(ow):
+                k = ar[s] - base - 2 * s
+                g = gr[s]
+                t[2 * s] = g if k == 0 else 0
+                t[2 * s + 1] = g if k == 1 else 0
+                u[2 * s] = g if k == w else 0
+                u[2 * s + 1] = g if k == w + 1 else 0
 
 
 def _bn_stats(x, mean, var):  # pragma: no cover - compiled
@@ -185,7 +243,7 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
             dw[f, k] = acc[f, k]
 
 
-_BODIES = {"frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
+_BODIES = {"pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
            "bn_bwd": _bn_bwd}
 # Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
 _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"},
@@ -252,15 +310,20 @@ def maxpool_tiled_forward(planes: np.ndarray, kh: int, kw: int) -> tuple[np.ndar
     p, h, w = planes.shape
     y = np.empty((p, h // kh, w // kw), dtype=planes.dtype)
     am = np.empty(y.shape, dtype=np.int32)
+    if kh == kw == 2:
+        return (y, am) if _launch("pool_fwd_2x2", planes, y, am) else None
     return (y, am) if _launch("pool_fwd", planes, kh, kw, y, am) else None
 
 
-def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int) -> np.ndarray | None:
+def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int, kh: int,
+                           kw: int) -> np.ndarray | None:
     """dx planes (P, H, W) from dy and argmax planes (P, OH, OW), or None. Every window is disjoint,
     so each input pixel receives at most one share."""
     if dy.dtype not in _FLOATS or argmax.dtype != np.int32 or not cpu_jit.numba_available():
         return None
     dx = np.empty((dy.shape[0], h, w), dtype=dy.dtype)
+    if kh == kw == 2:
+        return dx if _launch("pool_bwd_2x2", dy, argmax, dx) else None
     return dx if _launch("pool_bwd", dy, argmax, dx) else None
 
 

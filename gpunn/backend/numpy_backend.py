@@ -314,7 +314,8 @@ class NumpyBackend(Backend):
         dyp, cmajor = self._planes(dy)
         am = argmax.transpose(1, 0, 2, 3) if cmajor else argmax
         if argmax.dtype == np.int32:
-            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, np.ascontiguousarray(am).reshape(dyp.shape), h, w)
+            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, np.ascontiguousarray(am).reshape(dyp.shape), h, w,
+                                                     kh, kw)
             if jit is not None:
                 return self._unplanes(jit, n, c, cmajor)
         rel = am.reshape(dyp.shape) - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
