@@ -197,8 +197,8 @@ def _frame_corr(src, base, offs, w, count, out):  # pragma: no cover - compiled
     nr = src.shape[0]
     no = offs.shape[0]
     blk = 256
-    acc = np.empty((nf, blk), dtype=out.dtype)
-    for b in prange((count + blk - 1) // blk):
+    acc = np.empty((nf, blk), dtype=out.dtype)  # shared by every block: a serial loop (not prange)
+    for b in range((count + blk - 1) // blk):
         p0 = b * blk
         m = min(blk, count - p0)
         acc[:] = 0

@@ -24,6 +24,12 @@ as opaque:
   backward pass writes each offset's share straight into its strided slot, with no scatter-add.
 Anything else (strided convolutions, overlapping or padded pools) runs the generic op.
 
+With numba installed (the `cpu-jit` extra) some of these run compiled kernels from
+gpunn/backend/cpu_jit_ops.py instead, each with the NumPy code above as its fallback: the tiled
+max-pool (one pass; the generic op's NaN rule), batch norm forward/backward (two passes each), and
+for small convolutions (DIRECT_MAX_WEIGHTS, DIRECT_DX_MAX_WEIGHTS) the frame products computed
+directly, without columns.
+
 Results agree with the generic path to rounding (the GEMMs sum in another order); the parity
 tests in tests/test_numpy_fast_paths.py pin that down in float64.
 """
