@@ -65,6 +65,7 @@ def test_conv_direct_and_gemm_paths_match_generic(numba, monkeypatch, case, path
     limit = 1 << 30 if path == "direct" else 0
     monkeypatch.setattr(numpy_backend, "DIRECT_MAX_WEIGHTS", limit)
     monkeypatch.setattr(numpy_backend, "DIRECT_DX_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(numpy_backend, "DIRECT_DW_MAX_WEIGHTS", limit)
     calls = []
     for name in ("frame_corr", "frame_dw"):
         real = getattr(cpu_jit_ops, name)

@@ -228,7 +228,34 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
     acc = np.zeros(dw.shape, dtype=np.float64)
     for p0 in range(0, count, blk):
         m = min(blk, count - p0)
-        for f in prange(nf):
+        f = 0
+        while f + 4 <= nf:  # four dy rows share each load of an input slice
+            d0 = dy[f, dbase + p0:dbase + p0 + m]
+            d1 = dy[f + 1, dbase + p0:dbase + p0 + m]
+            d2 = dy[f + 2, dbase + p0:dbase + p0 + m]
+            d3 = dy[f + 3, dbase + p0:dbase + p0 + m]
+            for o in range(no):
+                a = p0 + offs[o]
+                for r in range(nr):
+                    xs = src[r, a:a + m]
+                    v = xs[0]
+                    s0 = d0[0] * v
+                    s1 = d1[0] * v
+                    s2 = d2[0] * v
+                    s3 = d3[0] * v
+                    for q in range(1, m):
+                        v = xs[q]
+                        s0 += d0[q] * v
+                        s1 += d1[q] * v
+                        s2 += d2[q] * v
+                        s3 += d3[q] * v
+                    k = o * nr + r
+                    acc[f, k] += s0
+                    acc[f + 1, k] += s1
+                    acc[f + 2, k] += s2
+                    acc[f + 3, k] += s3
+            f += 4
+        while f < nf:
             d = dy[f, dbase + p0:dbase + p0 + m]
             for o in range(no):
                 a = p0 + offs[o]
@@ -238,6 +265,7 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
                     for q in range(1, m):
                         s += d[q] * xs[q]
                     acc[f, o * nr + r] += s
+            f += 1
     for f in range(nf):
         for k in range(dw.shape[1]):
             dw[f, k] = acc[f, k]

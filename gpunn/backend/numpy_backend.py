@@ -50,13 +50,14 @@ Pair = tuple[int, int]
 # Columns per chunk: about this many bytes of cols per GEMM, so a chunk stays in the L2/L3 cache.
 _CHUNK_BYTES = 1 << 20
 # With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
-# instead of building columns for a starved GEMM. Measured at batch 128, 1 thread: LeNet-5's first
-# conv (150 weights) forward 2.7 -> 1.2 ms and dW 3.9 -> 1.5 ms, but its second (2400 weights)
-# forward 2.6 -> 3.4 ms, dW 4.1 -> 5.4 ms; there only dX by correlation wins (4.4 -> 3.0 ms, vs
-# the GEMM-then-scatter-add it replaces when C < F). So: forward and dW up to DIRECT_MAX_WEIGHTS,
-# dX (C < F only) up to DIRECT_DX_MAX_WEIGHTS.
-DIRECT_MAX_WEIGHTS = 512
-DIRECT_DX_MAX_WEIGHTS = 4096
+# instead of building columns for a starved GEMM. Measured at batch 128, 1 thread (GEMM path ->
+# direct): LeNet-5's first conv (150 weights) forward 2.7 -> 1.2 ms, dW 3.9 -> 1.0 ms; its second
+# (2400) forward 2.6 -> 3.4 ms (worse), dW 4.0 -> 2.8 ms, dX 4.4 -> 3.0 ms (replacing the
+# GEMM-then-scatter-add used when C < F); the CIFAR CNN's first (864) dW 12 -> 7 ms, forward even;
+# its 32->32 conv (9216) dW 60 -> 70 ms (worse). Hence one limit per product.
+DIRECT_MAX_WEIGHTS = 512  # forward
+DIRECT_DW_MAX_WEIGHTS = 4096
+DIRECT_DX_MAX_WEIGHTS = 4096  # and only when C < F
 
 
 class _FrameCache:
@@ -117,10 +118,10 @@ class NumpyBackend(Backend):
                 and x.shape[0] > 0)
 
     @staticmethod
-    def _direct(weight: np.ndarray, dx: bool = False) -> bool:
-        """Whether this conv's weights are few enough for the numba direct kernels (the forward
-        and dW ones, or with dx=True the dX one)."""
-        limit = DIRECT_DX_MAX_WEIGHTS if dx else DIRECT_MAX_WEIGHTS
+    def _direct(weight: np.ndarray, product: str = "forward") -> bool:
+        """Whether this conv's weights are few enough for the numba direct kernel computing
+        `product` ("forward", "dw" or "dx")."""
+        limit = {"forward": DIRECT_MAX_WEIGHTS, "dw": DIRECT_DW_MAX_WEIGHTS, "dx": DIRECT_DX_MAX_WEIGHTS}[product]
         return weight.size <= limit and cpu_jit.numba_available()
 
     def _frame_chunks(self, src: np.ndarray, base: int, offsets: list[int], count: int,
@@ -160,7 +161,8 @@ class NumpyBackend(Backend):
         count = n * frame_len - offsets[-1]
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
         yframe = self._buffer("yframe", (f, n * frame_len), dtype)
-        if not (self._direct(weight) and cpu_jit_ops.frame_corr(xflat, 0, np.array(offsets), wmat, count, yframe)):
+        if not (self._direct(weight)
+                and cpu_jit_ops.frame_corr(xflat, 0, np.array(offsets), wmat, count, yframe)):
             for start, stop, cols in self._frame_chunks(xflat, 0, offsets, count, dtype):
                 np.matmul(wmat, cols, out=yframe[:, start:stop])
         # y in channel-major memory (C, N, OH, OW), returned as an NCHW view
@@ -200,7 +202,8 @@ class NumpyBackend(Backend):
         # dW = sum over positions of dy * cols^T, chunk by chunk
         count = n * frame_len - lead
         dwmat = np.zeros((f, c * kh * kw), dtype=dtype)
-        if not (self._direct(weight) and cpu_jit_ops.frame_dw(dybuf, lead, xflat, np.array(offsets), count, dwmat)):
+        if not (self._direct(weight, "dw")
+                and cpu_jit_ops.frame_dw(dybuf, lead, xflat, np.array(offsets), count, dwmat)):
             part = self._buffer("dwpart", dwmat.shape, dtype)
             for start, stop, xcols in self._frame_chunks(xflat, 0, offsets, count, dtype):
                 np.matmul(dyflat[:, start:stop], xcols.T, out=part)
@@ -209,7 +212,7 @@ class NumpyBackend(Backend):
         if not need_dx:
             return None, dweight, dbias
         # The correlation writes every frame position; the scatter-add needs zeros to add into.
-        direct = c < f and self._direct(weight, dx=True)
+        direct = c < f and self._direct(weight, "dx")
         dxbuf = (np.zeros if c < f and not direct else np.empty)((c, n, hp, wp), dtype=dtype)
         dxflat = dxbuf.reshape(c, n * frame_len)
         if direct:
