@@ -83,6 +83,7 @@ def test_bench_env_unsets_openblas_overrides_only_for_the_benchmarks():
     env = bench.bench_env(threads=3, quick=True, emulated=False, base=base)
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert env["OPENBLAS_NUM_THREADS"] == env["GPUNN_BENCH_THREADS"] == "3" and env["GPUNN_BENCH_QUICK"] == "1"
+    assert env["GPUNN_NUM_THREADS"] == "3"  # gpunn's own CPU threads too (fused Adam)
     assert "GPUNN_BENCH_EMULATED" not in env and env["PATH"] == "/bin"
     assert base["OPENBLAS_CORETYPE"] == "Haswell"  # the caller's environment is untouched
 
