@@ -43,7 +43,7 @@ import numpy as np
 from gpunn.backend import cpu_jit, cpu_jit_ops
 from gpunn.backend.base import Backend
 from gpunn.backend.ops.geometry import conv_output_size
-from gpunn.backend.ops.norm import stat_dtype
+from gpunn.backend.ops.norm import stat_dtype, update_running_stats
 
 Pair = tuple[int, int]
 
@@ -376,13 +376,7 @@ class NumpyBackend(Backend):
                 scale = gamma.astype(acc, copy=False) * invstd
                 y, y3 = self._like3(x.shape, x.dtype, cmajor)
                 if cpu_jit_ops.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3):
-                    m = x.size // x.shape[1]
-                    keep, mom = 1.0 - float(momentum), float(momentum)
-                    if running_mean is not None:
-                        running_mean[...] = keep * running_mean + mom * mean.astype(running_mean.dtype, copy=False)
-                    if running_var is not None:
-                        unbiased = var * acc.type(m / (m - 1)) if m > 1 else var
-                        running_var[...] = keep * running_var + mom * unbiased.astype(running_var.dtype, copy=False)
+                    update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
                     return y, mean, invstd
         return super().batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
 

@@ -40,6 +40,17 @@ def stat_dtype(dtype: Any) -> np.dtype:
     return np.promote_types(np.dtype(dtype), np.float32)
 
 
+def update_running_stats(running_mean: Any | None, running_var: Any | None, mean: Any, var: Any, m: int,
+                         momentum: float) -> None:
+    """running = (1 - momentum) * running + momentum * batch, in place, with the unbiased m/(m-1) variance."""
+    keep, mom = 1.0 - float(momentum), float(momentum)
+    if running_mean is not None:
+        running_mean[...] = keep * running_mean + mom * mean.astype(running_mean.dtype, copy=False)
+    if running_var is not None:
+        unbiased = var * var.dtype.type(m / (m - 1)) if m > 1 else var
+        running_var[...] = keep * running_var + mom * unbiased.astype(running_var.dtype, copy=False)
+
+
 class NormOps:
     xp: Any
 
@@ -57,12 +68,7 @@ class NormOps:
         invstd = 1.0 / xp.sqrt(var + acc.type(eps))
         scale = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
         y = (centered * scale + beta.astype(acc, copy=False).reshape(shape)).astype(x.dtype, copy=False)
-        keep, mom = 1.0 - float(momentum), float(momentum)
-        if running_mean is not None:
-            running_mean[...] = keep * running_mean + mom * mean.astype(running_mean.dtype, copy=False)
-        if running_var is not None:
-            unbiased = var * acc.type(m / (m - 1)) if m > 1 else var
-            running_var[...] = keep * running_var + mom * unbiased.astype(running_var.dtype, copy=False)
+        update_running_stats(running_mean, running_var, mean, var, m, momentum)
         return y, mean, invstd
 
     def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
