@@ -93,6 +93,10 @@ class Loss:
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
         return pred if be.is_native(pred) else be.asarray(pred)
 
+    def _class_inputs(self, pred: Any, target: Any) -> tuple[Any, Any]:
+        """Validated (N, classes) scores and their raw targets, for the class losses."""
+        return self._pred(pred, 2, "(N, classes)"), self._target(target)
+
     def _target(self, target: Any, dtype: Any = None) -> Any:
         be = get_backend()
         if isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
@@ -158,8 +162,7 @@ class SoftmaxCrossEntropy(Loss):
 
     def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"
-        pred = self._pred(pred, 2, "(N, classes)")
-        target = self._target(target)
+        pred, target = self._class_inputs(pred, target)
         xp = get_backend().xp
         n, c = pred.shape
         shifted = pred - pred.max(axis=1, keepdims=True)
@@ -272,8 +275,7 @@ class MulticlassHinge(Loss):
 
     def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"
-        pred = self._pred(pred, 2, "(N, classes)")
-        target = self._target(target)
+        pred, target = self._class_inputs(pred, target)
         xp = get_backend().xp
         n, c = pred.shape
         if target.ndim == 2 and target.shape == pred.shape:
