@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from gpunn.backend.ops.activation import ActivationOps
 from gpunn.backend.ops.conv import ConvOps
+from gpunn.backend.ops.dense import DenseOps
 from gpunn.backend.ops.norm import NormOps
 from gpunn.backend.ops.optim import OptimOps
 from gpunn.backend.ops.pool import PoolOps
 
 
-class Backend(ConvOps, PoolOps, NormOps, OptimOps):
+class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
     name: str = "generic"
     device: str = "cpu"
     default_dtype = np.dtype(np.float32)

@@ -1,8 +1,9 @@
-"""Optional numba-compiled CPU kernels: a fused, parallel Adam/AdamW step over flat buffers.
+"""Optional numba-compiled CPU kernels: a fused, multithreaded Adam/AdamW step over flat buffers.
 
 NumPy's chunked adam_step (gpunn/backend/ops/optim.py) still makes a dozen elementwise passes
 per chunk and one core cannot stream the 28 bytes/parameter of a step fast enough. Here the whole
-update is one loop, split over cores with `prange`: each element is read and written once.
+update is one loop, split over gpunn's CPU threads (cpu_threads.py): each element is read and
+written once.
 
 numba is optional (the `cpu-jit` extra). It is imported on the first call, never at
 `import gpunn`; without it, or when it fails to compile, the backend runs the chunked path.
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn.backend import cpu_threads
 from gpunn.backend.ops import optim as optim_ops
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,6 @@ PARALLEL_MIN = 4 * optim_ops.CPU_CHUNK
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "ok": bool once probed; "kernels": (parallel, serial) once built
-# numba's default "workqueue" threading layer aborts the process if two Python threads launch
-# parallel kernels at once; serialise launches (they would compete for the same cores anyway).
-_launch_lock = threading.Lock()
-prange = range  # the compiled copies of _adam_body see numba.prange under this name
 
 
 def numba_available() -> bool:
@@ -56,7 +54,7 @@ def numba_available() -> bool:
 def _adam_body(p, g, m, v, beta1, omb1, beta2, omb2, eps_hat, step_size, l2, shrink, coupled, decoupled,
                zero_grad):  # pragma: no cover - compiled by numba, see _build
     # Each statement mirrors one in-place pass of optim._adam_range, in the same order.
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         gi = g[i]
         pi = p[i]
         if coupled:
@@ -72,37 +70,24 @@ def _adam_body(p, g, m, v, beta1, omb1, beta2, omb2, eps_hat, step_size, l2, shr
         p[i] = pi - (mi / (np.sqrt(vi) + eps_hat)) * step_size
 
 
-def _build() -> tuple[Any, Any]:
-    """Compile-on-call dispatchers: (parallel, serial). Types are fixed per call by the arguments."""
-    kernels = _state.get("kernels")
-    if kernels is None:
+def _build() -> Any:
+    """The compile-on-call dispatcher (serial, nogil; cpu_threads splits the buffers). Types are
+    fixed per call by the arguments."""
+    kernel = _state.get("kernel")
+    if kernel is None:
         with _lock:
-            kernels = _state.get("kernels")
-            if kernels is None:
+            kernel = _state.get("kernel")
+            if kernel is None:
                 import numba  # noqa: PLC0415
 
-                # The same Python body twice: with parallel=False, prange is a plain range. Each
-                # copy gets its own qualname, which names its on-disk cache entry.
-                glb = dict(_adam_body.__globals__, prange=numba.prange)
-                built = []
-                for name, parallel in (("adam_fused_parallel", True), ("adam_fused_serial", False)):
-                    fn = type(_adam_body)(_adam_body.__code__, glb, name)
-                    fn.__qualname__ = name
-                    try:
-                        jit = numba.njit(parallel=parallel, fastmath=False, cache=True, nogil=True)(fn)
-                    except RuntimeError:  # no writable cache location here: compile per process
-                        jit = numba.njit(parallel=parallel, fastmath=False, cache=False, nogil=True)(fn)
-                    built.append(jit)
-                par, ser = built
-                kernels = _state["kernels"] = (par, ser)
-    return kernels
-
-
-def _threads() -> int:
-    """GPUNN_NUM_THREADS (as the chunked path reads it), capped at numba's pool size."""
-    import numba  # noqa: PLC0415
-
-    return max(1, min(optim_ops._cpu_threads(), numba.config.NUMBA_NUM_THREADS))  # noqa: SLF001
+                fn = type(_adam_body)(_adam_body.__code__, _adam_body.__globals__, "adam_fused")
+                fn.__qualname__ = "adam_fused"  # names its on-disk cache entry
+                try:
+                    kernel = numba.njit(fastmath=False, cache=True, nogil=True)(fn)
+                except RuntimeError:  # no writable cache location here: compile per process
+                    kernel = numba.njit(fastmath=False, cache=False, nogil=True)(fn)
+                _state["kernel"] = kernel
+    return kernel
 
 
 def _applies(arrays: tuple[Any, ...]) -> bool:
@@ -141,17 +126,12 @@ def adam_step(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, be
             t(float(lr) * sqrt_bc2 / bc1), t(wd), t(1.0 - float(lr) * wd if shrink_on else 1.0),
             coupled, shrink_on, bool(zero_grad))
     try:
-        par, ser = _build()
-        if n < PARALLEL_MIN:
-            ser(param, grad, m, v, *args)
-            return True
-        import numba  # noqa: PLC0415
+        kernel = _build()
 
-        with _launch_lock:
-            threads = _threads()
-            if numba.get_num_threads() != threads:
-                numba.set_num_threads(threads)
-            par(param, grad, m, v, *args)
+        def part(lo: int, hi: int) -> None:
+            kernel(param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], *args)
+        # below PARALLEL_MIN elements one thread: a hand-off costs more than it saves
+        cpu_threads.parallel_for(part, n, work=n if n >= PARALLEL_MIN else 0, align=4096)
         return True
     except Exception as exc:
         from numba.core.errors import NumbaError  # noqa: PLC0415

@@ -1,11 +1,12 @@
 """Optional numba-compiled CPU kernels for the NumPy backend's memory-bound ops.
 
 NumPy spends most of a small CNN's step moving memory: a tiled max-pool is a dozen strided passes,
-batch norm a dozen elementwise passes. Here each op is one or two passes. The loops are written
-with `prange` (over planes or channels, so no two iterations write the same memory) but compiled
-serial (PARALLEL): measured in a training step at 2 threads, numba's workers and OpenBLAS's
-spinning threads fight for the cores between GEMMs and the parallel kernels ran 3-4x slower
-(LeNet-5 step 40 ms parallel vs 26 ms serial; CIFAR CNN 420 vs 372 ms). The GEMMs keep the cores.
+batch norm a dozen elementwise passes. Here each op is one or two passes. The kernels are serial
+and nogil; `_launch(..., split=...)` cuts their arrays along the first axis (planes, channels,
+elements) and runs the pieces on gpunn's CPU threads (gpunn/backend/cpu_threads.py). numba's own
+parallel=True is not used: its workers and OpenBLAS's spinning threads fought for the cores
+(measured: LeNet-5 step 40 ms parallel vs 26 ms serial), while one pool that also runs the GEMMs
+(with BLAS held to one thread) keeps every core busy with one thing.
 
 - `maxpool_tiled_forward / _backward`: non-overlapping windows (stride == window, no padding) on
   contiguous planes (P, H, W). The contract of the generic op (gpunn/backend/ops/pool.py): int32
@@ -28,23 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit
+from gpunn.backend import cpu_jit, cpu_threads
 
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _kernels: dict[str, Any] = {}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-#: compile the kernels with numba's parallel=True (see the module docstring for why not)
-PARALLEL = False
-prange = range  # the compiled copies see numba.prange under this name
 
 
 # -- kernel bodies (compiled by numba; plain Python here) ----------------------------------------
 def _pool_fwd(x, kh, kw, y, am):  # pragma: no cover - compiled
     p_count, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
-    for p in prange(p_count):
+    for p in range(p_count):
         for r in range(oh):
             for s in range(ow):
                 r0 = r * kh
@@ -66,7 +64,7 @@ def _pool_fwd_2x2(x, y, am):  # pragma: no cover - compiled
     # and strict '>' as _pool_fwd: (0,0), (0,1), (1,0), (1,1).
     p_count, h, w = x.shape
     oh, ow = y.shape[1], y.shape[2]
-    for p in prange(p_count):
+    for p in range(p_count):
         for r in range(oh):
             t = x[p, 2 * r]
             u = x[p, 2 * r + 1]
@@ -95,7 +93,7 @@ def _pool_fwd_2x2(x, y, am):  # pragma: no cover - compiled
 def _pool_bwd(dy, am, dx):  # pragma: no cover - compiled
     p_count, h, w = dx.shape
     oh, ow = dy.shape[1], dy.shape[2]
-    for p in prange(p_count):
+    for p in range(p_count):
         plane = dx[p]
         for r in range(h):
             for s in range(w):
@@ -111,7 +109,7 @@ def _pool_bwd_2x2(dy, am, dx):  # pragma: no cover - compiled
     # except for a ragged last row/column that no window covers.
     p_count, h, w = dx.shape
     oh, ow = dy.shape[1], dy.shape[2]
-    for p in prange(p_count):
+    for p in range(p_count):
         if 2 * oh < h:
             for s in range(w):
                 dx[p, h - 1, s] = 0
@@ -137,7 +135,7 @@ def _bn_stats(x, mean, var):  # pragma: no cover - compiled
     # x: (C, N, HW). Two passes per channel, float64 sums.
     c_count, n, hw = x.shape
     m = n * hw
-    for c in prange(c_count):
+    for c in range(c_count):
         s = 0.0
         for i in range(n):
             for k in range(hw):
@@ -155,7 +153,7 @@ def _bn_stats(x, mean, var):  # pragma: no cover - compiled
 def _bn_apply(x, mean, scale, shift, y):  # pragma: no cover - compiled
     # y = (x - mean) * scale + shift, in y's dtype
     c_count, n, hw = x.shape
-    for c in prange(c_count):
+    for c in range(c_count):
         mu = mean[c]
         sc = scale[c]
         sh = shift[c]
@@ -167,7 +165,7 @@ def _bn_apply(x, mean, scale, shift, y):  # pragma: no cover - compiled
 def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
     c_count, n, hw = x.shape
     m = n * hw
-    for c in prange(c_count):
+    for c in range(c_count):
         mu = mean[c]
         inv = invstd[c]
         sb = 0.0
@@ -216,8 +214,8 @@ def _frame_corr(src, base, offs, w, count, out):  # pragma: no cover - compiled
                 out[f, p0 + q] = acc[f, q]
 
 
-def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
-    # dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, p + offs[o]], in blocks of
+def _frame_dw(dy, dbase, src, sbase, offs, count, dw):  # pragma: no cover - compiled
+    # dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offs[o]], in blocks of
     # positions (each block's dot products in the array dtype, the blocks summed in float64).
     # dy comes whole with an offset, not as a column slice: numba vectorizes only unit-stride
     # ('C') rows, and a sliced 2-D view is typed 'A' (measured 17x slower).
@@ -235,7 +233,7 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
             d2 = dy[f + 2, dbase + p0:dbase + p0 + m]
             d3 = dy[f + 3, dbase + p0:dbase + p0 + m]
             for o in range(no):
-                a = p0 + offs[o]
+                a = sbase + p0 + offs[o]
                 for r in range(nr):
                     xs = src[r, a:a + m]
                     v = xs[0]
@@ -258,7 +256,7 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
         while f < nf:
             d = dy[f, dbase + p0:dbase + p0 + m]
             for o in range(no):
-                a = p0 + offs[o]
+                a = sbase + p0 + offs[o]
                 for r in range(nr):
                     xs = src[r, a:a + m]
                     s = d[0] * xs[0]
@@ -271,7 +269,18 @@ def _frame_dw(dy, dbase, src, offs, count, dw):  # pragma: no cover - compiled
             dw[f, k] = acc[f, k]
 
 
-_BODIES = {"pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
+def _relu_fwd(x, y):  # pragma: no cover - compiled
+    for i in range(x.shape[0]):
+        v = x[i]
+        y[i] = 0.0 if v <= 0 else v  # NaN fails the test and propagates, as np.maximum
+
+
+def _relu_bwd(dy, y, dx):  # pragma: no cover - compiled
+    for i in range(dy.shape[0]):
+        dx[i] = dy[i] if y[i] > 0 else 0.0
+
+
+_BODIES = {"relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
            "bn_bwd": _bn_bwd}
 # Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
 _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"},
@@ -291,9 +300,9 @@ def _kernel(name: str) -> Any:
             import numba  # noqa: PLC0415 - optional, imported on first use
 
             body = _BODIES[name]
-            fn = type(body)(body.__code__, dict(body.__globals__, prange=numba.prange), f"jit_{name}")
+            fn = type(body)(body.__code__, body.__globals__, f"jit_{name}")
             fn.__qualname__ = f"jit_{name}"
-            opts = dict(parallel=PARALLEL, nogil=True, fastmath=_FASTMATH.get(name, False))
+            opts = dict(nogil=True, fastmath=_FASTMATH.get(name, False))
             try:
                 k = numba.njit(cache=True, **opts)(fn)
             except RuntimeError:  # no writable cache location: compile per process
@@ -302,22 +311,21 @@ def _kernel(name: str) -> Any:
     return k
 
 
-def _launch(name: str, *args: Any) -> bool:
-    """Run kernel `name`; False (nothing written that the caller keeps) when numba cannot."""
+def _launch(name: str, *args: Any, split: tuple[int, ...] = ()) -> bool:
+    """Run kernel `name`; False (nothing written that the caller keeps) when numba cannot.
+
+    `split` names the arguments cut along their first axis into one range per thread
+    (gpunn/backend/cpu_threads.py); the kernels are serial and nogil, so the ranges run at once."""
     k = _kernel(name)
     if k is None:
         return False
-    import numba  # noqa: PLC0415
-
     try:
-        if PARALLEL:
-            with cpu_jit._launch_lock:  # noqa: SLF001 - one parallel launch at a time (workqueue layer)
-                threads = cpu_jit._threads()  # noqa: SLF001
-                if numba.get_num_threads() != threads:
-                    numba.set_num_threads(threads)
-                k(*args)
+        if split:
+            def part(lo: int, hi: int) -> None:
+                k(*(a[lo:hi] if i in split else a for i, a in enumerate(args)))
+            cpu_threads.parallel_for(part, args[split[0]].shape[0], work=sum(args[i].size for i in split))
         else:
-            k(*args)  # serial and nogil: safe from any thread
+            k(*args)
         return True
     except Exception as exc:
         from numba.core.errors import NumbaError  # noqa: PLC0415
@@ -339,8 +347,8 @@ def maxpool_tiled_forward(planes: np.ndarray, kh: int, kw: int) -> tuple[np.ndar
     y = np.empty((p, h // kh, w // kw), dtype=planes.dtype)
     am = np.empty(y.shape, dtype=np.int32)
     if kh == kw == 2:
-        return (y, am) if _launch("pool_fwd_2x2", planes, y, am) else None
-    return (y, am) if _launch("pool_fwd", planes, kh, kw, y, am) else None
+        return (y, am) if _launch("pool_fwd_2x2", planes, y, am, split=(0, 1, 2)) else None
+    return (y, am) if _launch("pool_fwd", planes, kh, kw, y, am, split=(0, 3, 4)) else None
 
 
 def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int, kh: int,
@@ -351,8 +359,8 @@ def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int, k
         return None
     dx = np.empty((dy.shape[0], h, w), dtype=dy.dtype)
     if kh == kw == 2:
-        return dx if _launch("pool_bwd_2x2", dy, argmax, dx) else None
-    return dx if _launch("pool_bwd", dy, argmax, dx) else None
+        return dx if _launch("pool_bwd_2x2", dy, argmax, dx, split=(0, 1, 2)) else None
+    return dx if _launch("pool_bwd", dy, argmax, dx, split=(0, 1, 2)) else None
 
 
 def batchnorm_stats(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -361,13 +369,13 @@ def batchnorm_stats(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     mean = np.empty(x3.shape[0], dtype=np.float64)
     var = np.empty(x3.shape[0], dtype=np.float64)
-    return (mean, var) if _launch("bn_stats", x3, mean, var) else None
+    return (mean, var) if _launch("bn_stats", x3, mean, var, split=(0, 1, 2)) else None
 
 
 def batchnorm_apply(x3: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
                     y3: np.ndarray) -> bool:
     """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype); False if not run."""
-    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch("bn_apply", x3, mean, scale, shift, y3)
+    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch("bn_apply", x3, mean, scale, shift, y3, split=(0, 1, 2, 3, 4))
 
 
 def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
@@ -377,7 +385,7 @@ def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd
         return None
     dgamma = np.empty(x3.shape[0], dtype=np.float64)
     dbeta = np.empty(x3.shape[0], dtype=np.float64)
-    ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta)
+    ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta, split=tuple(range(8)))
     return (dgamma, dbeta) if ok else None
 
 
@@ -391,10 +399,23 @@ def frame_corr(src: np.ndarray, base: int, offsets: np.ndarray, w: np.ndarray, c
     return _launch("frame_corr", src, base, offsets, w, count, out)
 
 
-def frame_dw(dy: np.ndarray, dbase: int, src: np.ndarray, offsets: np.ndarray, count: int, dw: np.ndarray) -> bool:
-    """dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, p + offsets[o]]; False when it did
+def frame_dw(dy: np.ndarray, dbase: int, src: np.ndarray, sbase: int, offsets: np.ndarray, count: int,
+             dw: np.ndarray) -> bool:
+    """dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offsets[o]]; False when it did
     not run. Pass C-contiguous arrays (strided ones compile to scalar code)."""
     if src.dtype not in _FLOATS or not (src.dtype == dy.dtype == dw.dtype) or count < 1 \
             or not cpu_jit.numba_available():
         return False
-    return _launch("frame_dw", dy, dbase, src, offsets, count, dw)
+    return _launch("frame_dw", dy, dbase, src, sbase, offsets, count, dw)
+
+
+def relu_forward(x: np.ndarray, y: np.ndarray) -> bool:
+    """y = max(x, 0) over 1-D arrays, NaN propagating; False when it did not run."""
+    return x.dtype in _FLOATS and y.dtype == x.dtype and cpu_jit.numba_available() \
+        and _launch("relu_fwd", x, y, split=(0, 1))
+
+
+def relu_backward(dy: np.ndarray, y: np.ndarray, dx: np.ndarray) -> bool:
+    """dx = dy where y > 0, else 0, over 1-D arrays; False when it did not run."""
+    return dy.dtype in _FLOATS and dy.dtype == y.dtype == dx.dtype and cpu_jit.numba_available() \
+        and _launch("relu_bwd", dy, y, dx, split=(0, 1, 2))

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit, cpu_jit_ops
+from gpunn.backend import cpu_jit, cpu_jit_ops, cpu_threads
 from gpunn.backend.base import Backend
 from gpunn.backend.ops.geometry import conv_output_size
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
@@ -49,6 +49,8 @@ Pair = tuple[int, int]
 
 # Columns per chunk: about this many bytes of cols per GEMM, so a chunk stays in the L2/L3 cache.
 _CHUNK_BYTES = 1 << 20
+# Frame positions per group of samples when the numba direct kernels run (no columns to fit in cache).
+_DIRECT_GROUP = 1 << 15
 # With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
 # instead of building columns for a starved GEMM. Measured at batch 128, 1 thread (GEMM path ->
 # direct): LeNet-5's first conv (150 weights) forward 2.7 -> 1.2 ms, dW 3.9 -> 1.0 ms; its second
@@ -58,6 +60,17 @@ _CHUNK_BYTES = 1 << 20
 DIRECT_MAX_WEIGHTS = 512  # forward
 DIRECT_DW_MAX_WEIGHTS = 4096
 DIRECT_DX_MAX_WEIGHTS = 4096  # and only when C < F
+
+
+def _flat(a: Any) -> np.ndarray | None:
+    """A 1-D view of every element of `a` in memory order, when `a` is a float array that fills
+    its memory densely in some axis order (NCHW, or the channel-major views the convs return)."""
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f" or a.size == 0:
+        return None
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    t = a.transpose(np.argsort([-abs(st) for st in a.strides], kind="stable"))
+    return t.reshape(-1) if t.flags.c_contiguous else None
 
 
 class _FrameCache:
@@ -112,6 +125,40 @@ class NumpyBackend(Backend):
         super().adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
                           zero_grad=zero_grad, max_v=max_v)
 
+    # -- dense and activations ----------------------------------------------------------------
+    def matmul(self, a: Any, b: Any) -> Any:
+        """2-D float products split by rows over gpunn's CPU threads (BLAS held to one thread)."""
+        if not (self.fast_paths and isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
+                and b.ndim == 2 and a.shape[1] == b.shape[0] and a.dtype.kind == "f" and b.dtype.kind == "f"):
+            return super().matmul(a, b)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
+
+        def rows(lo: int, hi: int) -> None:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        cpu_threads.parallel_for(rows, a.shape[0], work=a.size * b.shape[1] // 256)
+        return out
+
+    def relu_forward(self, x: Any) -> Any:
+        xf = _flat(x) if self.fast_paths else None
+        if xf is None:
+            return super().relu_forward(x)
+        y = np.empty_like(x)  # the same memory order as x, so the flat views line up
+        yf = _flat(y)
+        if y.strides != x.strides or yf is None or not cpu_jit_ops.relu_forward(xf, yf):
+            return super().relu_forward(x)
+        return y
+
+    def relu_backward(self, dy: Any, y: Any) -> Any:
+        yf = _flat(y) if self.fast_paths else None
+        dyf = _flat(dy) if yf is not None and getattr(dy, "strides", None) == y.strides else None
+        if dyf is None or dy.dtype != y.dtype:
+            return super().relu_backward(dy, y)
+        dx = np.empty_like(dy)
+        dxf = _flat(dx)
+        if dx.strides != dy.strides or dxf is None or not cpu_jit_ops.relu_backward(dyf, yf, dxf):
+            return super().relu_backward(dy, y)
+        return dx
+
     # -- convolution --------------------------------------------------------------------------
     def _frame_ok(self, x: Any, weight: Any, stride: Pair) -> bool:
         return (self.fast_paths and stride == (1, 1) and x.dtype.kind == "f" and weight.dtype.kind == "f"
@@ -141,6 +188,27 @@ class NumpyBackend(Backend):
                 cols[o * c:(o + 1) * c, :m] = src[:, a:a + m]
             yield start, stop, cols[:, :m]
 
+    def _frame_product(self, src: np.ndarray, base: int, offsets: list[int], w: np.ndarray, count: int,
+                       out: np.ndarray, direct: bool) -> None:
+        """out[:, q] = w @ cols[:, q] for q < count, cols as in _frame_chunks (out contiguous):
+        the numba kernel without columns when `direct`, else chunked GEMMs."""
+        if direct and cpu_jit_ops.frame_corr(src, base, np.array(offsets), w, count, out):
+            return
+        for start, stop, cols in self._frame_chunks(src, base, offsets, count, out.dtype):
+            np.matmul(w, cols, out=out[:, start:stop])
+
+    @staticmethod
+    def _frame_group(rows: int, frame_len: int, n: int, dtype: np.dtype) -> int:
+        """Samples per group: about one cache-sized chunk of im2col columns (`rows` high), or
+        _DIRECT_GROUP positions when no columns are built (rows == 0): each group costs a few
+        kernel calls, so groups must not be tiny."""
+        positions = _CHUNK_BYTES // (rows * dtype.itemsize) if rows else _DIRECT_GROUP
+        return max(1, min(n, positions // frame_len))
+
+    def _flat_scratch(self, key: str, rows: int, cols: int, size: int, dtype: np.dtype) -> np.ndarray:
+        """A contiguous (rows, cols) view of a reused 1-D scratch of `size` elements."""
+        return self._buffer(key, (size,), dtype)[:rows * cols].reshape(rows, cols)
+
     def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
                        dilation: Pair) -> tuple[Any, Any]:
         if not self._frame_ok(x, weight, stride):
@@ -154,24 +222,31 @@ class NumpyBackend(Backend):
         dtype = np.result_type(x.dtype, weight.dtype)
         # X: (C, N*Hp*Wp), every padded frame end to end; kept for the backward pass.
         xbuf = (np.zeros if (ph or pw) else np.empty)((c, n, hp, wp), dtype=dtype)
-        xbuf[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
         xflat = xbuf.reshape(c, n * frame_len)
+        xt = x.transpose(1, 0, 2, 3)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
-        # Positions past count would read beyond X; none of them is a valid output position.
-        count = n * frame_len - offsets[-1]
+        lead = offsets[-1]  # every frame's last `lead` positions are outside its OHxOW corner
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
-        yframe = self._buffer("yframe", (f, n * frame_len), dtype)
-        if not (self._direct(weight)
-                and cpu_jit_ops.frame_corr(xflat, 0, np.array(offsets), wmat, count, yframe)):
-            for start, stop, cols in self._frame_chunks(xflat, 0, offsets, count, dtype):
-                np.matmul(wmat, cols, out=yframe[:, start:stop])
-        # y in channel-major memory (C, N, OH, OW), returned as an NCHW view
-        yc = np.empty((f, n, oh, ow), dtype=dtype)
-        valid = yframe.reshape(f, n, hp, wp)[:, :, :oh, :ow]
-        if bias is not None:
-            np.add(valid, bias.reshape(f, 1, 1, 1), out=yc)
-        else:
-            yc[...] = valid
+        direct = self._direct(weight)
+        yc = np.empty((f, n, oh, ow), dtype=dtype)  # channel-major, returned as an NCHW view
+        group = self._frame_group(0 if direct else c * kh * kw, frame_len, n, dtype)
+
+        def samples(a: int, b: int) -> None:
+            # Pad, multiply and crop one group of samples at a time, so its frames stay in cache.
+            # Valid positions read only their own frame, so groups (and threads) are independent.
+            for s0 in range(a, b, group):
+                s1 = min(b, s0 + group)
+                m = s1 - s0
+                xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
+                yg = self._flat_scratch("yframe", f, m * frame_len, f * group * frame_len, dtype)
+                self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct)
+                valid = yg.reshape(f, m, hp, wp)[:, :, :oh, :ow]
+                if bias is not None:
+                    np.add(valid, bias.reshape(f, 1, 1, 1), out=yc[:, s0:s1])
+                else:
+                    yc[:, s0:s1] = valid
+
+        cpu_threads.parallel_for(samples, n, work=x.size + yc.size)
         cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation)
         return yc.transpose(1, 0, 2, 3), cache
 
@@ -192,56 +267,50 @@ class NumpyBackend(Backend):
         xflat = cache.xbuf.reshape(c, n * frame_len)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]
-        # dy on the frame grid, after `lead` zero columns; every position outside the valid
-        # OHxOW corners stays zero (only the corners are written), which makes both products exact.
-        dybuf = self._buffer(f"dyframe{hp}x{wp}:{oh}x{ow}", (f, lead + n * frame_len), dtype, zero=True)
         dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
-        dybuf[:, lead:].reshape(f, n, hp, wp)[:, :, :oh, :ow] = dyc
-        dyflat = dybuf[:, lead:]
-        dbias = dyc.sum(axis=(1, 2, 3), dtype=dtype).astype(weight.dtype, copy=False)
-        # dW = sum over positions of dy * cols^T, chunk by chunk
-        count = n * frame_len - lead
-        dwmat = np.zeros((f, c * kh * kw), dtype=dtype)
-        if not (self._direct(weight, "dw")
-                and cpu_jit_ops.frame_dw(dybuf, lead, xflat, np.array(offsets), count, dwmat)):
-            part = self._buffer("dwpart", dwmat.shape, dtype)
-            for start, stop, xcols in self._frame_chunks(xflat, 0, offsets, count, dtype):
-                np.matmul(dyflat[:, start:stop], xcols.T, out=part)
-                dwmat += part
+        direct_dw = self._direct(weight, "dw")
+        offs = np.array(offsets)
+        # dX is the correlation of the zero-framed dy with the flipped kernel: each position
+        # written once, so groups are independent. The numba kernel only when C < F (measured).
+        direct_dx = c < f and self._direct(weight, "dx")
+        wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
+        dxc = np.empty((c, n, h, w), dtype=dtype) if need_dx else None
+        gemm_rows = max(0 if direct_dw else c, 0 if direct_dx or not need_dx else f) * kh * kw
+        group = self._frame_group(gemm_rows, frame_len, n, dtype)
+
+        def samples(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            dwacc = np.zeros((f, c * kh * kw), dtype=dtype)
+            dbacc = np.zeros(f, dtype=dtype)
+            part = self._buffer("dwpart", dwacc.shape, dtype)
+            # dy of one group on the frame grid after `lead` zero columns. Only the OHxOW corners
+            # are ever written, so everything else stays zero across calls: both products exact.
+            dyg = self._buffer(f"dyframe{hp}x{wp}:{oh}x{ow}", (f, lead + group * frame_len), dtype, zero=True)
+            for s0 in range(a, b, group):
+                s1 = min(b, s0 + group)
+                m = s1 - s0
+                dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyc[:, s0:s1]
+                dbacc += dyg[:, lead:lead + m * frame_len].sum(axis=1)
+                count = m * frame_len - lead  # dy is zero past it
+                if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part):
+                    dwacc += part
+                else:
+                    for start, stop, xcols in self._frame_chunks(xflat, s0 * frame_len, offsets, count, dtype):
+                        np.matmul(dyg[:, lead + start:lead + stop], xcols.T, out=part)
+                        dwacc += part
+                if dxc is not None:
+                    dxg = self._flat_scratch("dxframe", c, m * frame_len, c * group * frame_len, dtype)
+                    self._frame_product(dyg, lead, [-o for o in offsets], wmat_t, m * frame_len, dxg, direct_dx)
+                    dxc[:, s0:s1] = dxg.reshape(c, m, hp, wp)[:, :, ph:ph + h, pw:pw + w]
+            return dwacc, dbacc
+
+        parts = cpu_threads.parallel_for(samples, n, work=dy.size + n * c * h * w)
+        dwmat, dbias = parts[0]
+        for dwp, dbp in parts[1:]:
+            dwmat += dwp
+            dbias += dbp
         dweight = dwmat.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
-        if not need_dx:
-            return None, dweight, dbias
-        # The correlation writes every frame position; the scatter-add needs zeros to add into.
-        direct = c < f and self._direct(weight, "dx")
-        dxbuf = (np.zeros if c < f and not direct else np.empty)((c, n, hp, wp), dtype=dtype)
-        dxflat = dxbuf.reshape(c, n * frame_len)
-        if direct:
-            # the correlation below, without building its columns
-            wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
-            direct = cpu_jit_ops.frame_corr(dybuf, lead, -np.array(offsets), wmat_t, n * frame_len, dxflat)
-            if not direct:
-                dxbuf[...] = 0  # numba failed: the scatter-add below needs zeros
-        if direct:
-            pass  # done
-        elif c < f:
-            # Fewer input than output channels: dcols = W^T dy (C*kh*kw rows, the smaller side),
-            # then each offset's block is added into dX at its shift (col2im on the frame grid).
-            wmat_t = np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
-            step = int(max(1024, min(count, _CHUNK_BYTES // (wmat_t.shape[0] * dtype.itemsize))))
-            dcols = self._buffer("dcols", (wmat_t.shape[0], step), dtype)
-            for start in range(0, count, step):
-                m = min(count, start + step) - start
-                np.matmul(wmat_t, dyflat[:, start:start + m], out=dcols[:, :m])
-                for o, off in enumerate(offsets):
-                    dxflat[:, start + off:start + off + m] += dcols[o * c:(o + 1) * c, :m]
-        else:
-            # Otherwise dX is the correlation of the zero-framed dy with the flipped kernel: the
-            # same chunked GEMM at negative offsets, each position written once.
-            wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
-            for start, stop, dcols in self._frame_chunks(dybuf, lead, [-o for o in offsets], n * frame_len,
-                                                         dtype):
-                np.matmul(wmat_t, dcols, out=dxflat[:, start:stop])
-        return dxbuf[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3), dweight, dbias
+        dbias = dbias.astype(weight.dtype, copy=False)
+        return (None if dxc is None else dxc.transpose(1, 0, 2, 3)), dweight, dbias
 
     # -- pooling ------------------------------------------------------------------------------
     def _tiled_pool(self, kh: int, kw: int, stride: Pair, padding: Pair) -> bool:

@@ -94,11 +94,11 @@ class Linear(Activation):
 
 class ReLU(Activation):
     def _forward(self, x):
-        mask = x > 0
-        return x * mask, mask
+        y = self.backend.relu_forward(x)
+        return y, y
 
-    def _backward(self, dy, mask):
-        return dy * mask
+    def _backward(self, dy, y):
+        return self.backend.relu_backward(dy, y)
 
 
 class Sigmoid(Activation):

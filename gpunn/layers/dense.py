@@ -38,7 +38,7 @@ class Dense(FeaturesInput, Layer):
         self.check_rank(x)
         x = self._prepare(x)
         self._x = x
-        y = x @ self.params["weight"].data
+        y = self.backend.matmul(x, self.params["weight"].data)
         if self.use_bias:
             y += self.params["bias"].data
         act = self.children.get("activation")
@@ -52,9 +52,9 @@ class Dense(FeaturesInput, Layer):
         w = self.params["weight"]
         x2 = x.reshape(-1, x.shape[-1])
         dy2 = dy.reshape(-1, self.units)
-        w.grad += x2.T @ dy2
+        w.grad += self.backend.matmul(x2.T, dy2)
         if self.kernel_regularizer is not None:
             w.grad += self.kernel_regularizer.gradient(w.data)
         if self.use_bias:
             self.params["bias"].grad += dy2.sum(axis=0)
-        return dy @ w.data.T
+        return self.backend.matmul(dy, w.data.T)

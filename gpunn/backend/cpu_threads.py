@@ -1,0 +1,149 @@
+"""gpunn's CPU threads: one small pool that splits an op's work into contiguous ranges.
+
+NumPy runs its elementwise passes and copies on one core, and only BLAS uses more. In a small
+CNN most of a step is those passes (padding, im2col columns, bias, ReLU, batch norm, pooling), so
+the NumPy backend splits each op itself: each thread takes a range of samples, channels or frame
+positions and runs the whole op on it (copies, GEMMs and epilogue, with its data still in its own
+core's cache). NumPy's ufuncs and copies, and our nogil numba kernels, release the GIL.
+
+While a split op runs, BLAS is held to one thread: two levels of threads would oversubscribe the
+cores, and OpenBLAS's workers, spinning after a GEMM, take a core from our threads. BLAS gets
+its own setting back when the op ends.
+
+The thread count is `GPUNN_NUM_THREADS`, else `set_num_threads(n)`, else the BLAS thread count
+when first asked (OPENBLAS_NUM_THREADS and friends; threadpoolctl reads it), capped at the cores.
+With one thread every op runs inline, exactly as without this module.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: elements an op must touch per thread before it is split: below this, starting a thread costs
+#: more than it saves (a pool hand-off is ~20 us; a pass over 64K floats ~10-20 us)
+MIN_WORK = 1 << 17
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}  # "threads", "pool", "blas" (threadpoolctl lib controllers), "saved"
+_active = 0  # split ops running now (the first one in holds BLAS at one thread, the last restores)
+_local = threading.local()  # .worker: True on pool threads (nested splits run inline)
+
+
+def _blas_controllers() -> list[Any]:
+    ctls = _state.get("blas")
+    if ctls is None:
+        try:
+            import numpy  # noqa: F401, PLC0415 - threadpoolctl only sees libraries already loaded
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+            ctls = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # noqa: BLE001 - no threadpoolctl, or a BLAS it cannot drive: leave BLAS alone
+            ctls = []
+        _state["blas"] = ctls
+    return ctls
+
+
+def get_num_threads() -> int:
+    """Threads gpunn's CPU ops split their work over (see the module docstring for the default)."""
+    env = os.environ.get("GPUNN_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    threads = _state.get("threads")
+    if threads is None:
+        with _lock:
+            threads = _state.get("threads")
+            if threads is None:
+                counts = [c.get_num_threads() for c in _blas_controllers()]
+                blas = max(counts) if counts else (os.cpu_count() or 1)
+                threads = _state["threads"] = max(1, min(blas, os.cpu_count() or 1))
+    return threads
+
+
+def set_num_threads(threads: int) -> None:
+    """Set how many threads gpunn's CPU ops use (GPUNN_NUM_THREADS, when set, still wins)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"set_num_threads: argument 'threads' must be an int >= 1, got {threads!r}")
+    _state["threads"] = threads
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _state.get("pool")
+        if pool is None or pool._max_workers < workers:  # noqa: SLF001 - grow on a raised setting
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpunn-cpu",
+                                                       initializer=_mark_worker)
+        return pool
+
+
+def _mark_worker() -> None:
+    _local.worker = True
+
+
+def _enter() -> None:
+    global _active
+    with _lock:
+        _active += 1
+        if _active == 1:
+            ctls = _blas_controllers()
+            _state["saved"] = [c.get_num_threads() for c in ctls]
+            for c in ctls:
+                c.set_num_threads(1)
+
+
+def _exit() -> None:
+    global _active
+    with _lock:
+        _active -= 1
+        if _active == 0:
+            for c, n in zip(_blas_controllers(), _state.pop("saved", [])):
+                c.set_num_threads(n)
+
+
+def split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
+    """[0, total) as at most `parts` contiguous, non-empty (lo, hi) ranges, inner bounds on
+    multiples of `align`, as even as that allows."""
+    if total <= 0:
+        return []
+    units = -(-total // align)
+    parts = max(1, min(parts, units))
+    bounds = [min(total, (units * i // parts) * align) for i in range(parts)] + [total]
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+
+def run(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]) -> list[T]:
+    """fn(lo, hi) for every range, in parallel (the calling thread takes the first); the results
+    in range order. Exceptions propagate after every range has finished. With more than one
+    thread configured, BLAS is held to one thread even when a single range runs inline, so its
+    workers stay asleep between gpunn's split ops."""
+    if getattr(_local, "worker", False) or (len(ranges) <= 1 and get_num_threads() == 1):
+        return [fn(lo, hi) for lo, hi in ranges]
+    _enter()
+    try:
+        if len(ranges) <= 1:
+            return [fn(lo, hi) for lo, hi in ranges]
+        pool = _pool(len(ranges) - 1)
+        futures = [pool.submit(fn, lo, hi) for lo, hi in ranges[1:]]
+        try:
+            first = fn(*ranges[0])
+        finally:
+            rest = [f.exception() for f in futures]  # wait for all before anything is reused
+        errors = [e for e in rest if e is not None]
+        if errors:
+            raise errors[0]
+        return [first, *(f.result() for f in futures)]
+    finally:
+        _exit()
+
+
+def parallel_for(fn: Callable[[int, int], T], total: int, work: int, align: int = 1) -> list[T]:
+    """Split [0, total) over the threads and run(); `work` (elements touched) limits the split to
+    one thread per MIN_WORK elements, so a small op runs inline."""
+    threads = min(get_num_threads(), max(1, work // MIN_WORK))
+    return run(fn, split(total, threads, align))
