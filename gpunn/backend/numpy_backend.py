@@ -54,13 +54,13 @@ _CHUNK_BYTES = 4 << 20
 # Frame positions per group of samples when the numba direct kernels run (no columns to fit in cache).
 _DIRECT_GROUP = 1 << 15
 # With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
-# instead of building columns for a starved GEMM. Measured at batch 128, 1 thread (GEMM path ->
-# direct): LeNet-5's first conv (150 weights) forward 2.7 -> 1.2 ms, dW 3.9 -> 1.0 ms; its second
-# (2400) forward 2.6 -> 3.4 ms (worse), dW 4.0 -> 2.8 ms, dX 4.4 -> 3.0 ms (replacing the
-# GEMM-then-scatter-add used when C < F); the CIFAR CNN's first (864) dW 12 -> 7 ms, forward even;
-# its 32->32 conv (9216) dW 60 -> 70 ms (worse). Hence one limit per product.
+# instead of building columns for a starved GEMM. Measured at batch 128, 2 threads (GEMM on window
+# columns -> direct): LeNet-5's first conv (150 weights) forward 2.1 -> 1.1 ms, dW 4.0 -> 1.0 ms;
+# its second (2400) forward 1.7 -> 2.1 ms, dW (with dX direct) 1.5 -> 2.3 ms, dX 4.2 -> 1.6 ms
+# (against W^T dy scattered back); the CIFAR CNN's first (864) dW 12 -> 7 ms, forward even.
+# Hence one limit per product.
 DIRECT_MAX_WEIGHTS = 512  # forward
-DIRECT_DW_MAX_WEIGHTS = 4096
+DIRECT_DW_MAX_WEIGHTS = 1024
 DIRECT_DX_MAX_WEIGHTS = 4096  # and only when C < F
 
 
@@ -199,6 +199,21 @@ class NumpyBackend(Backend):
         for start, stop, cols in self._frame_chunks(src, base, offsets, count, out.dtype):
             np.matmul(w, cols, out=out[:, start:stop])
 
+    def _window_cols(self, xbuf: np.ndarray, s0: int, s1: int, kernel: Pair, dilation: Pair, out_hw: Pair,
+                     group: int) -> np.ndarray:
+        """The im2col columns of samples [s0, s1) at valid output positions only, (kh*kw*C, m*OH*OW):
+        row (i*kw + j)*C + c holds the padded input xbuf[c, s, y + i*dh, x + j*dw] (W's row order
+        after transpose(0, 2, 3, 1)). One strided copy per kernel offset, into a reused buffer."""
+        c = xbuf.shape[0]
+        (kh, kw), (dh, dw), (oh, ow) = kernel, dilation, out_hw
+        m = s1 - s0
+        cols = self._flat_scratch("wcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, xbuf.dtype)
+        cv = cols.reshape(kh * kw, c, m, oh, ow)
+        for i in range(kh):
+            for j in range(kw):
+                cv[i * kw + j] = xbuf[:, s0:s1, i * dh:i * dh + oh, j * dw:j * dw + ow]
+        return cols
+
     @staticmethod
     def _frame_group(rows: int, frame_len: int, n: int, dtype: np.dtype) -> int:
         """Samples per group: about one cache-sized chunk of im2col columns (`rows` high), or
@@ -231,15 +246,25 @@ class NumpyBackend(Backend):
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
         direct = self._direct(weight)
         yc = np.empty((f, n, oh, ow), dtype=dtype)  # channel-major, returned as an NCHW view
-        group = self._frame_group(0 if direct else c * kh * kw, frame_len, n, dtype)
+        # Samples per group: the direct kernel works on whole frames; the GEMM on window columns.
+        group = self._frame_group(0, frame_len, n, dtype) if direct else \
+            self._frame_group(c * kh * kw, oh * ow, n, dtype)
+        y2 = yc.reshape(f, n * oh * ow)
 
         def samples(a: int, b: int) -> None:
-            # Pad, multiply and crop one group of samples at a time, so its frames stay in cache.
-            # Valid positions read only their own frame, so groups (and threads) are independent.
+            # Pad and multiply one group of samples at a time, so its frames stay in cache. Valid
+            # positions read only their own frame, so groups (and threads) are independent.
             for s0 in range(a, b, group):
                 s1 = min(b, s0 + group)
                 m = s1 - s0
                 xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
+                if not direct:
+                    cols = self._window_cols(xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
+                    yg = y2[:, s0 * oh * ow:s1 * oh * ow]
+                    np.matmul(wmat, cols, out=yg)
+                    if bias is not None:
+                        yg += bias.reshape(f, 1)
+                    continue
                 yg = self._flat_scratch("yframe", f, m * frame_len, f * group * frame_len, dtype)
                 self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct)
                 valid = yg.reshape(f, m, hp, wp)[:, :, :oh, :ow]
@@ -272,13 +297,19 @@ class NumpyBackend(Backend):
         dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
         direct_dw = self._direct(weight, "dw")
         offs = np.array(offsets)
-        # dX is the correlation of the zero-framed dy with the flipped kernel: each position
-        # written once, so groups are independent. The numba kernel only when C < F (measured).
+        # dX, per group of samples (so groups and threads are independent): with fewer input than
+        # output channels, W^T dy scattered back (col2im) or, for small weights, the numba
+        # kernel; otherwise the correlation of the zero-framed dy with the flipped kernel (a
+        # GEMM over F*kh*kw columns, each position written once).
         direct_dx = c < f and self._direct(weight, "dx")
+        scatter_dx = c < f and not direct_dx
         wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
+        wmat_s = np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
         dxc = np.empty((c, n, h, w), dtype=dtype) if need_dx else None
         gemm_rows = max(0 if direct_dw else c, 0 if direct_dx or not need_dx else f) * kh * kw
         group = self._frame_group(gemm_rows, frame_len, n, dtype)
+        need_frame = direct_dw or (need_dx and not scatter_dx)  # dy on the frame grid
+        dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous else None
 
         def samples(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
             dwacc = np.zeros((f, c * kh * kw), dtype=dtype)
@@ -290,19 +321,38 @@ class NumpyBackend(Backend):
             for s0 in range(a, b, group):
                 s1 = min(b, s0 + group)
                 m = s1 - s0
-                dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyc[:, s0:s1]
-                dbacc += dyg[:, lead:lead + m * frame_len].sum(axis=1)
+                if dy2 is not None:
+                    dyw = dy2[:, s0 * oh * ow:s1 * oh * ow]
+                else:  # dy in another layout: this group's (F, m*OH*OW) block, copied once
+                    dyw = self._flat_scratch("dywin", f, m * oh * ow, f * group * oh * ow, dtype)
+                    dyw.reshape(f, m, oh, ow)[...] = dyc[:, s0:s1]
+                dbacc += dyw.sum(axis=1)
+                if need_frame:
+                    dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyw.reshape(f, m, oh, ow)
                 count = m * frame_len - lead  # dy is zero past it
                 if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part):
                     dwacc += part
+                else:  # dW = dy @ cols^T over the valid positions
+                    cols = self._window_cols(cache.xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
+                    np.matmul(dyw, cols.T, out=part)
+                    dwacc += part
+                if dxc is None:
+                    continue
+                dxg = self._flat_scratch("dxframe", c, m * frame_len, c * group * frame_len, dtype)
+                if scatter_dx:
+                    # dcols = W^T dy at the valid positions (C*kh*kw rows, the smaller side), each
+                    # offset's block added into the zeroed frames at its shift (col2im)
+                    dcols = self._flat_scratch("dcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, dtype)
+                    np.matmul(wmat_s, dyw, out=dcols)
+                    dcv = dcols.reshape(kh * kw, c, m, oh, ow)
+                    dxv = dxg.reshape(c, m, hp, wp)
+                    dxv[...] = 0
+                    for i in range(kh):
+                        for j in range(kw):
+                            dxv[:, :, i * dh:i * dh + oh, j * dw:j * dw + ow] += dcv[i * kw + j]
                 else:
-                    for start, stop, xcols in self._frame_chunks(xflat, s0 * frame_len, offsets, count, dtype):
-                        np.matmul(dyg[:, lead + start:lead + stop], xcols.T, out=part)
-                        dwacc += part
-                if dxc is not None:
-                    dxg = self._flat_scratch("dxframe", c, m * frame_len, c * group * frame_len, dtype)
                     self._frame_product(dyg, lead, [-o for o in offsets], wmat_t, m * frame_len, dxg, direct_dx)
-                    dxc[:, s0:s1] = dxg.reshape(c, m, hp, wp)[:, :, ph:ph + h, pw:pw + w]
+                dxc[:, s0:s1] = dxg.reshape(c, m, hp, wp)[:, :, ph:ph + h, pw:pw + w]
             return dwacc, dbacc
 
         parts = cpu_threads.parallel_for(samples, n, work=dy.size + n * c * h * w)
