@@ -314,9 +314,10 @@ class NumpyBackend(Backend):
         dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous else None
 
         def samples(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-            dwacc = np.zeros((f, c * kh * kw), dtype=dtype)
+            dwacc = np.zeros((c * kh * kw, f), dtype=dtype)  # dW^T: see the GEMM below
             dbacc = np.zeros(f, dtype=dtype)
-            part = self._buffer("dwpart", dwacc.shape, dtype)
+            part = self._buffer("dwpart", (f, c * kh * kw), dtype)
+            part_t = self._buffer("dwpart_t", dwacc.shape, dtype)
             # dy of one group on the frame grid after `lead` zero columns. Only the OHxOW corners
             # are ever written, so everything else stays zero across calls: both products exact.
             dyg = self._buffer(f"dyframe{hp}x{wp}:{oh}x{ow}", (f, lead + group * frame_len), dtype, zero=True)
@@ -333,11 +334,14 @@ class NumpyBackend(Backend):
                     dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyw.reshape(f, m, oh, ow)
                 count = m * frame_len - lead  # dy is zero past it
                 if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part):
-                    dwacc += part
-                else:  # dW = dy @ cols^T over the valid positions
+                    dwacc += part.T
+                else:
+                    # dW^T = cols @ dy^T over the valid positions: OpenBLAS runs this orientation
+                    # 1.2-2x faster than dy @ cols^T (measured, 1 thread: LeNet-5's second conv
+                    # 30 -> 56 GFLOP/s, a CIFAR 32->32 conv 63 -> 75).
                     cols = self._window_cols(cache.xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
-                    np.matmul(dyw, cols.T, out=part)
-                    dwacc += part
+                    np.matmul(cols, dyw.T, out=part_t)
+                    dwacc += part_t
                 if dxc is None:
                     continue
                 dxg = self._flat_scratch("dxframe", c, m * frame_len, c * group * frame_len, dtype)
@@ -363,7 +367,7 @@ class NumpyBackend(Backend):
         for dwp, dbp in parts[1:]:
             dwmat += dwp
             dbias += dbp
-        dweight = dwmat.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
+        dweight = dwmat.T.reshape(f, kh, kw, c).transpose(0, 3, 1, 2).astype(weight.dtype)
         dbias = dbias.astype(weight.dtype, copy=False)
         return (None if dxc is None else dxc.transpose(1, 0, 2, 3)), dweight, dbias
 
