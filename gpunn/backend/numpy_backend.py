@@ -448,14 +448,15 @@ class NumpyBackend(Backend):
             return super().maxpool2d_backward(dy, argmax, x_shape, kh, kw, stride, padding)
         n, c, h, w = x_shape
         oh, ow = dy.shape[2:]
-        dyp, cmajor = self._planes(dy)
-        am = argmax.transpose(1, 0, 2, 3) if cmajor else argmax
+        # dx in the layout of the forward's input, which argmax kept: the layer before (a ReLU,
+        # say) then sees dy in the layout of its own output. dy is small (pooled), so it moves.
+        amp, cmajor = self._planes(argmax)
+        dyp = np.ascontiguousarray(dy.transpose(1, 0, 2, 3) if cmajor else dy).reshape(amp.shape)
         if argmax.dtype == np.int32:
-            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, np.ascontiguousarray(am).reshape(dyp.shape), h, w,
-                                                     kh, kw)
+            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, amp, h, w, kh, kw)
             if jit is not None:
                 return self._unplanes(jit, n, c, cmajor)
-        rel = am.reshape(dyp.shape) - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
+        rel = amp - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
         ragged = h != oh * kh or w != ow * kw  # rows/columns no window covers get zero gradient
         dx = (np.zeros if ragged else np.empty)((dyp.shape[0], h, w), dtype=dy.dtype)
         hit = np.empty(rel.shape, dtype=bool)
