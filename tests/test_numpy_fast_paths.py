@@ -130,3 +130,21 @@ def test_release_scratch_drops_buffers():
     assert be._scratch.__dict__
     be.release_scratch()
     assert not be._scratch.__dict__
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:3], ids=str)
+@pytest.mark.parametrize("backend", [FAST, GENERIC], ids=["fast", "generic"])
+def test_conv_fused_relu_matches_conv_then_relu(case, backend):
+    """relu=True returns max(y, 0) and relu_y masks dy, exactly as a separate ReLU would."""
+    xs, (f, kh, kw), pad, dil = case
+    x, w, b = _rand(xs, 0), _rand((f, xs[1], kh, kw), 1), _rand((f,), 2)
+    geo = ((1, 1), pad, dil)
+    y, cache = backend.conv2d_forward(x, w, b, *geo)
+    yr, cache_r = backend.conv2d_forward(x, w, b, *geo, relu=True)
+    np.testing.assert_array_equal(yr, np.maximum(y, 0))
+    assert (yr == 0).any() and (yr > 0).any()  # the mask matters in this case
+    dy = _rand(y.shape, 3)
+    ref = backend.conv2d_backward(dy * (yr > 0), x.shape, w, cache, *geo)
+    got = backend.conv2d_backward(dy, x.shape, w, cache_r, *geo, relu_y=yr)
+    for a, r in zip(got, ref):
+        np.testing.assert_allclose(a, r, rtol=RTOL, atol=ATOL)

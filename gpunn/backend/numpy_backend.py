@@ -229,9 +229,9 @@ class NumpyBackend(Backend):
         return self._buffer(key, (size,), dtype)[:rows * cols].reshape(rows, cols)
 
     def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
-                       dilation: Pair) -> tuple[Any, Any]:
+                       dilation: Pair, relu: bool = False) -> tuple[Any, Any]:
         if not self._frame_ok(x, weight, stride):
-            return super().conv2d_forward(x, weight, bias, stride, padding, dilation)
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, relu)
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         (ph, pw), (dh, dw) = padding, dilation
@@ -266,6 +266,8 @@ class NumpyBackend(Backend):
                     np.matmul(wmat, cols, out=yg)
                     if bias is not None:
                         yg += bias.reshape(f, 1)
+                    if relu:  # while the group is in cache; NaN propagates, as relu_forward
+                        np.maximum(yg, dtype.type(0), out=yg)
                     continue
                 yg = self._flat_scratch("yframe", f, m * frame_len, f * group * frame_len, dtype)
                 self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct)
@@ -274,6 +276,8 @@ class NumpyBackend(Backend):
                     np.add(valid, bias.reshape(f, 1, 1, 1), out=yc[:, s0:s1])
                 else:
                     yc[:, s0:s1] = valid
+                if relu:
+                    np.maximum(yc[:, s0:s1], dtype.type(0), out=yc[:, s0:s1])
 
         cpu_threads.parallel_for(samples, n, work=x.size + yc.size)
         cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation)
@@ -281,9 +285,9 @@ class NumpyBackend(Backend):
 
     def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
                         stride: Pair, padding: Pair, dilation: Pair,
-                        need_dx: bool = True) -> tuple[Any | None, Any, Any]:
+                        need_dx: bool = True, relu_y: Any | None = None) -> tuple[Any | None, Any, Any]:
         if not isinstance(cols, _FrameCache):
-            return super().conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx)
+            return super().conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx, relu_y)
         cache = cols
         n, c, h, w = x_shape
         f, _, kh, kw = weight.shape
@@ -312,6 +316,8 @@ class NumpyBackend(Backend):
         group = self._frame_group(gemm_rows, frame_len, n, dtype)
         need_frame = direct_dw or (need_dx and not scatter_dx)  # dy on the frame grid
         dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous else None
+        # The ReLU mask is applied per group, into scratch (dy belongs to the caller).
+        ym = None if relu_y is None else relu_y.transpose(1, 0, 2, 3)
 
         def samples(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
             dwacc = np.zeros((c * kh * kw, f), dtype=dtype)  # dW^T: see the GEMM below
@@ -324,11 +330,14 @@ class NumpyBackend(Backend):
             for s0 in range(a, b, group):
                 s1 = min(b, s0 + group)
                 m = s1 - s0
-                if dy2 is not None:
+                if dy2 is not None and ym is None:
                     dyw = dy2[:, s0 * oh * ow:s1 * oh * ow]
-                else:  # dy in another layout: this group's (F, m*OH*OW) block, copied once
+                else:  # dy masked or in another layout: this group's (F, m*OH*OW) block, once
                     dyw = self._flat_scratch("dywin", f, m * oh * ow, f * group * oh * ow, dtype)
-                    dyw.reshape(f, m, oh, ow)[...] = dyc[:, s0:s1]
+                    if ym is None:
+                        dyw.reshape(f, m, oh, ow)[...] = dyc[:, s0:s1]
+                    else:
+                        np.multiply(dyc[:, s0:s1], ym[:, s0:s1] > 0, out=dyw.reshape(f, m, oh, ow))
                 dbacc += dyw.sum(axis=1)
                 if need_frame:
                     dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyw.reshape(f, m, oh, ow)

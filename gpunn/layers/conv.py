@@ -5,6 +5,7 @@ from typing import Any
 
 from gpunn._checks import pair, positive_int
 from gpunn.backend.ops.geometry import conv_output_size
+from gpunn.layers.activations import ReLU
 from gpunn.layers.base import Layer
 from gpunn.layers.kernel_options import attach_kernel_options
 
@@ -79,20 +80,21 @@ class Conv2D(Layer):
     def forward(self, x: Any, training: bool = False) -> Any:
         x = self._prepare(x)
         bias = self.params["bias"].data if self.use_bias else None
-        y, cols = self.backend.conv2d_forward(x, self.params["weight"].data, bias, self.strides, self.padding,
-                                              self.dilation)
-        self._cache = (x.shape, cols)
         act = self.children.get("activation")
-        return act.forward(y, training) if act is not None else y
+        fuse = type(act) is ReLU  # the backend applies it in its output pass
+        y, cols = self.backend.conv2d_forward(x, self.params["weight"].data, bias, self.strides, self.padding,
+                                              self.dilation, relu=fuse)
+        self._cache = (x.shape, cols, y if fuse else None)
+        return act.forward(y, training) if act is not None and not fuse else y
 
     def backward(self, dy: Any) -> Any:
-        x_shape, cols = self._need_cache("_cache")
+        x_shape, cols, relu_y = self._need_cache("_cache")
         act = self.children.get("activation")
-        if act is not None:
+        if act is not None and relu_y is None:
             dy = act.backward(dy)
         w = self.params["weight"]
         dx, dw, db = self.backend.conv2d_backward(dy, x_shape, w.data, cols, self.strides, self.padding,
-                                                  self.dilation, need_dx=self.needs_input_grad)
+                                                  self.dilation, need_dx=self.needs_input_grad, relu_y=relu_y)
         w.grad += dw
         if self.kernel_regularizer is not None:
             w.grad += self.kernel_regularizer.gradient(w.data)

@@ -52,8 +52,9 @@ class ConvOps:
         return xpad
 
     def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
-                       dilation: Pair) -> tuple[Any, Any]:
-        """Returns (y, cols); keep cols for the backward pass."""
+                       dilation: Pair, relu: bool = False) -> tuple[Any, Any]:
+        """Returns (y, cols); keep cols for the backward pass. relu=True returns max(y, 0) (fused
+        into the output pass where a backend can; pass y back to conv2d_backward as relu_y)."""
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
@@ -65,13 +66,17 @@ class ConvOps:
         y = self.xp.matmul(weight.reshape(f, -1), cols)
         if bias is not None:
             y += bias.reshape(1, f, 1)
-        return y.reshape(n, f, oh, ow), cols
+        y = y.reshape(n, f, oh, ow)
+        return (self.relu_forward(y) if relu else y), cols
 
     def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
                         stride: Pair, padding: Pair, dilation: Pair,
-                        need_dx: bool = True) -> tuple[Any | None, Any, Any]:
-        """Returns (dx, dweight, dbias); dx is None when need_dx is False (a first layer)."""
+                        need_dx: bool = True, relu_y: Any | None = None) -> tuple[Any | None, Any, Any]:
+        """Returns (dx, dweight, dbias); dx is None when need_dx is False (a first layer). With
+        relu_y (the output of conv2d_forward(..., relu=True)) dy is first masked by relu_y > 0."""
         xp = self.xp
+        if relu_y is not None:
+            dy = self.relu_backward(dy, relu_y)
         n, f = dy.shape[:2]
         _, c, kh, kw = weight.shape
         dy2 = dy.reshape(n, f, -1)
