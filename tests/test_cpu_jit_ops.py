@@ -252,3 +252,39 @@ def test_fit_skips_the_first_conv_input_gradient(monkeypatch):
     model.fit(_rand((4, 1, 4, 4), 2), np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
     assert seen == [False]
     assert model.layers[0].needs_input_grad is True
+
+
+# -- batch norm fused with the ReLU after it ------------------------------------------------------
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+@pytest.mark.parametrize("jit", [True, False], ids=["numba", "no_numba"])
+def test_batchnorm_relu_fused_ops_match_the_composition(layout, jit, monkeypatch):
+    if jit:
+        pytest.importorskip("numba")
+    else:
+        monkeypatch.setattr(cpu_jit, "numba_available", lambda: False)
+    x = _layout(_rand((4, 3, 5, 6), 0), layout)
+    g, b = _rand((3,), 1), _rand((3,), 2)
+    stats = [(np.zeros(3), np.ones(3)) for _ in range(2)]
+    y, mean, invstd = FAST.batchnorm_relu_forward_train(x, g, b, *stats[0], 0.1, 1e-5)
+    y_ref, mean_ref, invstd_ref = GENERIC.batchnorm_forward_train(x, g, b, *stats[1], 0.1, 1e-5)
+    y_ref = np.maximum(y_ref, 0)
+    for a, r in ((y, y_ref), (mean, mean_ref), (invstd, invstd_ref), (stats[0][1], stats[1][1])):
+        np.testing.assert_allclose(a, r, **TOL)
+    assert (y == 0).any() and (y > 0).any()
+    dy = _rand(x.shape, 3)
+    got = FAST.batchnorm_relu_backward(dy, y, x, g, mean, invstd)
+    ref = GENERIC.batchnorm_backward(dy * (y_ref > 0), x, g, mean_ref, invstd_ref)
+    for a, r in zip(got, ref):
+        np.testing.assert_allclose(a, r, **TOL)
+
+
+def test_sequential_fuses_batchnorm_relu_and_gradchecks():
+    model = Sequential([Conv2D(3, 3, padding=1), BatchNorm(), ReLU(), Flatten(), Dense(2)])
+    x = _rand((3, 2, 4, 4), 4)
+    fused = model.forward(x, training=True)
+    assert model._fused_relus == {2}
+    h = x  # the same layers one by one, unfused
+    for layer in model.layers:
+        h = layer.forward(h, training=True)
+    np.testing.assert_allclose(fused, h, **TOL)
+    assert gradcheck(model, x)  # training mode: batch statistics, ReLU mask inside BatchNorm.backward

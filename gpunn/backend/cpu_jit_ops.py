@@ -162,6 +162,45 @@ def _bn_apply(x, mean, scale, shift, y):  # pragma: no cover - compiled
                 y[c, i, k] = (x[c, i, k] - mu) * sc + sh
 
 
+def _bn_apply_relu(x, mean, scale, shift, y):  # pragma: no cover - compiled
+    # y = max((x - mean) * scale + shift, 0): batch norm and the ReLU after it in one pass
+    c_count, n, hw = x.shape
+    for c in range(c_count):
+        mu = mean[c]
+        sc = scale[c]
+        sh = shift[c]
+        for i in range(n):
+            for k in range(hw):
+                v = (x[c, i, k] - mu) * sc + sh
+                y[c, i, k] = 0.0 if v <= 0 else v  # NaN propagates, as relu_forward
+
+
+def _bn_relu_bwd(dy, y, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
+    # _bn_bwd with dy masked by the fused ReLU's output: d = dy where y > 0, else 0
+    c_count, n, hw = x.shape
+    m = n * hw
+    for c in range(c_count):
+        mu = mean[c]
+        inv = invstd[c]
+        sb = 0.0
+        sg = 0.0
+        for i in range(n):
+            for k in range(hw):
+                d = dy[c, i, k] if y[c, i, k] > 0 else 0.0
+                sb += d
+                sg += d * ((x[c, i, k] - mu) * inv)
+        dbeta[c] = sb
+        dgamma[c] = sg
+        kc = k_scale[c]
+        b = sb / m
+        g = sg / m
+        for i in range(n):
+            for k in range(hw):
+                xhat = (x[c, i, k] - mu) * inv
+                d = dy[c, i, k] if y[c, i, k] > 0 else 0.0
+                dx[c, i, k] = kc * (d - (b + xhat * g))
+
+
 def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
     c_count, n, hw = x.shape
     m = n * hw
@@ -334,10 +373,11 @@ def _relu_bwd(dy, y, dx):  # pragma: no cover - compiled
         dx[i] = dy[i] if y[i] > 0 else 0.0
 
 
-_BODIES = {"im2col_win": _im2col_win, "col2im_win": _col2im_win, "relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
+_BODIES = {"bn_apply_relu": _bn_apply_relu, "bn_relu_bwd": _bn_relu_bwd, "im2col_win": _im2col_win, "col2im_win": _col2im_win, "relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
            "bn_bwd": _bn_bwd}
 # Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
 _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"},
+             "bn_relu_bwd": {"reassoc", "contract"},
              "frame_corr": {"contract"}, "frame_dw": {"reassoc", "contract"}}
 
 
@@ -427,19 +467,27 @@ def batchnorm_stats(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def batchnorm_apply(x3: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: np.ndarray,
-                    y3: np.ndarray) -> bool:
-    """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype); False if not run."""
-    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch("bn_apply", x3, mean, scale, shift, y3, split=(0, 1, 2, 3, 4))
+                    y3: np.ndarray, relu: bool = False) -> bool:
+    """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype), then max(., 0) when
+    `relu`; False if not run."""
+    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch(
+        "bn_apply_relu" if relu else "bn_apply", x3, mean, scale, shift, y3, split=(0, 1, 2, 3, 4))
 
 
 def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
-                       k_scale: np.ndarray, dx3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Writes dx3 and returns float64 (dgamma, dbeta), or None when it did not run."""
+                       k_scale: np.ndarray, dx3: np.ndarray,
+                       relu_y3: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Writes dx3 and returns float64 (dgamma, dbeta), or None when it did not run. With relu_y3
+    (a fused ReLU's output) dy3 counts only where relu_y3 > 0."""
     if x3.dtype not in _FLOATS or dy3.dtype != x3.dtype or not cpu_jit.numba_available():
         return None
     dgamma = np.empty(x3.shape[0], dtype=np.float64)
     dbeta = np.empty(x3.shape[0], dtype=np.float64)
-    ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta, split=tuple(range(8)))
+    if relu_y3 is None:
+        ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta, split=tuple(range(8)))
+    else:
+        ok = _launch("bn_relu_bwd", dy3, relu_y3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta,
+                     split=tuple(range(9)))
     return (dgamma, dbeta) if ok else None
 
 

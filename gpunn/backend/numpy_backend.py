@@ -504,30 +504,58 @@ class NumpyBackend(Backend):
     def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
                                 running_var: Any | None, momentum: float, eps: float) -> tuple[Any, Any, Any]:
         """Two fused passes (statistics, then normalize) with numba; contract: ops/norm.py."""
-        if self._bn_jit_ok(x, gamma, beta) and x.shape[1] == gamma.shape[0] == beta.shape[0]:
-            x3, cmajor = self._channel3(x)
-            stats = cpu_jit_ops.batchnorm_stats(x3)
-            if stats is not None:
-                acc = stat_dtype(x.dtype)
-                mean, var = stats[0].astype(acc), stats[1].astype(acc)
-                invstd = 1.0 / np.sqrt(var + acc.type(eps))
-                scale = gamma.astype(acc, copy=False) * invstd
-                y, y3 = self._like3(x.shape, x.dtype, cmajor)
-                if cpu_jit_ops.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3):
-                    update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
-                    return y, mean, invstd
-        return super().batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+        out = self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps, relu=False)
+        return out or super().batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+
+    def batchnorm_relu_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
+                                     running_var: Any | None, momentum: float, eps: float) -> tuple[Any, Any, Any]:
+        """As batchnorm_forward_train, with the ReLU in its normalize pass."""
+        out = self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps, relu=True)
+        return out or super().batchnorm_relu_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+
+    def _bn_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None, running_var: Any | None,
+                  momentum: float, eps: float, relu: bool) -> tuple[Any, Any, Any] | None:
+        if not (self._bn_jit_ok(x, gamma, beta) and x.shape[1] == gamma.shape[0] == beta.shape[0]):
+            return None
+        x3, cmajor = self._channel3(x)
+        stats = cpu_jit_ops.batchnorm_stats(x3)
+        if stats is None:
+            return None
+        acc = stat_dtype(x.dtype)
+        mean, var = stats[0].astype(acc), stats[1].astype(acc)
+        invstd = 1.0 / np.sqrt(var + acc.type(eps))
+        scale = gamma.astype(acc, copy=False) * invstd
+        y, y3 = self._like3(x.shape, x.dtype, cmajor)
+        if not cpu_jit_ops.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3, relu=relu):
+            return None
+        update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
+        return y, mean, invstd
 
     def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
         """One fused pass for the sums, one for dx, with numba; contract: ops/norm.py."""
+        return self._bn_backward(dy, None, x, gamma, mean, invstd) or \
+            super().batchnorm_backward(dy, x, gamma, mean, invstd)
+
+    def batchnorm_relu_backward(self, dy: Any, y: Any, x: Any, gamma: Any, mean: Any,
+                                invstd: Any) -> tuple[Any, Any, Any]:
+        """As batchnorm_backward, with the ReLU's mask read in the same passes."""
+        return self._bn_backward(dy, y, x, gamma, mean, invstd) or \
+            super().batchnorm_relu_backward(dy, y, x, gamma, mean, invstd)
+
+    def _bn_backward(self, dy: Any, y: Any | None, x: Any, gamma: Any, mean: Any,
+                     invstd: Any) -> tuple[Any, Any, Any] | None:
         acc = stat_dtype(getattr(x, "dtype", np.float32))
-        if (self._bn_jit_ok(x, dy, gamma, mean, invstd) and dy.shape == x.shape and dy.dtype == x.dtype
+        if not (self._bn_jit_ok(x, dy, gamma, mean, invstd) and dy.shape == x.shape and dy.dtype == x.dtype
                 and mean.dtype == invstd.dtype == acc and mean.shape == invstd.shape == (x.shape[1],)):
-            x3, cmajor = self._channel3(x)
-            dy3, _ = self._channel3(dy)
-            dx, dx3 = self._like3(x.shape, x.dtype, cmajor)
-            k_scale = gamma.astype(acc, copy=False) * invstd
-            sums = cpu_jit_ops.batchnorm_backward(dy3, x3, mean, invstd, k_scale, dx3)
-            if sums is not None:
-                return dx, sums[0].astype(gamma.dtype), sums[1].astype(gamma.dtype)
-        return super().batchnorm_backward(dy, x, gamma, mean, invstd)
+            return None
+        if y is not None and not (isinstance(y, np.ndarray) and y.shape == x.shape and y.dtype == x.dtype):
+            return None
+        x3, cmajor = self._channel3(x)
+        dy3, _ = self._channel3(dy)
+        y3 = None if y is None else self._channel3(y)[0]
+        dx, dx3 = self._like3(x.shape, x.dtype, cmajor)
+        k_scale = gamma.astype(acc, copy=False) * invstd
+        sums = cpu_jit_ops.batchnorm_backward(dy3, x3, mean, invstd, k_scale, dx3, relu_y3=y3)
+        if sums is None:
+            return None
+        return dx, sums[0].astype(gamma.dtype), sums[1].astype(gamma.dtype)

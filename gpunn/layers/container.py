@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from gpunn.layers.activations import ReLU
 from gpunn.layers.base import Layer
 from gpunn.train.model import TrainingMixin
 
@@ -49,10 +50,23 @@ class Sequential(TrainingMixin, Layer):
             self.layers[0].check_built_shape(shape, where)
 
     def forward(self, x: Any, training: bool = False) -> Any:
+        """Each layer in order. A BatchNorm followed by a ReLU runs as one fused layer
+        (BatchNorm.forward_relu): the same result in one pass instead of two; backward() then
+        skips the ReLU, whose mask the BatchNorm applies."""
         if not self.layers:
             raise RuntimeError(f"{self.name}.forward: the model has no layers; add some with add()")
-        for layer in self.layers:
+        self._fused_relus: set[int] = set()
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and type(layers[i + 1]) is ReLU and hasattr(layer, "forward_relu"):
+                x = layer.forward_relu(x, training=training)
+                layers[i + 1]._saved = x  # what its own forward would have kept
+                self._fused_relus.add(i + 1)
+                i += 2
+                continue
             x = layer.forward(x, training=training)
+            i += 1
         if not self.built:
             self.built = True
             self.input_shape = self.layers[0].input_shape
@@ -70,8 +84,10 @@ class Sequential(TrainingMixin, Layer):
         if skip:
             first.needs_input_grad = False
         try:
-            for layer in reversed(self.layers):
-                dy = layer.backward(dy)
+            fused = getattr(self, "_fused_relus", set())
+            for i in range(len(self.layers) - 1, -1, -1):
+                if i not in fused:
+                    dy = self.layers[i].backward(dy)
         finally:
             if skip:
                 first.needs_input_grad = True

@@ -81,17 +81,31 @@ class BatchNorm(Layer):
         return xp.ones((self.num_features,), dtype=dtype), xp.zeros((self.num_features,), dtype=dtype)
 
     def forward(self, x: Any, training: bool = False) -> Any:
+        return self._forward(x, training, relu=False)
+
+    def forward_relu(self, x: Any, training: bool = False) -> Any:
+        """max(forward(x), 0), with the ReLU fused into the backend's normalize pass when the
+        batch statistics are used; backward() then applies the ReLU's mask as well. Sequential
+        calls this for a BatchNorm followed by a ReLU layer."""
+        return self._forward(x, training, relu=True)
+
+    def _forward(self, x: Any, training: bool, relu: bool) -> Any:
         x = self._prepare(x)
         be = self.backend
         gamma, beta = self._affine(x.dtype)
         use_batch = (training and self.trainable) or not self.track_running_stats
+        relu_y = None
         if use_batch:
             if x.size // x.shape[1] < 2:
                 raise ValueError(f"{self.name}.forward: training needs more than one value per channel to estimate "
                                  f"a variance; got argument 'x' of shape {tuple(x.shape)}")
             rm = self.buffers.get("running_mean") if training else None
             rv = self.buffers.get("running_var") if training else None
-            y, mean, invstd = be.batchnorm_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps)
+            if relu:
+                y, mean, invstd = be.batchnorm_relu_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps)
+                relu_y = y
+            else:
+                y, mean, invstd = be.batchnorm_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps)
         else:
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             y = be.batchnorm_forward_infer(x, gamma, beta, rm, rv, self.eps)
@@ -99,14 +113,20 @@ class BatchNorm(Layer):
             acc = stat_dtype(x.dtype)
             mean = rm.astype(acc, copy=False)
             invstd = 1.0 / be.xp.sqrt(rv.astype(acc, copy=False) + acc.type(self.eps))
-        self._cache = (x, gamma, mean, invstd, use_batch)
+            if relu:
+                y = relu_y = be.relu_forward(y)
+        self._cache = (x, gamma, mean, invstd, use_batch, relu_y)
         return y
 
     def backward(self, dy: Any) -> Any:
-        x, gamma, mean, invstd, use_batch = self._need_cache("_cache")
-        if use_batch:
+        x, gamma, mean, invstd, use_batch, relu_y = self._need_cache("_cache")
+        if use_batch and relu_y is not None:
+            dx, dgamma, dbeta = self.backend.batchnorm_relu_backward(dy, relu_y, x, gamma, mean, invstd)
+        elif use_batch:
             dx, dgamma, dbeta = self.backend.batchnorm_backward(dy, x, gamma, mean, invstd)
         else:
+            if relu_y is not None:
+                dy = self.backend.relu_backward(dy, relu_y)
             shape = _channel_shape(x.ndim, x.shape[1])
             axes = (0, *range(2, x.ndim))
             xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)

@@ -71,6 +71,18 @@ class NormOps:
         update_running_stats(running_mean, running_var, mean, var, m, momentum)
         return y, mean, invstd
 
+    def batchnorm_relu_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
+                                     running_var: Any | None, momentum: float, eps: float) -> tuple[Any, Any, Any]:
+        """batchnorm_forward_train followed by relu_forward (y = max(bn(x), 0)); a backend may fuse
+        the two into one output pass."""
+        y, mean, invstd = self.batchnorm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+        return self.relu_forward(y), mean, invstd
+
+    def batchnorm_relu_backward(self, dy: Any, y: Any, x: Any, gamma: Any, mean: Any,
+                                invstd: Any) -> tuple[Any, Any, Any]:
+        """The backward of batchnorm_relu_forward_train, y its output: dy is masked by y > 0."""
+        return self.batchnorm_backward(self.relu_backward(dy, y), x, gamma, mean, invstd)
+
     def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                                 eps: float) -> Any:
         xp = self.xp
