@@ -85,7 +85,7 @@ def test_thread_count_follows_setting_and_keeps_bits(numba, monkeypatch, threads
     monkeypatch.setenv("GPUNN_NUM_THREADS", threads)
     splits = []
     real_run = cpu_threads.run
-    monkeypatch.setattr(cpu_threads, "run", lambda fn, ranges: splits.append(len(ranges)) or real_run(fn, ranges))
+    monkeypatch.setattr(cpu_threads, "run", lambda fn, ranges, *a: splits.append(len(ranges)) or real_run(fn, ranges, *a))
     many = _steps(NumpyBackend(), [a.copy() for a in start], 0.1, False, False)
     assert splits and set(splits) == {int(threads)}  # one range per thread, each a serial kernel
     for a, b in zip(one, many):

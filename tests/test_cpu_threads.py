@@ -26,7 +26,7 @@ def forced_threads(request, monkeypatch):
     monkeypatch.setattr(cpu_threads, "MIN_WORK", 1)
     seen = []
     real = cpu_threads.run
-    monkeypatch.setattr(cpu_threads, "run", lambda fn, ranges: seen.append(len(ranges)) or real(fn, ranges))
+    monkeypatch.setattr(cpu_threads, "run", lambda fn, ranges, *a: seen.append(len(ranges)) or real(fn, ranges, *a))
     return seen
 
 

@@ -148,3 +148,20 @@ def test_conv_fused_relu_matches_conv_then_relu(case, backend):
     got = backend.conv2d_backward(dy, x.shape, w, cache_r, *geo, relu_y=yr)
     for a, r in zip(got, ref):
         np.testing.assert_allclose(a, r, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["rebuild_cols", "keep_cols"])
+def test_conv_backward_with_and_without_kept_columns(monkeypatch, keep_bytes):
+    from gpunn.backend import numpy_backend
+    monkeypatch.setattr(numpy_backend, "_KEEP_COLS_BYTES", keep_bytes)
+    for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS"):
+        monkeypatch.setattr(numpy_backend, name, 0)  # the GEMM paths, which use the columns
+    xs, (f, kh, kw), pad, dil = CONV_CASES[0]
+    x, w, b = _rand(xs, 0), _rand((f, xs[1], kh, kw), 1), _rand((f,), 2)
+    geo = ((1, 1), pad, dil)
+    y, cache = FAST.conv2d_forward(x, w, b, *geo)
+    assert (cache.cols is not None) == bool(keep_bytes)
+    y_ref, cols = GENERIC.conv2d_forward(x, w, b, *geo)
+    dy = _rand(y.shape, 3)
+    for a, r in zip(FAST.conv2d_backward(dy, x.shape, w, cache, *geo), GENERIC.conv2d_backward(dy, x.shape, w, cols, *geo)):
+        np.testing.assert_allclose(a, r, rtol=RTOL, atol=ATOL)

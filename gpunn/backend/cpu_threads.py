@@ -48,6 +48,25 @@ def _blas_controllers() -> list[Any]:
     return ctls
 
 
+def _blas_knobs() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
+    """(get, set) thread-count functions per BLAS. For OpenBLAS the C functions themselves:
+    threadpoolctl's wrappers cost a few microseconds per call, and a step makes ~60 calls."""
+    knobs = _state.get("knobs")
+    if knobs is None:
+        knobs = []
+        for c in _blas_controllers():
+            get = put = None
+            try:
+                if c.internal_api == "openblas" and c.threading_layer != "openmp":
+                    get = c._get_symbol("openblas_get_num_threads")  # noqa: SLF001
+                    put = c._get_symbol("openblas_set_num_threads")  # noqa: SLF001
+            except Exception:  # noqa: BLE001 - another threadpoolctl: its public methods below
+                get = put = None
+            knobs.append((get, put) if get is not None and put is not None else (c.get_num_threads, c.set_num_threads))
+        _state["knobs"] = knobs
+    return knobs
+
+
 def get_num_threads() -> int:
     """Threads gpunn's CPU ops split their work over (see the module docstring for the default)."""
     env = os.environ.get("GPUNN_NUM_THREADS", "")
@@ -58,7 +77,7 @@ def get_num_threads() -> int:
         with _lock:
             threads = _state.get("threads")
             if threads is None:
-                counts = [c.get_num_threads() for c in _blas_controllers()]
+                counts = [get() for get, _ in _blas_knobs()]
                 blas = max(counts) if counts else (os.cpu_count() or 1)
                 threads = _state["threads"] = max(1, min(blas, os.cpu_count() or 1))
     return threads
@@ -91,10 +110,10 @@ def _enter() -> None:
     with _lock:
         _active += 1
         if _active == 1:
-            ctls = _blas_controllers()
-            _state["saved"] = [c.get_num_threads() for c in ctls]
-            for c in ctls:
-                c.set_num_threads(1)
+            knobs = _blas_knobs()
+            _state["saved"] = [get() for get, _ in knobs]
+            for _, put in knobs:
+                put(1)
 
 
 def _exit() -> None:
@@ -102,8 +121,8 @@ def _exit() -> None:
     with _lock:
         _active -= 1
         if _active == 0:
-            for c, n in zip(_blas_controllers(), _state.pop("saved", [])):
-                c.set_num_threads(n)
+            for (_, put), n in zip(_blas_knobs(), _state.pop("saved", [])):
+                put(n)
 
 
 def split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
@@ -117,12 +136,12 @@ def split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
 
 
-def run(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]) -> list[T]:
+def run(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]], threads: int | None = None) -> list[T]:
     """fn(lo, hi) for every range, in parallel (the calling thread takes the first); the results
     in range order. Exceptions propagate after every range has finished. With more than one
-    thread configured, BLAS is held to one thread even when a single range runs inline, so its
-    workers stay asleep between gpunn's split ops."""
-    if getattr(_local, "worker", False) or (len(ranges) <= 1 and get_num_threads() == 1):
+    thread configured (`threads`, default get_num_threads()), BLAS is held to one thread even
+    when a single range runs inline, so its workers stay asleep between gpunn's split ops."""
+    if getattr(_local, "worker", False) or (len(ranges) <= 1 and (threads or get_num_threads()) == 1):
         return [fn(lo, hi) for lo, hi in ranges]
     _enter()
     try:
@@ -145,5 +164,5 @@ def run(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]) -> list[
 def parallel_for(fn: Callable[[int, int], T], total: int, work: int, align: int = 1) -> list[T]:
     """Split [0, total) over the threads and run(); `work` (elements touched) limits the split to
     one thread per MIN_WORK elements, so a small op runs inline."""
-    threads = min(get_num_threads(), max(1, work // MIN_WORK))
-    return run(fn, split(total, threads, align))
+    configured = get_num_threads()
+    return run(fn, split(total, min(configured, max(1, work // MIN_WORK)), align), configured)

@@ -51,6 +51,8 @@ Pair = tuple[int, int]
 # packing of the weights; measured at batch 128, 2 threads (fwd/bwd ms, CIFAR 32->32 conv at 32x32):
 # 1 MiB 45.7/77.3, 2 MiB 37.0/72.9, 4 MiB 33.7/55.2, 8 MiB 30.8/67.6.
 _CHUNK_BYTES = 4 << 20
+# The forward keeps its window columns for dW up to this size (LeNet-5's second conv: 7.7 MB).
+_KEEP_COLS_BYTES = 16 << 20
 # Frame positions per group of samples when the numba direct kernels run (no columns to fit in cache).
 _DIRECT_GROUP = 1 << 15
 # With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
@@ -78,12 +80,14 @@ def _flat(a: Any) -> np.ndarray | None:
 class _FrameCache:
     """What the fast conv forward keeps for its backward: the padded channel-major input."""
 
-    __slots__ = ("xbuf", "x_shape", "frame", "kernel", "padding", "dilation")
+    __slots__ = ("xbuf", "x_shape", "frame", "kernel", "padding", "dilation", "cols")
 
     def __init__(self, xbuf: np.ndarray, x_shape: tuple[int, ...], frame: Pair, kernel: Pair, padding: Pair,
-                 dilation: Pair) -> None:
+                 dilation: Pair, cols: np.ndarray | None = None) -> None:
         self.xbuf, self.x_shape, self.frame = xbuf, x_shape, frame
         self.kernel, self.padding, self.dilation = kernel, padding, dilation
+        #: the forward's window columns (kh*kw*C, N*OH*OW), when small enough to keep for dW
+        self.cols = cols
 
 
 class NumpyBackend(Backend):
@@ -200,17 +204,19 @@ class NumpyBackend(Backend):
             np.matmul(w, cols, out=out[:, start:stop])
 
     def _window_cols(self, xbuf: np.ndarray, s0: int, s1: int, kernel: Pair, dilation: Pair, out_hw: Pair,
-                     group: int) -> np.ndarray:
+                     group: int, out: np.ndarray | None = None) -> np.ndarray:
         """The im2col columns of samples [s0, s1) at valid output positions only, (kh*kw*C, m*OH*OW):
         row (i*kw + j)*C + c holds the padded input xbuf[c, s, y + i*dh, x + j*dw] (W's row order
-        after transpose(0, 2, 3, 1)). One strided copy per kernel offset, into a reused buffer."""
+        after transpose(0, 2, 3, 1)). Into `out` (rows of unit stride) or a reused buffer."""
         c = xbuf.shape[0]
         (kh, kw), (dh, dw), (oh, ow) = kernel, dilation, out_hw
         m = s1 - s0
-        cols = self._flat_scratch("wcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, xbuf.dtype)
+        cols = out if out is not None else \
+            self._flat_scratch("wcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, xbuf.dtype)
         if cpu_jit_ops.im2col_window(xbuf, s0, kernel, dilation, out_hw, cols):
             return cols
-        cv = cols.reshape(kh * kw, c, m, oh, ow)
+        cv = cols.view()
+        cv.shape = (kh * kw, c, m, oh, ow)  # raises rather than copy
         for i in range(kh):
             for j in range(kw):
                 cv[i * kw + j] = xbuf[:, s0:s1, i * dh:i * dh + oh, j * dw:j * dw + ow]
@@ -252,6 +258,10 @@ class NumpyBackend(Backend):
         group = self._frame_group(0, frame_len, n, dtype) if direct else \
             self._frame_group(c * kh * kw, oh * ow, n, dtype)
         y2 = yc.reshape(f, n * oh * ow)
+        # Keep the columns for dW when they are small and the backward would rebuild them.
+        keep = not direct and not self._direct(weight, "dw") and \
+            c * kh * kw * n * oh * ow * dtype.itemsize <= _KEEP_COLS_BYTES
+        cols_all = np.empty((c * kh * kw, n * oh * ow), dtype=dtype) if keep else None
 
         def samples(a: int, b: int) -> None:
             # Pad and multiply one group of samples at a time, so its frames stay in cache. Valid
@@ -261,7 +271,8 @@ class NumpyBackend(Backend):
                 m = s1 - s0
                 xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
                 if not direct:
-                    cols = self._window_cols(xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
+                    keep_to = None if cols_all is None else cols_all[:, s0 * oh * ow:s1 * oh * ow]
+                    cols = self._window_cols(xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group, keep_to)
                     yg = y2[:, s0 * oh * ow:s1 * oh * ow]
                     np.matmul(wmat, cols, out=yg)
                     if bias is not None:
@@ -280,7 +291,7 @@ class NumpyBackend(Backend):
                     np.maximum(yc[:, s0:s1], dtype.type(0), out=yc[:, s0:s1])
 
         cpu_threads.parallel_for(samples, n, work=x.size + yc.size)
-        cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation)
+        cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation, cols_all)
         return yc.transpose(1, 0, 2, 3), cache
 
     def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
@@ -348,7 +359,10 @@ class NumpyBackend(Backend):
                     # dW^T = cols @ dy^T over the valid positions: OpenBLAS runs this orientation
                     # 1.2-2x faster than dy @ cols^T (measured, 1 thread: LeNet-5's second conv
                     # 30 -> 56 GFLOP/s, a CIFAR 32->32 conv 63 -> 75).
-                    cols = self._window_cols(cache.xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
+                    if cache.cols is not None:
+                        cols = cache.cols[:, s0 * oh * ow:s1 * oh * ow]
+                    else:
+                        cols = self._window_cols(cache.xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group)
                     np.matmul(cols, dyw.T, out=part_t)
                     dwacc += part_t
                 if dxc is None:
