@@ -82,10 +82,13 @@ def _build() -> Any:
 
                 fn = type(_adam_body)(_adam_body.__code__, _adam_body.__globals__, "adam_fused")
                 fn.__qualname__ = "adam_fused"  # names its on-disk cache entry
+                # error_model="numpy": IEEE division, no zero-divisor branch, so the loop vectorizes
+                # (measured 3.1 -> 0.5 ns per element, one thread)
+                opts = dict(fastmath=False, nogil=True, error_model="numpy")
                 try:
-                    kernel = numba.njit(fastmath=False, cache=True, nogil=True)(fn)
+                    kernel = numba.njit(cache=True, **opts)(fn)
                 except RuntimeError:  # no writable cache location here: compile per process
-                    kernel = numba.njit(fastmath=False, cache=False, nogil=True)(fn)
+                    kernel = numba.njit(cache=False, **opts)(fn)
                 _state["kernel"] = kernel
     return kernel
 

@@ -396,7 +396,9 @@ def _kernel(name: str) -> Any:
             body = _BODIES[name]
             fn = type(body)(body.__code__, body.__globals__, f"jit_{name}")
             fn.__qualname__ = f"jit_{name}"
-            opts = dict(nogil=True, fastmath=_FASTMATH.get(name, False))
+            # error_model="numpy": IEEE division without Python's zero-divisor checks, which keep
+            # loops from vectorizing
+            opts = dict(nogil=True, fastmath=_FASTMATH.get(name, False), error_model="numpy")
             try:
                 k = numba.njit(cache=True, **opts)(fn)
             except RuntimeError:  # no writable cache location: compile per process
