@@ -225,8 +225,9 @@ def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cove
                 dx[c, i, k] = kc * (dy[c, i, k] - (b + xhat * g))
 
 
-def _frame_corr(src, base, offs, w, count, out):  # pragma: no cover - compiled
-    # out[f, p] = sum_{o, r} w[f, o*R + r] * src[r, base + p + offs[o]] for p < count: the frame
+def _frame_corr(src, base, offs, w, count, frame, span, out):  # pragma: no cover - compiled
+    # out[f, p] = sum_{o, r} w[f, o*R + r] * src[r, base + p + offs[o]] for p < count, only at the
+    # first `span` positions of every `frame` (the rest of a frame is outside the output): the frame
     # conv's GEMM over its im2col columns, without building them. Per block of positions every
     # output row accumulates in a small scratch that stays in L1; taps go four at a time, so each
     # pass over a scratch row does four multiply-adds per load and store (measured 25-35% faster
@@ -236,41 +237,42 @@ def _frame_corr(src, base, offs, w, count, out):  # pragma: no cover - compiled
     nk = offs.shape[0] * nr  # taps: k = o*R + r
     blk = 256
     acc = np.empty((nf, blk), dtype=out.dtype)  # shared by every block: a serial loop
-    for b in range((count + blk - 1) // blk):
-        p0 = b * blk
-        m = min(blk, count - p0)
-        acc[:] = 0
-        k = 0
-        while k < nk:
-            t = min(4, nk - k)
-            a0 = base + p0 + offs[k // nr]
-            x0 = src[k % nr, a0:a0 + m]
-            if t == 4:
-                a1 = base + p0 + offs[(k + 1) // nr]
-                a2 = base + p0 + offs[(k + 2) // nr]
-                a3 = base + p0 + offs[(k + 3) // nr]
-                x1 = src[(k + 1) % nr, a1:a1 + m]
-                x2 = src[(k + 2) % nr, a2:a2 + m]
-                x3 = src[(k + 3) % nr, a3:a3 + m]
-                for f in range(nf):
-                    w0 = w[f, k]
-                    w1 = w[f, k + 1]
-                    w2 = w[f, k + 2]
-                    w3 = w[f, k + 3]
-                    af = acc[f]
-                    for q in range(m):
-                        af[q] += w0 * x0[q] + w1 * x1[q] + w2 * x2[q] + w3 * x3[q]
-                k += 4
-            else:
-                for f in range(nf):
-                    w0 = w[f, k]
-                    af = acc[f]
-                    for q in range(m):
-                        af[q] += w0 * x0[q]
-                k += 1
-        for f in range(nf):
-            for q in range(m):
-                out[f, p0 + q] = acc[f, q]
+    for f0 in range(0, count, frame):  # the first `span` positions of every frame
+        end = min(f0 + span, count)
+        for p0 in range(f0, end, blk):
+            m = min(blk, end - p0)
+            acc[:] = 0
+            k = 0
+            while k < nk:
+                t = min(4, nk - k)
+                a0 = base + p0 + offs[k // nr]
+                x0 = src[k % nr, a0:a0 + m]
+                if t == 4:
+                    a1 = base + p0 + offs[(k + 1) // nr]
+                    a2 = base + p0 + offs[(k + 2) // nr]
+                    a3 = base + p0 + offs[(k + 3) // nr]
+                    x1 = src[(k + 1) % nr, a1:a1 + m]
+                    x2 = src[(k + 2) % nr, a2:a2 + m]
+                    x3 = src[(k + 3) % nr, a3:a3 + m]
+                    for f in range(nf):
+                        w0 = w[f, k]
+                        w1 = w[f, k + 1]
+                        w2 = w[f, k + 2]
+                        w3 = w[f, k + 3]
+                        af = acc[f]
+                        for q in range(m):
+                            af[q] += w0 * x0[q] + w1 * x1[q] + w2 * x2[q] + w3 * x3[q]
+                    k += 4
+                else:
+                    for f in range(nf):
+                        w0 = w[f, k]
+                        af = acc[f]
+                        for q in range(m):
+                            af[q] += w0 * x0[q]
+                    k += 1
+            for f in range(nf):
+                for q in range(m):
+                    out[f, p0 + q] = acc[f, q]
 
 
 def _im2col_win(x, s0, kh, kw, dh, dw, oh, ow, cols):  # pragma: no cover - compiled
@@ -307,9 +309,10 @@ def _col2im_win(dcols, kh, kw, dh, dw, oh, ow, dx):  # pragma: no cover - compil
                             dst[u] += row[o + u]
 
 
-def _frame_dw(dy, dbase, src, sbase, offs, count, dw):  # pragma: no cover - compiled
-    # dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offs[o]], in blocks of
-    # positions (each block's dot products in the array dtype, the blocks summed in float64).
+def _frame_dw(dy, dbase, src, sbase, offs, count, frame, span, dw):  # pragma: no cover - compiled
+    # dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offs[o]] over the first
+    # `span` positions of every `frame` (dy is zero elsewhere), in blocks of positions (each
+    # block's dot products in the array dtype, the blocks summed in float64).
     # dy comes whole with an offset, not as a column slice: numba vectorizes only unit-stride
     # ('C') rows, and a sliced 2-D view is typed 'A' (measured 17x slower).
     nf = dy.shape[0]
@@ -317,46 +320,48 @@ def _frame_dw(dy, dbase, src, sbase, offs, count, dw):  # pragma: no cover - com
     no = offs.shape[0]
     blk = 2048
     acc = np.zeros(dw.shape, dtype=np.float64)
-    for p0 in range(0, count, blk):
-        m = min(blk, count - p0)
-        f = 0
-        while f + 4 <= nf:  # four dy rows share each load of an input slice
-            d0 = dy[f, dbase + p0:dbase + p0 + m]
-            d1 = dy[f + 1, dbase + p0:dbase + p0 + m]
-            d2 = dy[f + 2, dbase + p0:dbase + p0 + m]
-            d3 = dy[f + 3, dbase + p0:dbase + p0 + m]
-            for o in range(no):
-                a = sbase + p0 + offs[o]
-                for r in range(nr):
-                    xs = src[r, a:a + m]
-                    v = xs[0]
-                    s0 = d0[0] * v
-                    s1 = d1[0] * v
-                    s2 = d2[0] * v
-                    s3 = d3[0] * v
-                    for q in range(1, m):
-                        v = xs[q]
-                        s0 += d0[q] * v
-                        s1 += d1[q] * v
-                        s2 += d2[q] * v
-                        s3 += d3[q] * v
-                    k = o * nr + r
-                    acc[f, k] += s0
-                    acc[f + 1, k] += s1
-                    acc[f + 2, k] += s2
-                    acc[f + 3, k] += s3
-            f += 4
-        while f < nf:
-            d = dy[f, dbase + p0:dbase + p0 + m]
-            for o in range(no):
-                a = sbase + p0 + offs[o]
-                for r in range(nr):
-                    xs = src[r, a:a + m]
-                    s = d[0] * xs[0]
-                    for q in range(1, m):
-                        s += d[q] * xs[q]
-                    acc[f, o * nr + r] += s
-            f += 1
+    for f0 in range(0, count, frame):  # the first `span` positions of every frame
+        end = min(f0 + span, count)
+        for p0 in range(f0, end, blk):
+            m = min(blk, end - p0)
+            f = 0
+            while f + 4 <= nf:  # four dy rows share each load of an input slice
+                d0 = dy[f, dbase + p0:dbase + p0 + m]
+                d1 = dy[f + 1, dbase + p0:dbase + p0 + m]
+                d2 = dy[f + 2, dbase + p0:dbase + p0 + m]
+                d3 = dy[f + 3, dbase + p0:dbase + p0 + m]
+                for o in range(no):
+                    a = sbase + p0 + offs[o]
+                    for r in range(nr):
+                        xs = src[r, a:a + m]
+                        v = xs[0]
+                        s0 = d0[0] * v
+                        s1 = d1[0] * v
+                        s2 = d2[0] * v
+                        s3 = d3[0] * v
+                        for q in range(1, m):
+                            v = xs[q]
+                            s0 += d0[q] * v
+                            s1 += d1[q] * v
+                            s2 += d2[q] * v
+                            s3 += d3[q] * v
+                        k = o * nr + r
+                        acc[f, k] += s0
+                        acc[f + 1, k] += s1
+                        acc[f + 2, k] += s2
+                        acc[f + 3, k] += s3
+                f += 4
+            while f < nf:
+                d = dy[f, dbase + p0:dbase + p0 + m]
+                for o in range(no):
+                    a = sbase + p0 + offs[o]
+                    for r in range(nr):
+                        xs = src[r, a:a + m]
+                        s = d[0] * xs[0]
+                        for q in range(1, m):
+                            s += d[q] * xs[q]
+                        acc[f, o * nr + r] += s
+                f += 1
     for f in range(nf):
         for k in range(dw.shape[1]):
             dw[f, k] = acc[f, k]
@@ -494,23 +499,23 @@ def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd
 
 
 def frame_corr(src: np.ndarray, base: int, offsets: np.ndarray, w: np.ndarray, count: int,
-               out: np.ndarray) -> bool:
+               out: np.ndarray, frame: int = 0, span: int = 0) -> bool:
     """out[f, p] = sum_{o, r} w[f, o*R + r] * src[r, base + p + offsets[o]] for p < count (R =
     src rows); every index must be in range (the caller's frame geometry guarantees it). False
     when it did not run."""
     if src.dtype not in _FLOATS or not (src.dtype == w.dtype == out.dtype) or not cpu_jit.numba_available():
         return False
-    return _launch("frame_corr", src, base, offsets, w, count, out)
+    return _launch("frame_corr", src, base, offsets, w, count, frame or count, span or frame or count, out)
 
 
 def frame_dw(dy: np.ndarray, dbase: int, src: np.ndarray, sbase: int, offsets: np.ndarray, count: int,
-             dw: np.ndarray) -> bool:
+             dw: np.ndarray, frame: int = 0, span: int = 0) -> bool:
     """dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offsets[o]]; False when it did
     not run. Pass C-contiguous arrays (strided ones compile to scalar code)."""
     if src.dtype not in _FLOATS or not (src.dtype == dy.dtype == dw.dtype) or count < 1 \
             or not cpu_jit.numba_available():
         return False
-    return _launch("frame_dw", dy, dbase, src, sbase, offsets, count, dw)
+    return _launch("frame_dw", dy, dbase, src, sbase, offsets, count, frame or count, span or frame or count, dw)
 
 
 def relu_forward(x: np.ndarray, y: np.ndarray) -> bool:

@@ -195,10 +195,10 @@ class NumpyBackend(Backend):
             yield start, stop, cols[:, :m]
 
     def _frame_product(self, src: np.ndarray, base: int, offsets: list[int], w: np.ndarray, count: int,
-                       out: np.ndarray, direct: bool) -> None:
+                       out: np.ndarray, direct: bool, frame: int = 0, span: int = 0) -> None:
         """out[:, q] = w @ cols[:, q] for q < count, cols as in _frame_chunks (out contiguous):
         the numba kernel without columns when `direct`, else chunked GEMMs."""
-        if direct and cpu_jit_ops.frame_corr(src, base, np.array(offsets), w, count, out):
+        if direct and cpu_jit_ops.frame_corr(src, base, np.array(offsets), w, count, out, frame, span):
             return
         for start, stop, cols in self._frame_chunks(src, base, offsets, count, out.dtype):
             np.matmul(w, cols, out=out[:, start:stop])
@@ -251,6 +251,7 @@ class NumpyBackend(Backend):
         xt = x.transpose(1, 0, 2, 3)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]  # every frame's last `lead` positions are outside its OHxOW corner
+        span = (oh - 1) * wp + ow  # a frame's positions up to its last output: the direct kernel's share
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
         direct = self._direct(weight)
         yc = np.empty((f, n, oh, ow), dtype=dtype)  # channel-major, returned as an NCHW view
@@ -281,7 +282,8 @@ class NumpyBackend(Backend):
                         np.maximum(yg, dtype.type(0), out=yg)
                     continue
                 yg = self._flat_scratch("yframe", f, m * frame_len, f * group * frame_len, dtype)
-                self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct)
+                self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct,
+                                    frame_len, span)
                 valid = yg.reshape(f, m, hp, wp)[:, :, :oh, :ow]
                 if bias is not None:
                     np.add(valid, bias.reshape(f, 1, 1, 1), out=yc[:, s0:s1])
@@ -311,6 +313,7 @@ class NumpyBackend(Backend):
         xflat = cache.xbuf.reshape(c, n * frame_len)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]
+        span = (oh - 1) * wp + ow  # dy is zero past a frame's first `span` positions
         dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
         direct_dw = self._direct(weight, "dw")
         offs = np.array(offsets)
@@ -353,7 +356,8 @@ class NumpyBackend(Backend):
                 if need_frame:
                     dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyw.reshape(f, m, oh, ow)
                 count = m * frame_len - lead  # dy is zero past it
-                if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part):
+                if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part,
+                                                      frame_len, span):
                     dwacc += part.T
                 else:
                     # dW^T = cols @ dy^T over the valid positions: OpenBLAS runs this orientation
