@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gpunn.layers.activations import ReLU
 from gpunn.layers.base import Layer
 from gpunn.train.model import TrainingMixin
 
@@ -50,19 +49,20 @@ class Sequential(TrainingMixin, Layer):
             self.layers[0].check_built_shape(shape, where)
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        """Each layer in order. A BatchNorm followed by a ReLU runs as one fused layer
-        (BatchNorm.forward_relu): the same result in one pass instead of two; backward() then
-        skips the ReLU, whose mask the BatchNorm applies."""
+        """Each layer in order. Pairs that a layer can run as one (its fuses_with: BatchNorm then
+        ReLU, a ReLU Conv2D then a tiled MaxPool2D) go through its forward_fused: the same result
+        with fewer passes over memory; backward() then skips the absorbed layer, whose backward
+        the first one includes."""
         if not self.layers:
             raise RuntimeError(f"{self.name}.forward: the model has no layers; add some with add()")
-        self._fused_relus: set[int] = set()
+        self._absorbed: set[int] = set()
         layers, i = self.layers, 0
         while i < len(layers):
             layer = layers[i]
-            if i + 1 < len(layers) and type(layers[i + 1]) is ReLU and hasattr(layer, "forward_relu"):
-                x = layer.forward_relu(x, training=training)
-                layers[i + 1]._saved = x  # what its own forward would have kept
-                self._fused_relus.add(i + 1)
+            fuses = getattr(layer, "fuses_with", None)
+            if i + 1 < len(layers) and layer.built and fuses is not None and fuses(layers[i + 1]):
+                x = layer.forward_fused(x, layers[i + 1], training=training)
+                self._absorbed.add(i + 1)
                 i += 2
                 continue
             x = layer.forward(x, training=training)
@@ -84,9 +84,9 @@ class Sequential(TrainingMixin, Layer):
         if skip:
             first.needs_input_grad = False
         try:
-            fused = getattr(self, "_fused_relus", set())
+            absorbed = getattr(self, "_absorbed", set())
             for i in range(len(self.layers) - 1, -1, -1):
-                if i not in fused:
+                if i not in absorbed:
                     dy = self.layers[i].backward(dy)
         finally:
             if skip:

@@ -83,6 +83,17 @@ class BatchNorm(Layer):
     def forward(self, x: Any, training: bool = False) -> Any:
         return self._forward(x, training, relu=False)
 
+    def fuses_with(self, nxt: Layer) -> bool:
+        """Whether Sequential may run this layer and `nxt` as one: a BatchNorm followed by a ReLU."""
+        from gpunn.layers.activations import ReLU  # late: activations sit beside this module
+        return type(nxt) is ReLU
+
+    def forward_fused(self, x: Any, nxt: Layer, training: bool = False) -> Any:
+        """nxt.forward(self.forward(x)) for the ReLU `nxt`, in one pass (forward_relu)."""
+        y = self.forward_relu(x, training)
+        nxt._saved = y  # type: ignore[attr-defined] - what its own forward would have kept
+        return y
+
     def forward_relu(self, x: Any, training: bool = False) -> Any:
         """max(forward(x), 0), with the ReLU fused into the backend's normalize pass when the
         batch statistics are used; backward() then applies the ReLU's mask as well. Sequential
