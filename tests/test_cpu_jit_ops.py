@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpunn.backend import cpu_jit, cpu_jit_ops
-from gpunn.backend import numpy_backend
+from gpunn.backend import numpy_conv
 from gpunn.backend.numpy_backend import NumpyBackend
 from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
 from gpunn.testing import gradcheck
@@ -63,9 +63,9 @@ def _conv_both(x, weight, bias, padding, dilation):
 def test_conv_direct_and_gemm_paths_match_generic(numba, monkeypatch, case, path):
     shape, (f, kh, kw), padding, dilation = case
     limit = 1 << 30 if path == "direct" else 0
-    monkeypatch.setattr(numpy_backend, "DIRECT_MAX_WEIGHTS", limit)
-    monkeypatch.setattr(numpy_backend, "DIRECT_DX_MAX_WEIGHTS", limit)
-    monkeypatch.setattr(numpy_backend, "DIRECT_DW_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(numpy_conv, "DIRECT_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(numpy_conv, "DIRECT_DX_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(numpy_conv, "DIRECT_DW_MAX_WEIGHTS", limit)
     calls = []
     for name in ("frame_corr", "frame_dw"):
         real = getattr(cpu_jit_ops, name)
@@ -298,7 +298,7 @@ def test_conv_relu_maxpool_fused_matches_the_composition(monkeypatch, case, path
     shape, (f, kh, kw), padding, dilation = case
     limit = 1 << 30 if path == "direct" else 0
     for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS"):
-        monkeypatch.setattr(numpy_backend, name, limit)
+        monkeypatch.setattr(numpy_conv, name, limit)
     x, w, b = _rand(shape, 0), _rand((f, shape[1], kh, kw), 1), _rand((f,), 2)
     geo = ((1, 1), padding, dilation)
     p, cache = FAST.conv2d_relu_maxpool_forward(x, w, b, *geo, (2, 2))

@@ -108,12 +108,12 @@ def test_set_num_threads_rejects_bad_input(bad):
                                   ((6, 4, 8, 7), (2, 3, 3), (0, 1), (2, 1))], ids=str)
 @pytest.mark.parametrize("direct", [True, False])
 def test_split_conv_matches_generic(forced_threads, monkeypatch, case, direct):
-    from gpunn.backend import numpy_backend
+    from gpunn.backend import numpy_conv
     if not direct:
         for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS"):
-            monkeypatch.setattr(numpy_backend, name, 0)
-    monkeypatch.setattr(numpy_backend, "_CHUNK_BYTES", 64)  # groups of one sample: many groups per thread
-    monkeypatch.setattr(numpy_backend, "_DIRECT_GROUP", 8)
+            monkeypatch.setattr(numpy_conv, name, 0)
+    monkeypatch.setattr(numpy_conv, "_CHUNK_BYTES", 64)  # groups of one sample: many groups per thread
+    monkeypatch.setattr(numpy_conv, "_DIRECT_GROUP", 8)
     shape, (f, kh, kw), pad, dil = case
     x, w, b = _rand(shape, 0), _rand((f, shape[1], kh, kw), 1), _rand((f,), 2)
     geo = ((1, 1), pad, dil)
