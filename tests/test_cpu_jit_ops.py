@@ -242,12 +242,12 @@ def test_backward_keeps_a_first_layer_that_turned_it_off_itself():
 def test_fit_skips_the_first_conv_input_gradient(monkeypatch):
     model = _lenet_like()
     seen = []
-    be = model.layers[0].backend
-    for name in ("conv2d_backward", "conv2d_relu_maxpool_backward"):  # plain, or fused with its pool
-        def spy(*args, _real=getattr(be, name), **kwargs):
-            seen.append(kwargs.get("need_dx"))
-            return _real(*args, **kwargs)
-        monkeypatch.setattr(be, name, spy)
+    real = model.layers[0].backend.conv2d_backward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("need_dx"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(model.layers[0].backend, "conv2d_backward", spy)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(_rand((4, 1, 4, 4), 2), np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
     assert seen == [False]
@@ -289,45 +289,3 @@ def test_sequential_fuses_batchnorm_relu_and_gradchecks():
         h = layer.forward(h, training=True)
     np.testing.assert_allclose(fused, h, **TOL)
     assert gradcheck(model, x)  # training mode: batch statistics, ReLU mask inside BatchNorm.backward
-
-
-# -- conv, ReLU and a tiled max-pool fused --------------------------------------------------------
-@pytest.mark.parametrize("case", CONVS[:4], ids=str)
-@pytest.mark.parametrize("path", ["direct", "gemm"])
-def test_conv_relu_maxpool_fused_matches_the_composition(monkeypatch, case, path):
-    shape, (f, kh, kw), padding, dilation = case
-    limit = 1 << 30 if path == "direct" else 0
-    for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS"):
-        monkeypatch.setattr(numpy_conv, name, limit)
-    x, w, b = _rand(shape, 0), _rand((f, shape[1], kh, kw), 1), _rand((f,), 2)
-    geo = ((1, 1), padding, dilation)
-    p, cache = FAST.conv2d_relu_maxpool_forward(x, w, b, *geo, (2, 2))
-    assert cache.pool == (2, 2)  # the fused path ran
-    p_ref, cache_ref = GENERIC.conv2d_relu_maxpool_forward(x, w, b, *geo, (2, 2))
-    np.testing.assert_allclose(p, p_ref, **TOL)
-    dp = _rand(p.shape, 3)
-    got = FAST.conv2d_relu_maxpool_backward(dp, x.shape, w, cache, *geo, (2, 2))
-    ref = GENERIC.conv2d_relu_maxpool_backward(dp, x.shape, w, cache_ref, *geo, (2, 2))
-    for a, r in zip(got, ref):
-        np.testing.assert_allclose(a, r, **TOL)
-
-
-def test_conv_relu_maxpool_backward_rejects_a_wrong_dp():
-    x, w = _rand((2, 1, 8, 8), 0), _rand((3, 1, 3, 3), 1)
-    p, cache = FAST.conv2d_relu_maxpool_forward(x, w, None, (1, 1), (1, 1), (1, 1), (2, 2))
-    with pytest.raises(ValueError, match="argument 'dp' must have the pooled output's shape"):
-        FAST.conv2d_relu_maxpool_backward(np.zeros((2, 3, 8, 8)), x.shape, w, cache, (1, 1), (1, 1), (1, 1), (2, 2))
-
-
-def test_sequential_fuses_conv_relu_maxpool_and_gradchecks():
-    model = Sequential([Conv2D(3, 3, padding=1, activation="relu"), MaxPool2D(2), Conv2D(4, 3, padding=1,
-                        activation="relu"), MaxPool2D(2), Flatten(), Dense(2)])
-    x = _rand((3, 2, 8, 8), 4)
-    model.forward(x, training=True)  # builds every layer
-    fused = model.forward(x, training=True)
-    assert model._absorbed == {1, 3}
-    h = x
-    for layer in model.layers:
-        h = layer.forward(h, training=True)
-    np.testing.assert_allclose(fused, h, **TOL)
-    assert gradcheck(model, x)

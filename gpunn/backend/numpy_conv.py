@@ -16,9 +16,7 @@ group's padding, columns, products and epilogue stay in its core's cache:
 - **dX**: with C < F, W^T dy scattered back by the numba col2im (or the numba correlation for
   small weights); otherwise the correlation of the zero-framed dy with the flipped kernel, a GEMM
   on frame columns that writes each position once.
-- **Fused ReLU and max-pool.** `relu=True` and conv2d_relu_maxpool_* apply them to each group
-  in cache; the pooled variant never stores the conv's whole output (the backward un-pools each
-  group into scratch, with the ReLU mask read at the pooled output).
+- **Fused ReLU.** `relu=True` applies it to each group in cache, and `relu_y` masks dy per group.
 
 Outputs are NCHW views of channel-major (C, N, H, W) memory, so the next layer's copies read
 long rows. Results agree with the generic ops to rounding (tests/test_numpy_fast_paths.py,
@@ -57,7 +55,7 @@ DIRECT_DX_MAX_WEIGHTS = 1024  # and only when C < F
 class _FrameCache:
     """What the fast conv forward keeps for its backward: the padded channel-major input."""
 
-    __slots__ = ("xbuf", "x_shape", "frame", "kernel", "padding", "dilation", "cols", "pool", "pooled", "argmax")
+    __slots__ = ("xbuf", "x_shape", "frame", "kernel", "padding", "dilation", "cols")
 
     def __init__(self, xbuf: np.ndarray, x_shape: tuple[int, ...], frame: Pair, kernel: Pair, padding: Pair,
                  dilation: Pair, cols: np.ndarray | None = None) -> None:
@@ -65,14 +63,10 @@ class _FrameCache:
         self.kernel, self.padding, self.dilation = kernel, padding, dilation
         #: the forward's window columns (kh*kw*C, N*OH*OW), when small enough to keep for dW
         self.cols = cols
-        #: with a fused max-pool: its window, and its output and argmax, channel-major (F, N, PH, PW)
-        self.pool: Pair | None = None
-        self.pooled: np.ndarray | None = None
-        self.argmax: np.ndarray | None = None
 
 
 class FrameConvOps:
-    """The stride-1 convolution overrides; mixed into NumpyBackend (uses its _buffer and pools)."""
+    """The stride-1 convolution overrides; mixed into NumpyBackend (uses its per-thread _buffer)."""
 
     def _frame_ok(self, x: Any, weight: Any, stride: Pair) -> bool:
         return (self.fast_paths and stride == (1, 1) and x.dtype.kind == "f" and weight.dtype.kind == "f"
@@ -146,18 +140,10 @@ class FrameConvOps:
                        dilation: Pair, relu: bool = False) -> tuple[Any, Any]:
         if not self._frame_ok(x, weight, stride):
             return super().conv2d_forward(x, weight, bias, stride, padding, dilation, relu)
-        return self._conv_forward(x, weight, bias, padding, dilation, relu, None)
-
-    def conv2d_relu_maxpool_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
-                                    dilation: Pair, pool: Pair) -> tuple[Any, Any]:
-        """Pools each group of samples while its conv output is in cache; the whole output is
-        never stored (the backward needs only the pooled output and argmax)."""
-        if not (self._frame_ok(x, weight, stride) and self._tiled_pool(*pool, pool, (0, 0))):
-            return super().conv2d_relu_maxpool_forward(x, weight, bias, stride, padding, dilation, pool)
-        return self._conv_forward(x, weight, bias, padding, dilation, True, pool)
+        return self._conv_forward(x, weight, bias, padding, dilation, relu)
 
     def _conv_forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: Pair,
-                      dilation: Pair, relu: bool, pool: Pair | None) -> tuple[np.ndarray, _FrameCache]:
+                      dilation: Pair, relu: bool) -> tuple[np.ndarray, _FrameCache]:
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         (ph, pw), (dh, dw) = padding, dilation
@@ -174,16 +160,11 @@ class FrameConvOps:
         span = (oh - 1) * wp + ow  # a frame's positions up to its last output: the direct kernel's share
         wmat = np.ascontiguousarray(weight.transpose(0, 2, 3, 1), dtype=dtype).reshape(f, -1)
         direct = self._direct(weight)
-        # The output, channel-major, returned as an NCHW view: the conv's, or the pool's of it.
-        if pool is None:
-            yc = np.empty((f, n, oh, ow), dtype=dtype)
-        else:
-            yc = np.empty((f, n, oh // pool[0], ow // pool[1]), dtype=dtype)
-            amc = np.empty(yc.shape, dtype=np.int32)
+        yc = np.empty((f, n, oh, ow), dtype=dtype)  # channel-major, returned as an NCHW view
         # Samples per group: the direct kernel works on whole frames; the GEMM on window columns.
         group = self._frame_group(0, frame_len, n, dtype) if direct else \
             self._frame_group(c * kh * kw, oh * ow, n, dtype)
-        y2 = yc.reshape(f, n * oh * ow) if pool is None else None
+        y2 = yc.reshape(f, n * oh * ow)
         # Keep the columns for dW when they are small and the backward would rebuild them.
         keep = not direct and not self._direct(weight, "dw") and \
             c * kh * kw * n * oh * ow * dtype.itemsize <= _KEEP_COLS_BYTES
@@ -196,22 +177,18 @@ class FrameConvOps:
                 s1 = min(b, s0 + group)
                 m = s1 - s0
                 xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
-                # yb: this group's output (F, m, OH, OW), in yc or, when pooling, in scratch
-                yb = self._flat_scratch("yblock", f, m * oh * ow, f * group * oh * ow, dtype) \
-                    if pool is not None else yc[:, s0:s1]
+                yb = yc[:, s0:s1]  # this group's output (F, m, OH, OW)
                 if not direct:
                     keep_to = None if cols_all is None else cols_all[:, s0 * oh * ow:s1 * oh * ow]
                     cols = self._window_cols(xbuf, s0, s1, (kh, kw), (dh, dw), (oh, ow), group, keep_to)
-                    yg = y2[:, s0 * oh * ow:s1 * oh * ow] if pool is None else yb
+                    yg = y2[:, s0 * oh * ow:s1 * oh * ow]
                     np.matmul(wmat, cols, out=yg)
                     if bias is not None:
                         yg += bias.reshape(f, 1)
-                    yb = yg.reshape(f, m, oh, ow)
                 else:
                     yg = self._flat_scratch("yframe", f, m * frame_len, f * group * frame_len, dtype)
                     self._frame_product(xflat, s0 * frame_len, offsets, wmat, m * frame_len - lead, yg, direct,
                                         frame_len, span)
-                    yb = yb.reshape(f, m, oh, ow)
                     valid = yg.reshape(f, m, hp, wp)[:, :, :oh, :ow]
                     if bias is not None:
                         np.add(valid, bias.reshape(f, 1, 1, 1), out=yb)
@@ -219,40 +196,21 @@ class FrameConvOps:
                         yb[...] = valid
                 if relu:  # while the group is in cache; NaN propagates, as relu_forward
                     np.maximum(yb, dtype.type(0), out=yb)
-                if pool is not None:  # the tiled max-pool of the group, on its channel-major view
-                    pg, ag = self.maxpool2d_forward(yb.transpose(1, 0, 2, 3), *pool, pool, (0, 0))
-                    yc[:, s0:s1] = pg.transpose(1, 0, 2, 3)
-                    amc[:, s0:s1] = ag.transpose(1, 0, 2, 3)
 
         cpu_threads.parallel_for(samples, n, work=x.size + f * n * oh * ow)
         cache = _FrameCache(xbuf, x.shape, (hp, wp), (kh, kw), padding, dilation, cols_all)
-        if pool is not None:
-            cache.pool, cache.pooled, cache.argmax = pool, yc, amc
         return yc.transpose(1, 0, 2, 3), cache
 
     def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any,
                         stride: Pair, padding: Pair, dilation: Pair,
                         need_dx: bool = True, relu_y: Any | None = None) -> tuple[Any | None, Any, Any]:
-        if not isinstance(cols, _FrameCache) or cols.pool is not None:
+        if not isinstance(cols, _FrameCache):
             return super().conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx, relu_y)
         return self._conv_backward(dy, x_shape, weight, cols, need_dx, relu_y)
 
-    def conv2d_relu_maxpool_backward(self, dp: Any, x_shape: tuple[int, int, int, int], weight: Any, cache: Any,
-                                     stride: Pair, padding: Pair, dilation: Pair, pool: Pair,
-                                     need_dx: bool = True) -> tuple[Any | None, Any, Any]:
-        """Un-pools each group of samples into scratch, just before the group's products."""
-        if not isinstance(cache, _FrameCache):
-            return super().conv2d_relu_maxpool_backward(dp, x_shape, weight, cache, stride, padding, dilation, pool,
-                                                        need_dx)
-        f, nb, php, pwp = cache.pooled.shape
-        if getattr(dp, "shape", None) != (nb, f, php, pwp) or cache.pool != tuple(pool):
-            raise ValueError(f"conv2d_relu_maxpool_backward: argument 'dp' must have the pooled output's shape "
-                             f"{(nb, f, php, pwp)} (pool {cache.pool}), got {getattr(dp, 'shape', None)}")
-        return self._conv_backward(dp, x_shape, weight, cache, need_dx, None)
-
     def _conv_backward(self, dy: np.ndarray, x_shape: tuple[int, int, int, int], weight: np.ndarray,
                        cache: _FrameCache, need_dx: bool, relu_y: np.ndarray | None) -> tuple[Any | None, Any, Any]:
-        """dy is the conv's output gradient, or with a fused pool (cache.pool) the pooled one."""
+        """The fast backward; dy is the conv's output gradient (masked by relu_y > 0 when given)."""
         n, c, h, w = x_shape
         f, _, kh, kw = weight.shape
         hp, wp = cache.frame
@@ -265,10 +223,7 @@ class FrameConvOps:
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]
         span = (oh - 1) * wp + ow  # dy is zero past a frame's first `span` positions
-        dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view (or the pooled (F, N, PH, PW))
-        if cache.pool is not None:  # the ReLU mask, read at the pooled output: max(relu(.)) > 0
-            dpc = np.empty(cache.pooled.shape, dtype=dtype)
-            np.multiply(dyc, cache.pooled > 0, out=dpc)
+        dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
         direct_dw = self._direct(weight, "dw")
         offs = np.array(offsets)
         # dX, per group of samples (so groups and threads are independent): with fewer input than
@@ -283,7 +238,7 @@ class FrameConvOps:
         gemm_rows = max(0 if direct_dw else c, 0 if direct_dx or not need_dx else f) * kh * kw
         group = self._frame_group(gemm_rows, frame_len, n, dtype)
         need_frame = direct_dw or (need_dx and not scatter_dx)  # dy on the frame grid
-        dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous and cache.pool is None else None
+        dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous else None
         # The ReLU mask is applied per group, into scratch (dy belongs to the caller).
         ym = None if relu_y is None else relu_y.transpose(1, 0, 2, 3)
 
@@ -298,12 +253,7 @@ class FrameConvOps:
             for s0 in range(a, b, group):
                 s1 = min(b, s0 + group)
                 m = s1 - s0
-                if cache.pool is not None:  # the tiled max-pool's backward of this group, channel-major
-                    am_g = np.ascontiguousarray(cache.argmax[:, s0:s1]).transpose(1, 0, 2, 3)
-                    dp_g = np.ascontiguousarray(dpc[:, s0:s1]).transpose(1, 0, 2, 3)
-                    dxp = self.maxpool2d_backward(dp_g, am_g, (m, f, oh, ow), *cache.pool, cache.pool, (0, 0))
-                    dyw = dxp.transpose(1, 0, 2, 3).reshape(f, m * oh * ow)
-                elif dy2 is not None and ym is None:
+                if dy2 is not None and ym is None:
                     dyw = dy2[:, s0 * oh * ow:s1 * oh * ow]
                 else:  # dy masked or in another layout: this group's (F, m*OH*OW) block, once
                     dyw = self._flat_scratch("dywin", f, m * oh * ow, f * group * oh * ow, dtype)

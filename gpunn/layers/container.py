@@ -49,10 +49,9 @@ class Sequential(TrainingMixin, Layer):
             self.layers[0].check_built_shape(shape, where)
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        """Each layer in order. Pairs that a layer can run as one (its fuses_with: BatchNorm then
-        ReLU, a ReLU Conv2D then a tiled MaxPool2D) go through its forward_fused: the same result
-        with fewer passes over memory; backward() then skips the absorbed layer, whose backward
-        the first one includes."""
+        """Each layer in order. A pair that a layer can run as one (its fuses_with; today a
+        BatchNorm then a ReLU) goes through its forward_fused: the same result with fewer passes
+        over memory; backward() then skips the absorbed layer, whose backward the first includes."""
         if not self.layers:
             raise RuntimeError(f"{self.name}.forward: the model has no layers; add some with add()")
         self._absorbed: set[int] = set()

@@ -7,7 +7,6 @@ from gpunn._checks import pair, positive_int
 from gpunn.backend.ops.geometry import conv_output_size
 from gpunn.layers.activations import ReLU
 from gpunn.layers.base import Layer
-from gpunn.layers.pooling import MaxPool2D
 from gpunn.layers.kernel_options import attach_kernel_options
 
 
@@ -85,39 +84,17 @@ class Conv2D(Layer):
         fuse = type(act) is ReLU  # the backend applies it in its output pass
         y, cols = self.backend.conv2d_forward(x, self.params["weight"].data, bias, self.strides, self.padding,
                                               self.dilation, relu=fuse)
-        self._cache = (x.shape, cols, y if fuse else None, None)
+        self._cache = (x.shape, cols, y if fuse else None)
         return act.forward(y, training) if act is not None and not fuse else y
 
-    def fuses_with(self, nxt: Layer) -> bool:
-        """Whether Sequential may run this layer and `nxt` as one: a ReLU conv followed by a max-pool
-        of non-overlapping windows."""
-        return (type(self.children.get("activation")) is ReLU and type(nxt) is MaxPool2D and nxt.built
-                and nxt.strides == nxt.pool_size and nxt.padding == (0, 0))
-
-    def forward_fused(self, x: Any, nxt: Layer, training: bool = False) -> Any:
-        """nxt.forward(self.forward(x)) through the backend's fused conv-ReLU-max-pool op (the conv's
-        output is never stored whole); backward() then takes the pooled output's gradient."""
-        x = self._prepare(x)
-        bias = self.params["bias"].data if self.use_bias else None
-        pool = nxt.pool_size  # type: ignore[attr-defined]
-        p, cache = self.backend.conv2d_relu_maxpool_forward(x, self.params["weight"].data, bias, self.strides,
-                                                            self.padding, self.dilation, pool)
-        self._cache = (x.shape, cache, None, pool)
-        return p
-
     def backward(self, dy: Any) -> Any:
-        x_shape, cols, relu_y, pool = self._need_cache("_cache")
+        x_shape, cols, relu_y = self._need_cache("_cache")
+        act = self.children.get("activation")
+        if act is not None and relu_y is None:
+            dy = act.backward(dy)
         w = self.params["weight"]
-        if pool is not None:  # forward_fused: dy is the pooled output's gradient
-            dx, dw, db = self.backend.conv2d_relu_maxpool_backward(dy, x_shape, w.data, cols, self.strides,
-                                                                   self.padding, self.dilation, pool,
-                                                                   need_dx=self.needs_input_grad)
-        else:
-            act = self.children.get("activation")
-            if act is not None and relu_y is None:
-                dy = act.backward(dy)
-            dx, dw, db = self.backend.conv2d_backward(dy, x_shape, w.data, cols, self.strides, self.padding,
-                                                      self.dilation, need_dx=self.needs_input_grad, relu_y=relu_y)
+        dx, dw, db = self.backend.conv2d_backward(dy, x_shape, w.data, cols, self.strides, self.padding,
+                                                  self.dilation, need_dx=self.needs_input_grad, relu_y=relu_y)
         w.grad += dw
         if self.kernel_regularizer is not None:
             w.grad += self.kernel_regularizer.gradient(w.data)

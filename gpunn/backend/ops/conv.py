@@ -88,19 +88,3 @@ class ConvOps:
         if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
             return dcols.reshape(x_shape), dweight, dbias
         return self.col2im(dcols, x_shape, kh, kw, stride, padding, dilation), dweight, dbias
-
-    def conv2d_relu_maxpool_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
-                                    dilation: Pair, pool: Pair) -> tuple[Any, Any]:
-        """max_pool(relu(conv2d(x))) with pool windows `pool` at a stride of one window, no padding:
-        (p, cache). A backend may fuse the three so the conv's output is never stored whole."""
-        y, cols = self.conv2d_forward(x, weight, bias, stride, padding, dilation, relu=True)
-        p, argmax = self.maxpool2d_forward(y, pool[0], pool[1], pool, (0, 0))  # type: ignore[attr-defined]
-        return p, (cols, y, argmax)
-
-    def conv2d_relu_maxpool_backward(self, dp: Any, x_shape: tuple[int, int, int, int], weight: Any, cache: Any,
-                                     stride: Pair, padding: Pair, dilation: Pair, pool: Pair,
-                                     need_dx: bool = True) -> tuple[Any | None, Any, Any]:
-        """The backward of conv2d_relu_maxpool_forward: (dx, dweight, dbias) from the pooled dp."""
-        cols, y, argmax = cache
-        dy = self.maxpool2d_backward(dp, argmax, y.shape, pool[0], pool[1], pool, (0, 0))  # type: ignore[attr-defined]
-        return self.conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx, relu_y=y)
