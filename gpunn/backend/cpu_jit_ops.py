@@ -150,20 +150,9 @@ def _bn_stats(x, mean, var):  # pragma: no cover - compiled
         var[c] = q / m
 
 
-def _bn_apply(x, mean, scale, shift, y):  # pragma: no cover - compiled
-    # y = (x - mean) * scale + shift, in y's dtype
-    c_count, n, hw = x.shape
-    for c in range(c_count):
-        mu = mean[c]
-        sc = scale[c]
-        sh = shift[c]
-        for i in range(n):
-            for k in range(hw):
-                y[c, i, k] = (x[c, i, k] - mu) * sc + sh
-
-
-def _bn_apply_relu(x, mean, scale, shift, y):  # pragma: no cover - compiled
-    # y = max((x - mean) * scale + shift, 0): batch norm and the ReLU after it in one pass
+def _bn_apply(x, mean, scale, shift, relu, y):  # pragma: no cover - compiled
+    # y = (x - mean) * scale + shift, in y's dtype; with `relu`, max(., 0) in the same pass (NaN
+    # propagates, as relu_forward)
     c_count, n, hw = x.shape
     for c in range(c_count):
         mu = mean[c]
@@ -172,11 +161,12 @@ def _bn_apply_relu(x, mean, scale, shift, y):  # pragma: no cover - compiled
         for i in range(n):
             for k in range(hw):
                 v = (x[c, i, k] - mu) * sc + sh
-                y[c, i, k] = 0.0 if v <= 0 else v  # NaN propagates, as relu_forward
+                y[c, i, k] = 0.0 if relu and v <= 0 else v
 
 
-def _bn_relu_bwd(dy, y, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
-    # _bn_bwd with dy masked by the fused ReLU's output: d = dy where y > 0, else 0
+def _bn_bwd(dy, y, masked, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
+    # Two passes per channel: the sums of dy and dy * xhat (float64), then dx. With `masked`, dy
+    # counts only where y > 0 (y: the output of a ReLU fused after the batch norm).
     c_count, n, hw = x.shape
     m = n * hw
     for c in range(c_count):
@@ -186,7 +176,7 @@ def _bn_relu_bwd(dy, y, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma:
         sg = 0.0
         for i in range(n):
             for k in range(hw):
-                d = dy[c, i, k] if y[c, i, k] > 0 else 0.0
+                d = 0.0 if masked and not y[c, i, k] > 0 else dy[c, i, k]
                 sb += d
                 sg += d * ((x[c, i, k] - mu) * inv)
         dbeta[c] = sb
@@ -197,32 +187,8 @@ def _bn_relu_bwd(dy, y, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma:
         for i in range(n):
             for k in range(hw):
                 xhat = (x[c, i, k] - mu) * inv
-                d = dy[c, i, k] if y[c, i, k] > 0 else 0.0
+                d = 0.0 if masked and not y[c, i, k] > 0 else dy[c, i, k]
                 dx[c, i, k] = kc * (d - (b + xhat * g))
-
-
-def _bn_bwd(dy, x, mean, invstd, k_scale, dx, dgamma, dbeta):  # pragma: no cover - compiled
-    c_count, n, hw = x.shape
-    m = n * hw
-    for c in range(c_count):
-        mu = mean[c]
-        inv = invstd[c]
-        sb = 0.0
-        sg = 0.0
-        for i in range(n):
-            for k in range(hw):
-                d = dy[c, i, k]
-                sb += d
-                sg += d * ((x[c, i, k] - mu) * inv)
-        dbeta[c] = sb
-        dgamma[c] = sg
-        kc = k_scale[c]
-        b = sb / m
-        g = sg / m
-        for i in range(n):
-            for k in range(hw):
-                xhat = (x[c, i, k] - mu) * inv
-                dx[c, i, k] = kc * (dy[c, i, k] - (b + xhat * g))
 
 
 def _frame_corr(src, base, offs, w, count, frame, span, out):  # pragma: no cover - compiled
@@ -378,11 +344,11 @@ def _relu_bwd(dy, y, dx):  # pragma: no cover - compiled
         dx[i] = dy[i] if y[i] > 0 else 0.0
 
 
-_BODIES = {"bn_apply_relu": _bn_apply_relu, "bn_relu_bwd": _bn_relu_bwd, "im2col_win": _im2col_win, "col2im_win": _col2im_win, "relu_fwd": _relu_fwd, "relu_bwd": _relu_bwd, "pool_fwd_2x2": _pool_fwd_2x2, "pool_bwd_2x2": _pool_bwd_2x2, "frame_corr": _frame_corr, "frame_dw": _frame_dw, "pool_fwd": _pool_fwd, "pool_bwd": _pool_bwd, "bn_stats": _bn_stats, "bn_apply": _bn_apply,
-           "bn_bwd": _bn_bwd}
+_BODIES = {name: globals()[f"_{name}"] for name in (
+    "pool_fwd", "pool_fwd_2x2", "pool_bwd", "pool_bwd_2x2", "bn_stats", "bn_apply", "bn_bwd",
+    "frame_corr", "frame_dw", "im2col_win", "col2im_win", "relu_fwd", "relu_bwd")}
 # Reductions may be reassociated (vectorized); nothing else changes the IEEE operations.
 _FASTMATH = {"bn_stats": {"reassoc", "contract"}, "bn_bwd": {"reassoc", "contract"},
-             "bn_relu_bwd": {"reassoc", "contract"},
              "frame_corr": {"contract"}, "frame_dw": {"reassoc", "contract"}}
 
 
@@ -478,7 +444,7 @@ def batchnorm_apply(x3: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: 
     """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype), then max(., 0) when
     `relu`; False if not run."""
     return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch(
-        "bn_apply_relu" if relu else "bn_apply", x3, mean, scale, shift, y3, split=(0, 1, 2, 3, 4))
+        "bn_apply", x3, mean, scale, shift, bool(relu), y3, split=(0, 1, 2, 3, 5))
 
 
 def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd: np.ndarray,
@@ -490,11 +456,9 @@ def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd
         return None
     dgamma = np.empty(x3.shape[0], dtype=np.float64)
     dbeta = np.empty(x3.shape[0], dtype=np.float64)
-    if relu_y3 is None:
-        ok = _launch("bn_bwd", dy3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta, split=tuple(range(8)))
-    else:
-        ok = _launch("bn_relu_bwd", dy3, relu_y3, x3, mean, invstd, k_scale, dx3, dgamma, dbeta,
-                     split=tuple(range(9)))
+    y3 = dy3 if relu_y3 is None else relu_y3  # unread without a mask
+    ok = _launch("bn_bwd", dy3, y3, relu_y3 is not None, x3, mean, invstd, k_scale, dx3, dgamma, dbeta,
+                 split=(0, 1, 3, 4, 5, 6, 7, 8, 9))
     return (dgamma, dbeta) if ok else None
 
 
