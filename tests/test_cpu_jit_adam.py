@@ -87,8 +87,7 @@ def test_thread_count_follows_setting_and_keeps_bits(numba, monkeypatch, threads
     real_run = cpu_threads.run
     monkeypatch.setattr(cpu_threads, "run", lambda fn, ranges, *a: splits.append(len(ranges)) or real_run(fn, ranges, *a))
     many = _steps(NumpyBackend(), [a.copy() for a in start], 0.1, False, False)
-    pieces = 1 if threads == "1" else int(threads) * cpu_threads.PIECES_PER_THREAD
-    assert splits and set(splits) == {pieces}  # ranges the threads take in turn, each a serial kernel
+    assert splits and set(splits) == {int(threads)}  # one range per thread, each a serial kernel
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
 

@@ -16,7 +16,6 @@ With one thread every op runs inline, exactly as without this module.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -27,8 +26,6 @@ T = TypeVar("T")
 #: elements an op must touch per thread before it is split: below this, starting a thread costs
 #: more than it saves (a pool hand-off is ~20 us; a pass over 64K floats ~10-20 us)
 MIN_WORK = 1 << 17
-#: ranges per thread in a split op: threads take them in turn, balancing uneven cores
-PIECES_PER_THREAD = 4
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {}  # "threads", "pool", "blas" (threadpoolctl lib controllers), "saved"
@@ -94,7 +91,7 @@ def set_num_threads(threads: int) -> None:
 
 
 class _Worker:
-    """A daemon thread that runs one task at a time, handed over with two plain locks: about 30
+    """A daemon thread that runs one range at a time, handed over with two plain locks: about 30
     microseconds less per split than a ThreadPoolExecutor's futures and queue (measured here:
     55 vs 87 us for an empty split), and a LeNet-5 step makes a dozen splits."""
 
@@ -103,20 +100,25 @@ class _Worker:
         self._go.acquire()
         self._done = threading.Lock()
         self._done.acquire()
-        self._task: Callable[[], None] | None = None
+        self._task: tuple[Callable[[int, int], Any], int, int] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
         threading.Thread(target=self._loop, name=f"gpunn-cpu-{index}", daemon=True).start()
 
     def _loop(self) -> None:
         _local.worker = True
         while True:
             self._go.acquire()
-            task = self._task
+            fn, lo, hi = self._task  # type: ignore[misc]
+            try:
+                self.result, self.error = fn(lo, hi), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self.result, self.error = None, exc
             self._task = None
-            task()  # type: ignore[misc] - never raises: run()'s pull loop keeps its errors
             self._done.release()
 
-    def start(self, task: Callable[[], None]) -> None:
-        self._task = task
+    def start(self, fn: Callable[[int, int], Any], lo: int, hi: int) -> None:
+        self._task = (fn, lo, hi)
         self._go.release()
 
     def wait(self) -> None:
@@ -162,56 +164,38 @@ def split(total: int, parts: int, align: int = 1) -> list[tuple[int, int]]:
 
 
 def run(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]], threads: int | None = None) -> list[T]:
-    """fn(lo, hi) for every range, on up to `threads` threads (default get_num_threads(); the
-    calling thread is one): each thread takes the next range not yet taken, so a core that
-    another process slows down simply takes fewer. The results come in range order; exceptions
-    propagate after every started range has finished. With more than one thread configured, BLAS
-    is held to one thread even when everything runs inline, so its workers stay asleep between
-    gpunn's split ops."""
-    configured = threads or get_num_threads()
-    if getattr(_local, "worker", False) or (len(ranges) <= 1 and configured == 1):
+    """fn(lo, hi) for every range, in parallel (the calling thread takes the first); the results
+    in range order. Exceptions propagate after every range has finished. With more than one
+    thread configured (`threads`, default get_num_threads()), BLAS is held to one thread even
+    when a single range runs inline, so its workers stay asleep between gpunn's split ops."""
+    if getattr(_local, "worker", False) or (len(ranges) <= 1 and (threads or get_num_threads()) == 1):
         return [fn(lo, hi) for lo, hi in ranges]
-    width = min(configured, len(ranges))
-    if width > 1 and not _busy.acquire(blocking=False):
+    if len(ranges) > 1 and not _busy.acquire(blocking=False):
         return [fn(lo, hi) for lo, hi in ranges]  # another thread is using the workers
     _enter()
     try:
-        if width <= 1:
+        if len(ranges) <= 1:
             return [fn(lo, hi) for lo, hi in ranges]
-        results: list[Any] = [None] * len(ranges)
-        errors: list[BaseException] = []
-        taken = itertools.count()  # next() is atomic under the GIL
-
-        def pull() -> None:
-            while not errors:
-                i = next(taken)
-                if i >= len(ranges):
-                    return
-                try:
-                    results[i] = fn(*ranges[i])
-                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
-                    errors.append(exc)
-        workers = _workers(width - 1)
-        for wk in workers:
-            wk.start(pull)
+        workers = _workers(len(ranges) - 1)
+        for wk, (lo, hi) in zip(workers, ranges[1:]):
+            wk.start(fn, lo, hi)
         try:
-            pull()
+            first = fn(*ranges[0])
         finally:
             for wk in workers:  # wait for all before anything is reused
                 wk.wait()
+        errors = [wk.error for wk in workers if wk.error is not None]
         if errors:
             raise errors[0]
-        return results
+        return [first, *(wk.result for wk in workers)]
     finally:
         _exit()
-        if width > 1:
+        if len(ranges) > 1:
             _busy.release()
 
 
 def parallel_for(fn: Callable[[int, int], T], total: int, work: int, align: int = 1) -> list[T]:
-    """Split [0, total) into PIECES_PER_THREAD ranges per thread and run() them; `work` (elements
-    touched) allows one thread per MIN_WORK elements, so a small op runs inline."""
+    """Split [0, total) over the threads and run(); `work` (elements touched) limits the split to
+    one thread per MIN_WORK elements, so a small op runs inline."""
     configured = get_num_threads()
-    threads = min(configured, max(1, work // MIN_WORK))
-    pieces = threads * PIECES_PER_THREAD if threads > 1 else 1
-    return run(fn, split(total, pieces, align), min(configured, threads))
+    return run(fn, split(total, min(configured, max(1, work // MIN_WORK)), align), configured)
