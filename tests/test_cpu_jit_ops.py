@@ -89,9 +89,10 @@ def test_conv_direct_float32(numba):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_without_numba_matches_generic(no_numba):
-    x = _rand((2, 1, 7, 7), 0)
-    fast, ref = _conv_both(x, _rand((3, 1, 3, 3), 1), None, (1, 1), (1, 1))
+@pytest.mark.parametrize("channels,filters", [(1, 3), (4, 2)])  # C < F and C > F
+def test_conv_without_numba_matches_generic(no_numba, channels, filters):
+    x = _rand((2, channels, 7, 7), 0)
+    fast, ref = _conv_both(x, _rand((filters, channels, 3, 3), 1), None, (1, 1), (1, 1))
     for a, b in zip(fast, ref):
         np.testing.assert_allclose(a, b, **TOL)
 

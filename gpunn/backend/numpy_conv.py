@@ -13,9 +13,9 @@ group's padding, columns, products and epilogue stay in its core's cache:
   X[:, p + i*dh*Wp + j*dw], a contiguous slice. Small columns are kept for dW (_KEEP_COLS_BYTES).
 - **dW** = cols @ dy^T per group (that orientation runs faster in OpenBLAS), summed over groups
   and threads; or the numba kernel on the zero-framed dy for small weights.
-- **dX**: with C < F, W^T dy scattered back by the numba col2im (or the numba correlation for
-  small weights); otherwise the correlation of the zero-framed dy with the flipped kernel, a GEMM
-  on frame columns that writes each position once.
+- **dX**: W^T dy at the valid positions, scattered back into zeroed frames by the numba col2im;
+  with C < F and small weights, the numba correlation of the zero-framed dy with the flipped
+  kernel instead.
 - **Fused ReLU.** `relu=True` applies it to each group in cache, and `relu_y` masks dy per group.
 
 Outputs are NCHW views of channel-major (C, N, H, W) memory, so the next layer's copies read
@@ -226,18 +226,18 @@ class FrameConvOps:
         dyc = dy.transpose(1, 0, 2, 3)  # (F, N, OH, OW), a view
         direct_dw = self._direct(weight, "dw")
         offs = np.array(offsets)
-        # dX, per group of samples (so groups and threads are independent): with fewer input than
-        # output channels, W^T dy scattered back (col2im) or, for small weights, the numba
-        # kernel; otherwise the correlation of the zero-framed dy with the flipped kernel (a
-        # GEMM over F*kh*kw columns, each position written once).
-        direct_dx = c < f and self._direct(weight, "dx")
-        scatter_dx = c < f and not direct_dx
-        wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1)
+        # dX, per group of samples (so groups and threads are independent): W^T dy at the valid
+        # positions, scattered back by col2im (measured 0-12% faster on the CIFAR CNN's convs than
+        # the correlation of the zero-framed dy with the flipped kernel, a GEMM on frame
+        # columns); or, with C < F and small weights, that correlation by the numba kernel.
+        direct_dx = need_dx and c < f and self._direct(weight, "dx")
+        wmat_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0), dtype=dtype).reshape(c, -1) if direct_dx \
+            else None
         wmat_s = np.ascontiguousarray(weight.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
         dxc = np.empty((c, n, h, w), dtype=dtype) if need_dx else None
-        gemm_rows = max(0 if direct_dw else c, 0 if direct_dx or not need_dx else f) * kh * kw
+        gemm_rows = 0 if direct_dw and (direct_dx or not need_dx) else c * kh * kw
         group = self._frame_group(gemm_rows, frame_len, n, dtype)
-        need_frame = direct_dw or (need_dx and not scatter_dx)  # dy on the frame grid
+        need_frame = direct_dw or direct_dx  # dy on the frame grid, for the direct kernels
         dy2 = dyc.reshape(f, n * oh * ow) if dyc.flags.c_contiguous else None
         # The ReLU mask is applied per group, into scratch (dy belongs to the caller).
         ym = None if relu_y is None else relu_y.transpose(1, 0, 2, 3)
@@ -281,9 +281,9 @@ class FrameConvOps:
                 if dxc is None:
                     continue
                 dxg = self._flat_scratch("dxframe", c, m * frame_len, c * group * frame_len, dtype)
-                if scatter_dx:
-                    # dcols = W^T dy at the valid positions (C*kh*kw rows, the smaller side), each
-                    # offset's block added into the zeroed frames at its shift (col2im)
+                if not direct_dx:
+                    # dcols = W^T dy at the valid positions, each offset's block added into the
+                    # zeroed frames at its shift (col2im)
                     dcols = self._flat_scratch("dcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, dtype)
                     np.matmul(wmat_s, dyw, out=dcols)
                     dxv = dxg.reshape(c, m, hp, wp)
