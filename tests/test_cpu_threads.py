@@ -173,3 +173,25 @@ def test_split_adam_matches_one_thread(forced_threads):
     for a, r in zip(bufs, one):
         np.testing.assert_array_equal(a, r)
     assert max(forced_threads) > 1
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_workers(monkeypatch):
+    """After fork the parent's worker threads do not exist in the child; a split op there must
+    start new ones instead of waiting forever on the old ones."""
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import os, sys\n"
+        "os.environ['GPUNN_NUM_THREADS'] = '2'\n"
+        "from gpunn.backend import cpu_threads\n"
+        "assert cpu_threads.run(lambda lo, hi: hi - lo, [(0, 1), (1, 3)]) == [1, 2]\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ok = cpu_threads.run(lambda lo, hi: hi - lo, [(0, 2), (2, 5)]) == [2, 3]\n"
+        "    os._exit(0 if ok else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n")
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -28,10 +28,25 @@ T = TypeVar("T")
 MIN_WORK = 1 << 17
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # "threads", "pool", "blas" (threadpoolctl lib controllers), "saved"
+_state: dict[str, Any] = {}  # "threads", "workers", "blas"/"knobs" (BLAS controls), "saved"
 _active = 0  # split ops running now (the first one in holds BLAS at one thread, the last restores)
 _local = threading.local()  # .worker: True on pool threads (nested splits run inline)
 _busy = threading.Lock()  # held while the workers serve one caller; others run their ranges inline
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: forget the workers (new ones start on
+    demand), renew the locks another thread may have held, and give BLAS back its setting if the
+    fork came in the middle of a split op."""
+    global _lock, _busy, _active
+    _lock, _busy, _active = threading.Lock(), threading.Lock(), 0
+    _state.pop("workers", None)
+    for (_, put), n in zip(_state.get("knobs", []), _state.pop("saved", [])):
+        put(n)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_controllers() -> list[Any]:
