@@ -152,9 +152,11 @@ class FrameConvOps:
         frame_len = hp * wp
         dtype = np.result_type(x.dtype, weight.dtype)
         # X: (C, N*Hp*Wp), every padded frame end to end; kept for the backward pass.
-        xbuf = (np.zeros if (ph or pw) else np.empty)((c, n, hp, wp), dtype=dtype)
-        xflat = xbuf.reshape(c, n * frame_len)
         xt = x.transpose(1, 0, 2, 3)
+        # Unpadded channel-major input (a conv or pool output) is already the frame buffer.
+        in_place = not (ph or pw) and xt.flags.c_contiguous and x.dtype == dtype
+        xbuf = xt if in_place else (np.zeros if (ph or pw) else np.empty)((c, n, hp, wp), dtype=dtype)
+        xflat = xbuf.reshape(c, n * frame_len)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]  # every frame's last `lead` positions are outside its OHxOW corner
         span = (oh - 1) * wp + ow  # a frame's positions up to its last output: the direct kernel's share
@@ -176,7 +178,8 @@ class FrameConvOps:
             for s0 in range(a, b, group):
                 s1 = min(b, s0 + group)
                 m = s1 - s0
-                xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
+                if not in_place:
+                    xbuf[:, s0:s1, ph:ph + h, pw:pw + w] = xt[:, s0:s1]
                 yb = yc[:, s0:s1]  # this group's output (F, m, OH, OW)
                 if not direct:
                     keep_to = None if cols_all is None else cols_all[:, s0 * oh * ow:s1 * oh * ow]
