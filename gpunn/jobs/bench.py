@@ -44,7 +44,7 @@ def bench_env(threads: int, quick: bool, emulated: bool, base: dict[str, str] | 
     env = dict(os.environ if base is None else base)
     for name in UNSET_FOR_BENCH:
         env.pop(name, None)
-    # GPUNN_NUM_THREADS: gpunn's own CPU threads (the chunked and numba Adam), else they use 2+ cores
+    # GPUNN_NUM_THREADS: gpunn's own CPU threads (every split op), else the BLAS count set here
     env.update({"OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
                 "GPUNN_NUM_THREADS": str(threads),
                 "GPUNN_BENCH_THREADS": str(threads), "GPUNN_BENCH_QUICK": "1" if quick else "0"})

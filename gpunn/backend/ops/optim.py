@@ -26,37 +26,16 @@ host computes bc1/bc2 in float64 and a kernel may take the derived constants in 
 """
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from gpunn.backend import cpu_threads
+
 #: elements per chunk on the CPU: the ~5 float32 arrays a chunk touches (256 KiB each) stay in a
 #: 2 MiB L2 across the dozen elementwise passes, instead of streaming DRAM a dozen times.
 CPU_CHUNK = 65536
-
-_pool_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
-
-def _cpu_threads() -> int:
-    """Worker threads for big CPU updates: NumPy ufuncs release the GIL, and each core has its own L2."""
-    env = os.environ.get("GPUNN_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(os.cpu_count() or 1, 4))
-
-
-def _get_pool(threads: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers != threads:  # noqa: SLF001 - resize on a changed setting
-            if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gpunn-optim")
-        return _pool
 
 
 def _check_flat(where: str, ref: Any, **arrays: Any) -> None:
@@ -114,21 +93,17 @@ class OptimOps:
             x, y = self._optim_scratch(param.dtype, n, 2)
             _adam_range(self.xp, param, grad, m, v, max_v, x, y, 0, n, n, consts)
             return
-        threads = _cpu_threads() if n >= 4 * CPU_CHUNK else 1
-        if threads == 1:
-            x, y = self._optim_scratch(param.dtype, min(n, CPU_CHUNK), 2)
-            _adam_range(self.xp, param, grad, m, v, max_v, x, y, 0, n, CPU_CHUNK, consts)
-            return
-        # Contiguous, chunk-aligned slices, one per worker, each with its own scratch.
-        scratch = self._optim_scratch(param.dtype, CPU_CHUNK, 2 * threads)
-        nchunks = -(-n // CPU_CHUNK)
-        bounds = [min(n, (nchunks * i // threads) * CPU_CHUNK) for i in range(threads)] + [n]
-        pool = _get_pool(threads)
-        futures = [pool.submit(_adam_range, np, param, grad, m, v, max_v, scratch[2 * i], scratch[2 * i + 1],
-                               bounds[i], bounds[i + 1], CPU_CHUNK, consts)
-                   for i in range(threads) if bounds[i + 1] > bounds[i]]
-        for f in futures:
-            f.result()
+        # Contiguous, chunk-aligned slices over gpunn's CPU threads (below 4 chunks: one slice),
+        # each with its own scratch.
+        threads = cpu_threads.get_num_threads() if n >= 4 * CPU_CHUNK else 1
+        ranges = cpu_threads.split(n, threads, align=CPU_CHUNK)
+        scratch = self._optim_scratch(param.dtype, min(n, CPU_CHUNK), 2 * len(ranges))
+        slot = {lo: i for i, (lo, _) in enumerate(ranges)}
+
+        def part(lo: int, hi: int) -> None:
+            i = slot[lo]
+            _adam_range(np, param, grad, m, v, max_v, scratch[2 * i], scratch[2 * i + 1], lo, hi, CPU_CHUNK, consts)
+        cpu_threads.run(part, ranges)
 
 
 def update_moments(xp: Any, m: Any, v: Any, g: Any, beta1: float, beta2: float, scratch: Any) -> None:
