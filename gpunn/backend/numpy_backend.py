@@ -29,6 +29,8 @@ import numpy as np
 from gpunn.backend import cpu_jit, cpu_jit_ops, cpu_threads
 from gpunn.backend.base import Backend
 from gpunn.backend.numpy_conv import FrameConvOps
+from gpunn.backend.ops.activation import check_relu_grad
+from gpunn.backend.ops.dense import check_matmul
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
 
 Pair = tuple[int, int]
@@ -90,8 +92,9 @@ class NumpyBackend(FrameConvOps, Backend):
     # -- dense and activations ----------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Any:
         """2-D float products split by rows over gpunn's CPU threads (BLAS held to one thread)."""
+        check_matmul(a, b)
         if not (self.fast_paths and isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
-                and b.ndim == 2 and a.shape[1] == b.shape[0] and a.dtype.kind == "f" and b.dtype.kind == "f"):
+                and b.ndim == 2 and a.dtype.kind == "f" and b.dtype.kind == "f"):
             return super().matmul(a, b)
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
 
@@ -111,6 +114,7 @@ class NumpyBackend(FrameConvOps, Backend):
         return y
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
+        check_relu_grad(dy, y)
         yf = _flat(y) if self.fast_paths else None
         dyf = _flat(dy) if yf is not None and getattr(dy, "strides", None) == y.strides else None
         if dyf is None or dy.dtype != y.dtype:

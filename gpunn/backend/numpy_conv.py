@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend import cpu_jit, cpu_jit_ops, cpu_threads
+from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
 from gpunn.backend.ops.geometry import conv_output_size
 
 Pair = tuple[int, int]
@@ -222,6 +223,9 @@ class FrameConvOps:
         oh, ow = hp - (kh - 1) * dh, wp - (kw - 1) * dw
         frame_len = hp * wp
         dtype = cache.xbuf.dtype
+        check_conv_grad(dy, x_shape, weight, (1, 1), cache.padding, cache.dilation)
+        if relu_y is not None:
+            check_relu_y(dy, relu_y)
         xflat = cache.xbuf.reshape(c, n * frame_len)
         offsets = [i * dh * wp + j * dw for i in range(kh) for j in range(kw)]
         lead = offsets[-1]

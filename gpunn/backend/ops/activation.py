@@ -8,11 +8,24 @@ from __future__ import annotations
 from typing import Any
 
 
+def check_relu_grad(dy: Any, y: Any) -> None:
+    """dy must have y's shape and dtype (no broadcasting: a mismatch is a caller's bug)."""
+    if getattr(dy, "shape", None) != getattr(y, "shape", None):
+        raise ValueError(f"relu_backward: argument 'dy' must have the shape of 'y' {getattr(y, 'shape', None)}, "
+                         f"got {getattr(dy, 'shape', None)}")
+    if dy.dtype != y.dtype:
+        raise TypeError(f"relu_backward: argument 'dy' must have the dtype of 'y' ({y.dtype}), got {dy.dtype}")
+
+
 class ActivationOps:
     xp: Any
 
     def relu_forward(self, x: Any) -> Any:
+        if getattr(getattr(x, "dtype", None), "kind", None) != "f":
+            raise TypeError(f"relu_forward: argument 'x' must be a floating-point array, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
         return self.xp.maximum(x, x.dtype.type(0))
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
+        check_relu_grad(dy, y)
         return dy * (y > 0)

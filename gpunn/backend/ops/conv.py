@@ -13,6 +13,26 @@ from gpunn.backend.ops.geometry import conv_output_size, window_slice
 Pair = tuple[int, int]
 
 
+def check_conv_grad(dy: Any, x_shape: tuple[int, int, int, int], weight: Any, stride: Pair, padding: Pair,
+                    dilation: Pair) -> None:
+    """conv2d_backward's dy must have the forward output's shape."""
+    n, _, h, w = x_shape
+    f, _, kh, kw = weight.shape
+    want = (n, f, conv_output_size(h, kh, stride[0], padding[0], dilation[0]),
+            conv_output_size(w, kw, stride[1], padding[1], dilation[1]))
+    if tuple(getattr(dy, "shape", ())) != want:
+        raise ValueError(f"conv2d_backward: argument 'dy' must have the forward output's shape {want}, "
+                         f"got {getattr(dy, 'shape', None)}")
+
+
+def check_relu_y(dy: Any, relu_y: Any) -> None:
+    """conv2d_backward's relu_y must be the forward's output: dy's shape and dtype."""
+    if getattr(relu_y, "shape", None) != getattr(dy, "shape", None) or relu_y.dtype != dy.dtype:
+        raise ValueError(f"conv2d_backward: argument 'relu_y' must be the forward's output, with the shape and "
+                         f"dtype of 'dy' {tuple(dy.shape)} {dy.dtype}, got {getattr(relu_y, 'shape', None)} "
+                         f"{getattr(relu_y, 'dtype', None)}")
+
+
 class ConvOps:
     xp: Any
 
@@ -75,7 +95,9 @@ class ConvOps:
         """Returns (dx, dweight, dbias); dx is None when need_dx is False (a first layer). With
         relu_y (the output of conv2d_forward(..., relu=True)) dy is first masked by relu_y > 0."""
         xp = self.xp
+        check_conv_grad(dy, x_shape, weight, stride, padding, dilation)
         if relu_y is not None:
+            check_relu_y(dy, relu_y)
             dy = self.relu_backward(dy, relu_y)
         n, f = dy.shape[:2]
         _, c, kh, kw = weight.shape

@@ -81,6 +81,9 @@ class NormOps:
     def batchnorm_relu_backward(self, dy: Any, y: Any, x: Any, gamma: Any, mean: Any,
                                 invstd: Any) -> tuple[Any, Any, Any]:
         """The backward of batchnorm_relu_forward_train, y its output: dy is masked by y > 0."""
+        if getattr(y, "shape", None) != getattr(x, "shape", None):
+            raise ValueError(f"batchnorm_relu_backward: argument 'y' must have the shape of 'x' "
+                             f"{getattr(x, 'shape', None)}, got {getattr(y, 'shape', None)}")
         return self.batchnorm_backward(self.relu_backward(dy, y), x, gamma, mean, invstd)
 
     def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
