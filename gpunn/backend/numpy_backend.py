@@ -48,6 +48,11 @@ def _flat(a: Any) -> np.ndarray | None:
     return t.reshape(-1) if t.flags.c_contiguous else None
 
 
+# matmul splits over threads from this many multiply-adds per MIN_WORK (cpu_threads): below it one
+# thread (in a training step the pool hand-off costs more than small GEMMs gain)
+_MATMUL_WORK_DIV = 256
+
+
 class NumpyBackend(FrameConvOps, Backend):
     name = "numpy"
     device = "cpu"
@@ -100,7 +105,7 @@ class NumpyBackend(FrameConvOps, Backend):
 
         def rows(lo: int, hi: int) -> None:
             np.matmul(a[lo:hi], b, out=out[lo:hi])
-        cpu_threads.parallel_for(rows, a.shape[0], work=a.size * b.shape[1] // 256)
+        cpu_threads.parallel_for(rows, a.shape[0], work=a.size * b.shape[1] // _MATMUL_WORK_DIV)
         return out
 
     def relu_forward(self, x: Any) -> Any:
