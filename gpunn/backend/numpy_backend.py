@@ -48,8 +48,9 @@ def _flat(a: Any) -> np.ndarray | None:
     return t.reshape(-1) if t.flags.c_contiguous else None
 
 
-# matmul splits over threads from this many multiply-adds per MIN_WORK (cpu_threads): below it one
-# thread (in a training step the pool hand-off costs more than small GEMMs gain)
+# matmul counts 1/_MATMUL_WORK_DIV of its multiply-adds as work, so it splits over threads only
+# above about 256 * cpu_threads.MIN_WORK (33M) of them: a LeNet-5 dense layer's GEMMs stay on one
+# thread, where a pool hand-off costs more than it saves (measured 16 and 4: no gain or slower)
 _MATMUL_WORK_DIV = 256
 
 
