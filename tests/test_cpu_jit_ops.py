@@ -290,3 +290,19 @@ def test_sequential_fuses_batchnorm_relu_and_gradchecks():
         h = layer.forward(h, training=True)
     np.testing.assert_allclose(fused, h, **TOL)
     assert gradcheck(model, x)  # training mode: batch statistics, ReLU mask inside BatchNorm.backward
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel_major"])
+def test_relu_runs_the_numba_kernels_in_either_layout(numba, monkeypatch, layout):
+    calls = []
+    for name in ("relu_forward", "relu_backward"):
+        real = getattr(cpu_jit_ops, name)
+        monkeypatch.setattr(cpu_jit_ops, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    x = _layout(_rand((3, 4, 5, 5), 0), layout)
+    y = FAST.relu_forward(x)
+    dy = _layout(_rand(x.shape, 1), layout)
+    dx = FAST.relu_backward(dy, y)
+    assert calls == ["relu_forward", "relu_backward"]
+    assert y.strides == x.strides and dx.strides == dy.strides  # the layout is kept
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(dx, dy * (x > 0))

@@ -362,19 +362,7 @@ def _kernel(name: str) -> Any:
     with _lock:
         k = _kernels.get(name)
         if k is None:
-            import numba  # noqa: PLC0415 - optional, imported on first use
-
-            body = _BODIES[name]
-            fn = type(body)(body.__code__, body.__globals__, f"jit_{name}")
-            fn.__qualname__ = f"jit_{name}"
-            # error_model="numpy": IEEE division without Python's zero-divisor checks, which keep
-            # loops from vectorizing
-            opts = dict(nogil=True, fastmath=_FASTMATH.get(name, False), error_model="numpy")
-            try:
-                k = numba.njit(cache=True, **opts)(fn)
-            except RuntimeError:  # no writable cache location: compile per process
-                k = numba.njit(cache=False, **opts)(fn)
-            _kernels[name] = k
+            k = _kernels[name] = cpu_jit.compile_kernel(_BODIES[name], fastmath=_FASTMATH.get(name, False))
     return k
 
 

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: elements an op must touch per thread before it is split: below this, starting a thread costs
-#: more than it saves (a pool hand-off is ~20 us; a pass over 64K floats ~10-20 us)
+#: elements an op must touch per thread before it is split: below this, the hand-off to a worker
+#: (55-90 us here, mostly the wake-up) costs more than it saves
 MIN_WORK = 1 << 17
 
 _lock = threading.Lock()

@@ -110,26 +110,26 @@ class NumpyBackend(FrameConvOps, Backend):
         return out
 
     def relu_forward(self, x: Any) -> Any:
-        xf = _flat(x) if self.fast_paths else None
-        if xf is None:
-            return super().relu_forward(x)
-        y = np.empty_like(x)  # the same memory order as x, so the flat views line up
-        yf = _flat(y)
-        if y.strides != x.strides or yf is None or not cpu_jit_ops.relu_forward(xf, yf):
-            return super().relu_forward(x)
-        return y
+        y = self._flat_op(cpu_jit_ops.relu_forward, x)
+        return super().relu_forward(x) if y is None else y
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
         check_relu_grad(dy, y)
-        yf = _flat(y) if self.fast_paths else None
-        dyf = _flat(dy) if yf is not None and getattr(dy, "strides", None) == y.strides else None
-        if dyf is None or dy.dtype != y.dtype:
-            return super().relu_backward(dy, y)
-        dx = np.empty_like(dy)
-        dxf = _flat(dx)
-        if dx.strides != dy.strides or dxf is None or not cpu_jit_ops.relu_backward(dyf, yf, dxf):
-            return super().relu_backward(dy, y)
-        return dx
+        dx = self._flat_op(cpu_jit_ops.relu_backward, dy, y)
+        return super().relu_backward(dy, y) if dx is None else dx
+
+    def _flat_op(self, kernel: Any, *arrays: Any) -> np.ndarray | None:
+        """kernel(*flat inputs, flat output) over every element, the output a new array in the
+        inputs' memory order (all must share it); None, for the generic op, when that does not apply."""
+        flats = [_flat(a) for a in arrays] if self.fast_paths else [None]
+        if any(f is None for f in flats) or any(a.strides != arrays[0].strides or a.dtype != arrays[0].dtype
+                                                for a in arrays):
+            return None
+        out = np.empty_like(arrays[0])  # keeps the memory order, so the flat views line up
+        out_flat = _flat(out)
+        if out.strides != arrays[0].strides or out_flat is None or not kernel(*flats, out_flat):
+            return None
+        return out
 
     # -- pooling ------------------------------------------------------------------------------
     def _tiled_pool(self, kh: int, kw: int, stride: Pair, padding: Pair) -> bool:

@@ -140,11 +140,7 @@ class FrameConvOps:
     def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
                        dilation: Pair, relu: bool = False) -> tuple[Any, Any]:
         if not self._frame_ok(x, weight, stride):
-            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, relu)
-        return self._conv_forward(x, weight, bias, padding, dilation, relu)
-
-    def _conv_forward(self, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, padding: Pair,
-                      dilation: Pair, relu: bool) -> tuple[np.ndarray, _FrameCache]:
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, relu)  # type: ignore[misc]
         n, c, h, w = x.shape
         f, _, kh, kw = weight.shape
         (ph, pw), (dh, dw) = padding, dilation
@@ -210,11 +206,7 @@ class FrameConvOps:
                         need_dx: bool = True, relu_y: Any | None = None) -> tuple[Any | None, Any, Any]:
         if not isinstance(cols, _FrameCache):
             return super().conv2d_backward(dy, x_shape, weight, cols, stride, padding, dilation, need_dx, relu_y)
-        return self._conv_backward(dy, x_shape, weight, cols, need_dx, relu_y)
-
-    def _conv_backward(self, dy: np.ndarray, x_shape: tuple[int, int, int, int], weight: np.ndarray,
-                       cache: _FrameCache, need_dx: bool, relu_y: np.ndarray | None) -> tuple[Any | None, Any, Any]:
-        """The fast backward; dy is the conv's output gradient (masked by relu_y > 0 when given)."""
+        cache = cols
         n, c, h, w = x_shape
         f, _, kh, kw = weight.shape
         hp, wp = cache.frame

@@ -89,6 +89,15 @@ class Layer:
     def backward(self, dy: Any) -> Any:
         raise NotImplementedError
 
+    def fuses_with(self, nxt: Layer) -> bool:
+        """Whether Sequential may run this layer and the next one, `nxt`, as one through
+        forward_fused (whose backward() then includes nxt's). No layer fuses unless it says so."""
+        return False
+
+    def forward_fused(self, x: Any, nxt: Layer, training: bool = False) -> Any:
+        """nxt.forward(self.forward(x)) in fewer passes; only called when fuses_with(nxt)."""
+        raise NotImplementedError
+
     def __call__(self, x: Any, training: bool = False) -> Any:
         return self.forward(x, training=training)
 

@@ -58,8 +58,7 @@ class Sequential(TrainingMixin, Layer):
         layers, i = self.layers, 0
         while i < len(layers):
             layer = layers[i]
-            fuses = getattr(layer, "fuses_with", None)
-            if i + 1 < len(layers) and layer.built and fuses is not None and fuses(layers[i + 1]):
+            if i + 1 < len(layers) and layer.built and layer.fuses_with(layers[i + 1]):
                 x = layer.forward_fused(x, layers[i + 1], training=training)
                 self._absorbed.add(i + 1)
                 i += 2

@@ -89,16 +89,11 @@ class BatchNorm(Layer):
         return type(nxt) is ReLU
 
     def forward_fused(self, x: Any, nxt: Layer, training: bool = False) -> Any:
-        """nxt.forward(self.forward(x)) for the ReLU `nxt`, in one pass (forward_relu)."""
-        y = self.forward_relu(x, training)
+        """max(forward(x), 0) for the ReLU `nxt`, with the ReLU in the backend's normalize pass
+        when the batch statistics are used; backward() then applies the ReLU's mask as well."""
+        y = self._forward(x, training, relu=True)
         nxt._saved = y  # type: ignore[attr-defined] - what its own forward would have kept
         return y
-
-    def forward_relu(self, x: Any, training: bool = False) -> Any:
-        """max(forward(x), 0), with the ReLU fused into the backend's normalize pass when the
-        batch statistics are used; backward() then applies the ReLU's mask as well. Sequential
-        calls this for a BatchNorm followed by a ReLU layer."""
-        return self._forward(x, training, relu=True)
 
     def _forward(self, x: Any, training: bool, relu: bool) -> Any:
         x = self._prepare(x)
