@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import DEVICE_OF, backend_roofline, tag  # bench/ is on sys.path under pytest
 from gpunn.backend import cuda_status
 from gpunn.backend.base import Backend
 from gpunn.backend.ops.geometry import conv_output_size
@@ -67,7 +68,7 @@ def bench_backend(request: Any) -> tuple[Backend, str]:
     return _make(name, use_kernels), SCALE[name]
 
 
-def _measure(benchmark: Any, backend: Backend, fn: Callable[[], Any], nbytes: int) -> None:
+def _measure(benchmark: Any, backend: Backend, fn: Callable[[], Any], nbytes: int, op: str, scale: str) -> None:
     def run() -> Any:
         out = fn()
         backend.synchronize()
@@ -80,6 +81,10 @@ def _measure(benchmark: Any, backend: Backend, fn: Callable[[], Any], nbytes: in
         benchmark.extra_info["bytes"] = nbytes
         benchmark.extra_info["GB/s"] = round(nbytes / mean / 1e9, 2)
         print(f"\n{benchmark.name}: {benchmark.extra_info['GB/s']} GB/s effective ({nbytes} bytes in {mean * 1e6:.1f} us)")
+        # the report pairs the kernel with the generic path of the same backend, at the same scale
+        generic = getattr(backend, "use_kernels", None) == frozenset()
+        tag(benchmark, f"kernel_{op}/{scale}", "gpunn-generic" if generic else "gpunn", DEVICE_OF[backend.name],
+            nbytes=nbytes, roof=backend_roofline(backend))
 
 
 def _data(backend: Backend, shape: tuple[int, ...], seed: int = 0, dtype: Any = np.float32) -> Any:
@@ -90,7 +95,7 @@ def test_copy_bandwidth(benchmark: Any, bench_backend: tuple[Backend, str]) -> N
     be, scale = bench_backend
     n = SHAPES[scale][1] * 4
     src, dst = _data(be, (n,)), be.xp.empty(n, np.float32)
-    _measure(benchmark, be, lambda: be.xp.copyto(dst, src), 2 * src.nbytes)
+    _measure(benchmark, be, lambda: be.xp.copyto(dst, src), 2 * src.nbytes, "copy", scale)
 
 
 def test_im2col(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
@@ -98,7 +103,8 @@ def test_im2col(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
     x = _data(be, SHAPES[scale][0])
     n, c, h, w = x.shape
     cols_bytes = n * c * 9 * h * w * 4
-    _measure(benchmark, be, lambda: be.im2col(x, 3, 3, (1, 1), (1, 1), (1, 1)), x.nbytes + cols_bytes)
+    _measure(benchmark, be, lambda: be.im2col(x, 3, 3, (1, 1), (1, 1), (1, 1)), x.nbytes + cols_bytes,
+             "im2col", scale)
 
 
 def test_col2im(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
@@ -107,7 +113,7 @@ def test_col2im(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
     n, c, h, w = shape
     cols = _data(be, (n, c * 9, h * w))
     _measure(benchmark, be, lambda: be.col2im(cols, shape, 3, 3, (1, 1), (1, 1), (1, 1)),
-             cols.nbytes + 4 * n * c * h * w)
+             cols.nbytes + 4 * n * c * h * w, "col2im", scale)
 
 
 def test_maxpool_forward_backward(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
@@ -123,7 +129,7 @@ def test_maxpool_forward_backward(benchmark: Any, bench_backend: tuple[Backend, 
 
     out = n * c * oh * ow
     # forward: x in, y + argmax out; backward: dy + argmax in, dx out
-    _measure(benchmark, be, step, x.nbytes + 8 * out + 8 * out + x.nbytes)
+    _measure(benchmark, be, step, x.nbytes + 8 * out + 8 * out + x.nbytes, "maxpool_fwd_bwd", scale)
 
 
 def test_batchnorm_forward_backward(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
@@ -139,7 +145,7 @@ def test_batchnorm_forward_backward(benchmark: Any, bench_backend: tuple[Backend
         return be.batchnorm_backward(dy, x, gamma, mean, invstd)
 
     # forward: x in, y out; backward: x and dy in, dx out
-    _measure(benchmark, be, step, 5 * x.nbytes)
+    _measure(benchmark, be, step, 5 * x.nbytes, "batchnorm_fwd_bwd", scale)
 
 
 def test_adam_step(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
@@ -153,4 +159,4 @@ def test_adam_step(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
         state["step"] += 1
         be.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, state["step"], True)
 
-    _measure(benchmark, be, step, 28 * n)
+    _measure(benchmark, be, step, 28 * n, "adam", scale)

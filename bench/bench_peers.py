@@ -24,6 +24,9 @@ from bench_ops import CONVS, NORMS, POOLS  # noqa: E402 - after the importorskip
 THREADS = int(os.environ.get("GPUNN_BENCH_THREADS") or os.cpu_count() or 1)
 QUICK = os.environ.get("GPUNN_BENCH_QUICK", "") not in ("", "0")
 torch.set_num_threads(THREADS)
+# gpunn computes in true float32; so must the peer (cuDNN convolutions default to TF32 on Ampere+)
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _devices() -> list:

@@ -122,14 +122,19 @@ def measure_roofline(xp: Any, sync: Callable[[], None], gemm_n: int, copy_bytes:
 _rooflines: dict[str, dict[str, float]] = {}
 
 
-@pytest.fixture
-def roofline(bench_backend) -> dict[str, float]:
-    name = bench_backend.name
+def backend_roofline(be: Any) -> dict[str, float]:
+    """The roofline of a gpunn backend, measured once per process (GPU sizes for cupy)."""
+    name = be.name
     if name not in _rooflines:
         big = name == "cupy"
-        _rooflines[name] = measure_roofline(bench_backend.xp, bench_backend.synchronize,
-                                            gemm_n=8192 if big else 1024, copy_bytes=(1 << 30) if big else (64 << 20))
+        _rooflines[name] = measure_roofline(be.xp, be.synchronize, gemm_n=8192 if big else 1024,
+                                            copy_bytes=(1 << 30) if big else (64 << 20))
     return _rooflines[name]
+
+
+@pytest.fixture
+def roofline(bench_backend) -> dict[str, float]:
+    return backend_roofline(bench_backend)
 
 
 # -- tagging results ----------------------------------------------------------------------------

@@ -47,6 +47,14 @@ def test_rows_pair_implementations_and_take_the_median_over_rounds():
     assert "gpunn/torch cpu" not in rows["conv2d_fwd/x"]["ratios"]  # no peer measured: no ratio
 
 
+def test_kernel_rows_pair_the_custom_kernel_with_the_generic_path():
+    run = {"benchmarks": [_entry("test_adam_step[cupy-kernels]", 0.002, "kernel_adam/large", "gpunn", "cuda"),
+                          _entry("test_adam_step[cupy-generic]", 0.010, "kernel_adam/large", "gpunn-generic",
+                                 "cuda")]}
+    row = bench.ratio_rows(bench.collect([(0, run)]))[0]
+    assert row["ratios"] == {"kernel/generic cuda": pytest.approx(5.0)}
+
+
 def test_describe_untagged_entries():
     assert bench.describe(_entry("test_k[cupy-kernels]", 1.0, param="cupy-kernels")) == \
         ("test_k[cupy-kernels]", "gpunn", "cuda")

@@ -160,7 +160,8 @@ def summarize(samples: list[float]) -> dict[str, float]:
 
 def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dict[str, Any]]:
     """One row per key: each (impl, device)'s summary, and throughput ratios where both sides exist:
-    gpu_over_cpu = gpunn cpu time / gpunn cuda time; vs_peer_<dev> = torch time / gpunn time."""
+    gpu_over_cpu = gpunn cpu time / gpunn cuda time; vs_peer_<dev> = torch time / gpunn time;
+    kernel/generic <dev> = the generic (use_kernels=False) time / the custom kernel's time."""
     rows = []
     for key in sorted(table):
         cells = {col: summarize(v) for col, v in table[key].items()}
@@ -171,6 +172,8 @@ def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dic
         for dev in ("cpu", "cuda"):
             if ("gpunn", dev) in med and ("torch", dev) in med:
                 row["ratios"][f"gpunn/torch {dev}"] = med[("torch", dev)] / med[("gpunn", dev)]
+            if ("gpunn", dev) in med and ("gpunn-generic", dev) in med:  # custom kernel vs generic xp path
+                row["ratios"][f"kernel/generic {dev}"] = med[("gpunn-generic", dev)] / med[("gpunn", dev)]
         rows.append(row)
     return rows
 

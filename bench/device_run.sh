@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One prepared run on a machine with an NVIDIA GPU: versions, the gpu-marked tests, then the
+# benchmark suites (gpunn on CuPy and NumPy, torch on CUDA and the CPU) with their report.
+#   OUT=/some/dir bash bench/device_run.sh        # logs and bench results land in $OUT
+# Each stage has its own time limit (TEST_S, BENCH_S seconds), so a hang in one still leaves the
+# others' output. Uses the interpreter's own packages (PY, default python3); installs nothing.
+set -u
+OUT=${OUT:-/tmp/gpunn-device}
+PY=${PY:-python3}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+  nvidia-smi -L
+  "$PY" -c "import sys, numpy, cupy, torch; print(sys.version); print('numpy', numpy.__version__, 'cupy',
+cupy.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda)"
+  "$PY" -m gpunn info
+} 2>&1 | tee "$OUT/info.log"
+
+echo "== gpu tests (limit ${TEST_S:-150} s)"
+timeout "${TEST_S:-150}" "$PY" -m pytest -q -m gpu -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
+  --durations=10 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 60
+
+echo "== benchmarks (limit ${BENCH_S:-330} s)"
+timeout "${BENCH_S:-330}" "$PY" -m gpunn bench --rounds "${BENCH_ROUNDS:-1}" --timeout "${SUITE_S:-200}" \
+  --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -n 80
