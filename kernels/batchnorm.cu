@@ -1,28 +1,35 @@
-// Batch normalization over (N, C, S), S = the product of the spatial sizes (1 for (N, C) input): fused training
-// forward, inference forward, fused backward.
+// Batch normalization over (N, C, S), S = the product of the spatial sizes (1 for (N, C) input): training
+// forward (statistics, then apply), inference forward, backward (sums, then apply).
 //
 // Algorithm
-//   train forward: one block per channel (grid-stride over channels). Two passes with a
-//     shared-memory tree reduction: sum(x) -> mean, then sum((x - mean)^2) -> biased var, with
-//     accumulation in T (float for float32: the two-pass form keeps it accurate). Thread 0 writes
-//     save_mean, save_invstd = 1 / sqrt(var + eps), and, when update_running != 0, updates the
-//     running statistics in place: running = (1 - momentum) * running + momentum * batch, with the
-//     unbiased m / (m - 1) variance (m = N*S). A third pass writes y = (x - mean) * (gamma * invstd) + beta.
+//   Each channel's m = N*S elements are cut into P parts of ceil(m / P) elements; the launcher
+//   picks P so that C*P blocks fill the GPU (one block per channel leaves most SMs idle when C is
+//   small, the common case). A (P, C) grid covers the parts, grid-striding both ways.
+//   train forward, three launches:
+//     bn_part_stats: per (channel, part), the part's mean and centered M2 = sum((x - part_mean)^2):
+//       two passes over the part (the second mostly from L2), block tree reductions in T.
+//     bn_finalize_stats: one thread per channel merges its parts in order with Chan's formula
+//       (mean = sum(n_p mean_p) / m, M2 = sum(M2_p + n_p (mean_p - mean)^2)), in double. It writes
+//       save_mean, save_invstd = 1 / sqrt(M2 / m + eps) and, when update_running != 0,
+//       running = (1 - momentum) * running + momentum * batch with the unbiased m / (m - 1) variance.
+//     bn_apply: one thread per element, grid-stride: y = (x - mean) * (gamma * invstd) + beta.
 //   infer forward: one thread per element, grid-stride: y = x * scale + shift with
 //     scale = gamma / sqrt(rvar + eps), shift = beta - rmean * scale (the reference's form).
-//   backward: one block per channel. One pass reduces sum(dy) and sum(dy * xhat) together
-//     (xhat = (x - mean) * invstd); dbeta = sum(dy), dgamma = sum(dy * xhat); a second pass
-//     writes dx = gamma * invstd * (dy - (sum(dy) + xhat * sum(dy * xhat)) / m).
-//   The reduction order is fixed (thread-strided partial sums, then a fixed tree), so the result is
-//   deterministic run to run.
+//   backward, three launches: bn_part_grad_sums (per part: sum(dy) and sum(dy * xhat), with
+//     xhat = (x - mean) * invstd), bn_finalize_grad (per channel, parts summed in order in double:
+//     dbeta = sum(dy), dgamma = sum(dy * xhat)), bn_bwd_apply (per element:
+//     dx = gamma * invstd * (dy - (dbeta + xhat * dgamma) / m)).
+//   Every reduction has a fixed order (thread-strided partials, a fixed tree, parts in order), so
+//   results are deterministic run to run.
 // Launch shape
-//   train forward and backward: block BN_BLOCK = 256 threads exactly (the shared buffers are
-//     sized for it), grid = min(C, 65535). Infer: block 256, grid = min(ceil(total/256), 65535).
-//   Scalars: N, C, S, update_running are `int` (np.int32); momentum, eps are T (np.float32 for
-//   the _f32 kernels, np.float64 for _f64).
+//   part kernels: block BN_BLOCK = 256 threads exactly (the shared buffers are sized for it), grid
+//   (min(P, 65535), min(C, 65535)). Per-channel and per-element kernels: block 256, 1-D grid
+//   min(ceil(items / 256), 65535). Scalars: N, C, S, P, update_running are `int` (np.int32);
+//   momentum, eps are T (np.float32 for the _f32 kernels, np.float64 for _f64).
 // Bytes moved per element (float32)
-//   train forward: 12 (x read twice for the statistics, once more for y, 4 written).
-//   infer: 8. backward: 20 (x and dy read twice, dx written).
+//   train forward: 12 from DRAM (x read for the statistics and again for y, y written), plus the
+//   statistics' second read of each part, mostly from L2. infer: 8.
+//   backward: 20 (x and dy read for the sums and again for dx, dx written).
 // NumPy reference
 //   gpunn/backend/ops/norm.py NormOps.batchnorm_forward_train / batchnorm_forward_infer /
 //   batchnorm_backward (match within ~1e-5 relative in float32; sums are ordered differently).
@@ -47,45 +54,93 @@ __device__ __forceinline__ T bn_block_sum(T v, T* buf) {
     return total;
 }
 
+// Offset of element k (0 <= k < m) of channel c in (N, C, S) layout.
+__device__ __forceinline__ long long bn_offset(long long k, int c, int C, int S) {
+    const long long n = k / S;
+    return (n * C + c) * S + (k - n * S);
+}
+
+// Part p of P of a channel's m elements: [lo, hi), empty for trailing parts when P does not divide m evenly.
+__device__ __forceinline__ void bn_part_range(long long m, int P, int p, long long* lo, long long* hi) {
+    const long long chunk = (m + P - 1) / P;
+    *lo = (long long)p * chunk < m ? (long long)p * chunk : m;
+    *hi = *lo + chunk < m ? *lo + chunk : m;
+}
+
+// Channel of flat element k.
+__device__ __forceinline__ int bn_channel(long long k, int C, int S) { return (int)((k / S) % C); }
+
 template <typename T>
-__device__ __forceinline__ void bn_fwd_train_impl(const T* __restrict__ x, const T* __restrict__ gamma,
-                                                  const T* __restrict__ beta, T* __restrict__ y,
-                                                  T* __restrict__ save_mean, T* __restrict__ save_invstd,
-                                                  T* __restrict__ running_mean, T* __restrict__ running_var,
-                                                  int N, int C, int S, T momentum, T eps, int update_running,
-                                                  T* buf) {
+__device__ __forceinline__ void bn_part_stats_impl(const T* __restrict__ x, T* __restrict__ part_mean,
+                                                   T* __restrict__ part_m2, int N, int C, int S, int P, T* buf) {
     const long long m = (long long)N * S;
-    for (int c = blockIdx.x; c < C; c += gridDim.x) {
-        T part = T(0);
-        for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
-            const long long n = k / S;
-            part += x[(n * C + c) * S + (k - n * S)];
-        }
-        const T mean = bn_block_sum<T>(part, buf) / T(m);
-        part = T(0);
-        for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
-            const long long n = k / S;
-            const T d = x[(n * C + c) * S + (k - n * S)] - mean;
-            part += d * d;
-        }
-        const T var = bn_block_sum<T>(part, buf) / T(m);
-        const T invstd = T(1) / bn_sqrt<T>(var + eps);
-        if (threadIdx.x == 0) {
-            save_mean[c] = mean;
-            save_invstd[c] = invstd;
-            if (update_running) {
-                const T unbiased = m > 1 ? var * (T(m) / T(m - 1)) : var;
-                running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * mean;
-                running_var[c] = (T(1) - momentum) * running_var[c] + momentum * unbiased;
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        for (int p = blockIdx.x; p < P; p += gridDim.x) {
+            long long lo, hi;
+            bn_part_range(m, P, p, &lo, &hi);
+            T part = T(0);
+            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) part += x[bn_offset(k, c, C, S)];
+            // every thread reaches both block sums: lo and hi are the same across the block
+            const T total = bn_block_sum<T>(part, buf);
+            const T mean = hi > lo ? total / T(hi - lo) : T(0);
+            part = T(0);
+            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) {
+                const T d = x[bn_offset(k, c, C, S)] - mean;
+                part += d * d;
+            }
+            const T m2 = bn_block_sum<T>(part, buf);
+            if (threadIdx.x == 0) {
+                part_mean[(long long)c * P + p] = mean;
+                part_m2[(long long)c * P + p] = m2;
             }
         }
-        const T scale = gamma[c] * invstd;
-        const T b = beta[c];
-        for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
-            const long long n = k / S;
-            const long long o = (n * C + c) * S + (k - n * S);
-            y[o] = (x[o] - mean) * scale + b;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void bn_finalize_stats_impl(const T* __restrict__ part_mean, const T* __restrict__ part_m2,
+                                                       T* __restrict__ save_mean, T* __restrict__ save_invstd,
+                                                       T* __restrict__ running_mean, T* __restrict__ running_var,
+                                                       int N, int C, int S, int P, T momentum, T eps,
+                                                       int update_running) {
+    const long long m = (long long)N * S;
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += blockDim.x * gridDim.x) {
+        const T* pm = part_mean + (long long)c * P;
+        const T* pq = part_m2 + (long long)c * P;
+        double mean = 0.0;
+        for (int p = 0; p < P; ++p) {
+            long long lo, hi;
+            bn_part_range(m, P, p, &lo, &hi);
+            mean += (double)(hi - lo) * (double)pm[p];
         }
+        mean /= (double)m;
+        double m2 = 0.0;
+        for (int p = 0; p < P; ++p) {
+            long long lo, hi;
+            bn_part_range(m, P, p, &lo, &hi);
+            const double d = (double)pm[p] - mean;
+            m2 += (double)pq[p] + (double)(hi - lo) * d * d;
+        }
+        const double var = m2 / (double)m;
+        save_mean[c] = T(mean);
+        save_invstd[c] = T(1) / bn_sqrt<T>(T(var) + eps);
+        if (update_running) {
+            const T unbiased = T(m > 1 ? var * ((double)m / (double)(m - 1)) : var);
+            running_mean[c] = (T(1) - momentum) * running_mean[c] + momentum * T(mean);
+            running_var[c] = (T(1) - momentum) * running_var[c] + momentum * unbiased;
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void bn_apply_impl(const T* __restrict__ x, const T* __restrict__ gamma,
+                                              const T* __restrict__ beta, const T* __restrict__ mean,
+                                              const T* __restrict__ invstd, T* __restrict__ y, int N, int C, int S) {
+    const long long total = (long long)N * C * S;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int c = bn_channel(k, C, S);
+        y[k] = (x[k] - mean[c]) * (gamma[c] * invstd[c]) + beta[c];
     }
 }
 
@@ -97,7 +152,7 @@ __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const
     const long long total = (long long)N * C * S;
     const long long step = (long long)blockDim.x * gridDim.x;
     for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int c = (int)((k / S) % C);
+        const int c = bn_channel(k, C, S);
         const T scale = gamma[c] * (T(1) / bn_sqrt<T>(running_var[c] + eps));
         const T shift = beta[c] - running_mean[c] * scale;
         y[k] = x[k] * scale + shift;
@@ -105,103 +160,192 @@ __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const
 }
 
 template <typename T>
-__device__ __forceinline__ void bn_bwd_impl(const T* __restrict__ dy, const T* __restrict__ x,
-                                            const T* __restrict__ gamma, const T* __restrict__ save_mean,
-                                            const T* __restrict__ save_invstd, T* __restrict__ dx,
-                                            T* __restrict__ dgamma, T* __restrict__ dbeta,
-                                            int N, int C, int S, T* buf_a, T* buf_b) {
+__device__ __forceinline__ void bn_part_grad_sums_impl(const T* __restrict__ dy, const T* __restrict__ x,
+                                                       const T* __restrict__ save_mean,
+                                                       const T* __restrict__ save_invstd, T* __restrict__ part_dy,
+                                                       T* __restrict__ part_dyx, int N, int C, int S, int P,
+                                                       T* buf_a, T* buf_b) {
     const long long m = (long long)N * S;
-    for (int c = blockIdx.x; c < C; c += gridDim.x) {
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
         const T mean = save_mean[c];
         const T invstd = save_invstd[c];
-        T part_dy = T(0);
-        T part_dyx = T(0);
-        for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
-            const long long n = k / S;
-            const long long o = (n * C + c) * S + (k - n * S);
-            const T g = dy[o];
-            part_dy += g;
-            part_dyx += g * ((x[o] - mean) * invstd);
-        }
-        // Both sums reduce through one tree walk so they share the barriers.
-        buf_a[threadIdx.x] = part_dy;
-        buf_b[threadIdx.x] = part_dyx;
-        __syncthreads();
-        for (int s = BN_BLOCK / 2; s > 0; s >>= 1) {
-            if ((int)threadIdx.x < s) {
-                buf_a[threadIdx.x] += buf_a[threadIdx.x + s];
-                buf_b[threadIdx.x] += buf_b[threadIdx.x + s];
+        for (int p = blockIdx.x; p < P; p += gridDim.x) {
+            long long lo, hi;
+            bn_part_range(m, P, p, &lo, &hi);
+            T a = T(0);
+            T b = T(0);
+            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) {
+                const long long o = bn_offset(k, c, C, S);
+                const T g = dy[o];
+                a += g;
+                b += g * ((x[o] - mean) * invstd);
             }
+            // Both sums reduce through one tree walk so they share the barriers.
+            buf_a[threadIdx.x] = a;
+            buf_b[threadIdx.x] = b;
             __syncthreads();
-        }
-        const T sum_dy = buf_a[0];
-        const T sum_dyx = buf_b[0];
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            dbeta[c] = sum_dy;
-            dgamma[c] = sum_dyx;
-        }
-        const T scale = gamma[c] * invstd;
-        const T fm = T(m);
-        for (long long k = threadIdx.x; k < m; k += BN_BLOCK) {
-            const long long n = k / S;
-            const long long o = (n * C + c) * S + (k - n * S);
-            const T xhat = (x[o] - mean) * invstd;
-            dx[o] = scale * (dy[o] - (sum_dy + xhat * sum_dyx) / fm);
+            for (int s = BN_BLOCK / 2; s > 0; s >>= 1) {
+                if ((int)threadIdx.x < s) {
+                    buf_a[threadIdx.x] += buf_a[threadIdx.x + s];
+                    buf_b[threadIdx.x] += buf_b[threadIdx.x + s];
+                }
+                __syncthreads();
+            }
+            if (threadIdx.x == 0) {
+                part_dy[(long long)c * P + p] = buf_a[0];
+                part_dyx[(long long)c * P + p] = buf_b[0];
+            }
+            __syncthreads();  // the buffers are reused by the next part
         }
     }
 }
 
-extern "C" __global__ void bn_fwd_train_f32(const float* __restrict__ x, const float* __restrict__ gamma,
-                                            const float* __restrict__ beta, float* __restrict__ y,
-                                            float* __restrict__ save_mean, float* __restrict__ save_invstd,
-                                            float* __restrict__ running_mean, float* __restrict__ running_var,
-                                            int N, int C, int S, float momentum, float eps, int update_running) {
-    __shared__ float buf[BN_BLOCK];
-    bn_fwd_train_impl<float>(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
-                             N, C, S, momentum, eps, update_running, buf);
+template <typename T>
+__device__ __forceinline__ void bn_finalize_grad_impl(const T* __restrict__ part_dy, const T* __restrict__ part_dyx,
+                                                      T* __restrict__ dgamma, T* __restrict__ dbeta, int C, int P) {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += blockDim.x * gridDim.x) {
+        double a = 0.0;
+        double b = 0.0;
+        for (int p = 0; p < P; ++p) {
+            a += (double)part_dy[(long long)c * P + p];
+            b += (double)part_dyx[(long long)c * P + p];
+        }
+        dbeta[c] = T(a);
+        dgamma[c] = T(b);
+    }
 }
 
-extern "C" __global__ void bn_fwd_train_f64(const double* __restrict__ x, const double* __restrict__ gamma,
-                                            const double* __restrict__ beta, double* __restrict__ y,
-                                            double* __restrict__ save_mean, double* __restrict__ save_invstd,
-                                            double* __restrict__ running_mean, double* __restrict__ running_var,
-                                            int N, int C, int S, double momentum, double eps, int update_running) {
+template <typename T>
+__device__ __forceinline__ void bn_bwd_apply_impl(const T* __restrict__ dy, const T* __restrict__ x,
+                                                  const T* __restrict__ gamma, const T* __restrict__ save_mean,
+                                                  const T* __restrict__ save_invstd, const T* __restrict__ dgamma,
+                                                  const T* __restrict__ dbeta, T* __restrict__ dx,
+                                                  int N, int C, int S) {
+    const long long total = (long long)N * C * S;
+    const long long step = (long long)blockDim.x * gridDim.x;
+    const T fm = T((long long)N * S);
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int c = bn_channel(k, C, S);
+        const T invstd = save_invstd[c];
+        const T xhat = (x[k] - save_mean[c]) * invstd;
+        dx[k] = gamma[c] * invstd * (dy[k] - (dbeta[c] + xhat * dgamma[c]) / fm);
+    }
+}
+
+// -- entry points, one per dtype ------------------------------------------------------------------------------
+
+extern "C" __global__ void bn_part_stats_f32(const float* __restrict__ x, float* __restrict__ part_mean,
+                                             float* __restrict__ part_m2, int N, int C, int S, int P) {
+    __shared__ float buf[BN_BLOCK];
+    bn_part_stats_impl<float>(x, part_mean, part_m2, N, C, S, P, buf);
+}
+
+extern "C" __global__ void bn_part_stats_f64(const double* __restrict__ x, double* __restrict__ part_mean,
+                                             double* __restrict__ part_m2, int N, int C, int S, int P) {
     __shared__ double buf[BN_BLOCK];
-    bn_fwd_train_impl<double>(x, gamma, beta, y, save_mean, save_invstd, running_mean, running_var,
-                              N, C, S, momentum, eps, update_running, buf);
+    bn_part_stats_impl<double>(x, part_mean, part_m2, N, C, S, P, buf);
+}
+
+extern "C" __global__ void bn_finalize_stats_f32(const float* __restrict__ part_mean,
+                                                 const float* __restrict__ part_m2,
+                                                 float* __restrict__ save_mean,
+                                                 float* __restrict__ save_invstd,
+                                                 float* __restrict__ running_mean,
+                                                 float* __restrict__ running_var, int N, int C, int S, int P,
+                                                 float momentum, float eps, int update_running) {
+    bn_finalize_stats_impl<float>(part_mean, part_m2, save_mean, save_invstd, running_mean, running_var, N, C,
+                                  S, P, momentum, eps, update_running);
+}
+
+extern "C" __global__ void bn_finalize_stats_f64(const double* __restrict__ part_mean,
+                                                 const double* __restrict__ part_m2,
+                                                 double* __restrict__ save_mean,
+                                                 double* __restrict__ save_invstd,
+                                                 double* __restrict__ running_mean,
+                                                 double* __restrict__ running_var, int N, int C, int S, int P,
+                                                 double momentum, double eps, int update_running) {
+    bn_finalize_stats_impl<double>(part_mean, part_m2, save_mean, save_invstd, running_mean, running_var, N, C,
+                                   S, P, momentum, eps, update_running);
+}
+
+extern "C" __global__ void bn_apply_f32(const float* __restrict__ x, const float* __restrict__ gamma,
+                                        const float* __restrict__ beta, const float* __restrict__ mean,
+                                        const float* __restrict__ invstd, float* __restrict__ y, int N, int C,
+                                        int S) {
+    bn_apply_impl<float>(x, gamma, beta, mean, invstd, y, N, C, S);
+}
+
+extern "C" __global__ void bn_apply_f64(const double* __restrict__ x, const double* __restrict__ gamma,
+                                        const double* __restrict__ beta, const double* __restrict__ mean,
+                                        const double* __restrict__ invstd, double* __restrict__ y, int N,
+                                        int C, int S) {
+    bn_apply_impl<double>(x, gamma, beta, mean, invstd, y, N, C, S);
 }
 
 extern "C" __global__ void bn_fwd_infer_f32(const float* __restrict__ x, const float* __restrict__ gamma,
-                                            const float* __restrict__ beta, const float* __restrict__ running_mean,
+                                            const float* __restrict__ beta,
+                                            const float* __restrict__ running_mean,
                                             const float* __restrict__ running_var, float* __restrict__ y,
                                             int N, int C, int S, float eps) {
     bn_fwd_infer_impl<float>(x, gamma, beta, running_mean, running_var, y, N, C, S, eps);
 }
 
 extern "C" __global__ void bn_fwd_infer_f64(const double* __restrict__ x, const double* __restrict__ gamma,
-                                            const double* __restrict__ beta, const double* __restrict__ running_mean,
+                                            const double* __restrict__ beta,
+                                            const double* __restrict__ running_mean,
                                             const double* __restrict__ running_var, double* __restrict__ y,
                                             int N, int C, int S, double eps) {
     bn_fwd_infer_impl<double>(x, gamma, beta, running_mean, running_var, y, N, C, S, eps);
 }
 
-extern "C" __global__ void bn_bwd_f32(const float* __restrict__ dy, const float* __restrict__ x,
-                                      const float* __restrict__ gamma, const float* __restrict__ save_mean,
-                                      const float* __restrict__ save_invstd, float* __restrict__ dx,
-                                      float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                      int N, int C, int S) {
+extern "C" __global__ void bn_part_grad_sums_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                                 const float* __restrict__ save_mean,
+                                                 const float* __restrict__ save_invstd,
+                                                 float* __restrict__ part_dy, float* __restrict__ part_dyx,
+                                                 int N, int C, int S, int P) {
     __shared__ float buf_a[BN_BLOCK];
     __shared__ float buf_b[BN_BLOCK];
-    bn_bwd_impl<float>(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta, N, C, S, buf_a, buf_b);
+    bn_part_grad_sums_impl<float>(dy, x, save_mean, save_invstd, part_dy, part_dyx, N, C, S, P, buf_a, buf_b);
 }
 
-extern "C" __global__ void bn_bwd_f64(const double* __restrict__ dy, const double* __restrict__ x,
-                                      const double* __restrict__ gamma, const double* __restrict__ save_mean,
-                                      const double* __restrict__ save_invstd, double* __restrict__ dx,
-                                      double* __restrict__ dgamma, double* __restrict__ dbeta,
-                                      int N, int C, int S) {
+extern "C" __global__ void bn_part_grad_sums_f64(const double* __restrict__ dy, const double* __restrict__ x,
+                                                 const double* __restrict__ save_mean,
+                                                 const double* __restrict__ save_invstd,
+                                                 double* __restrict__ part_dy, double* __restrict__ part_dyx,
+                                                 int N, int C, int S, int P) {
     __shared__ double buf_a[BN_BLOCK];
     __shared__ double buf_b[BN_BLOCK];
-    bn_bwd_impl<double>(dy, x, gamma, save_mean, save_invstd, dx, dgamma, dbeta, N, C, S, buf_a, buf_b);
+    bn_part_grad_sums_impl<double>(dy, x, save_mean, save_invstd, part_dy, part_dyx, N, C, S, P, buf_a, buf_b);
+}
+
+extern "C" __global__ void bn_finalize_grad_f32(const float* __restrict__ part_dy,
+                                                const float* __restrict__ part_dyx, float* __restrict__ dgamma,
+                                                float* __restrict__ dbeta, int C, int P) {
+    bn_finalize_grad_impl<float>(part_dy, part_dyx, dgamma, dbeta, C, P);
+}
+
+extern "C" __global__ void bn_finalize_grad_f64(const double* __restrict__ part_dy,
+                                                const double* __restrict__ part_dyx,
+                                                double* __restrict__ dgamma, double* __restrict__ dbeta, int C,
+                                                int P) {
+    bn_finalize_grad_impl<double>(part_dy, part_dyx, dgamma, dbeta, C, P);
+}
+
+extern "C" __global__ void bn_bwd_apply_f32(const float* __restrict__ dy, const float* __restrict__ x,
+                                            const float* __restrict__ gamma,
+                                            const float* __restrict__ save_mean,
+                                            const float* __restrict__ save_invstd,
+                                            const float* __restrict__ dgamma, const float* __restrict__ dbeta,
+                                            float* __restrict__ dx, int N, int C, int S) {
+    bn_bwd_apply_impl<float>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, N, C, S);
+}
+
+extern "C" __global__ void bn_bwd_apply_f64(const double* __restrict__ dy, const double* __restrict__ x,
+                                            const double* __restrict__ gamma,
+                                            const double* __restrict__ save_mean,
+                                            const double* __restrict__ save_invstd,
+                                            const double* __restrict__ dgamma,
+                                            const double* __restrict__ dbeta, double* __restrict__ dx, int N,
+                                            int C, int S) {
+    bn_bwd_apply_impl<double>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, N, C, S);
 }

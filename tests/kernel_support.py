@@ -85,11 +85,18 @@ def to_device(backend: Backend, *arrays: np.ndarray) -> list[Any]:
     return [None if a is None else backend.asarray(a.copy()) for a in arrays]
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, name: str = "", rtol: float | None = None) -> None:
-    """|actual - expected| <= rtol * (|expected| + max|expected|), dtype and shape equal."""
+def assert_close(actual: np.ndarray, expected: np.ndarray, name: str = "", rtol: float | None = None,
+                 terms: float | None = None) -> None:
+    """|actual - expected| <= rtol * (|expected| + max|expected|), dtype and shape equal.
+
+    `terms`: for a result that is a difference of larger terms (a cancellation), their magnitude;
+    the absolute tolerance is then rtol * max(max|expected|, terms), the rounding any summation
+    order leaves on such a result."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != {expected.dtype}"
     tol = RTOL[expected.dtype] if rtol is None else rtol
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    if terms is not None:
+        scale = max(scale, float(terms))
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)

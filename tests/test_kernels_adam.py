@@ -69,6 +69,26 @@ def test_three_steps_in_a_row_stay_together(device_backend):
         assert_close(to_host(device_backend, g), e, name)
 
 
+@pytest.mark.parametrize("offsets", [(0, 0, 0, 0), (1, 0, 0, 0), (0, 0, 0, 3)], ids=["aligned", "param+1", "v+3"])
+def test_float4_path_and_unaligned_views(device_backend, offsets):
+    """float32 goes four at a time when all four buffers are 16-byte aligned, with n % 4 left over;
+    a view at an odd offset into a bigger buffer (as in a packed parameter buffer) takes the
+    one-at-a-time loop."""
+    n = 1031  # 257 float4 and a tail of 3
+    bufs = _buffers(n, np.float32, seed=5)
+    views = []
+    for a, off in zip(bufs, offsets):
+        big = device_backend.asarray(np.concatenate([np.zeros(off, np.float32), a]))
+        views.append(big[off:])
+    assert all(v.flags.c_contiguous for v in views)
+    hyper = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, step=3, decoupled=False)
+    expected = [a.copy() for a in bufs]
+    reference().adam_step(*expected, **hyper, zero_grad=True)
+    device_backend.adam_step(*views, **hyper, zero_grad=True)
+    for name, g, e in zip(("param", "grad", "m", "v"), views, expected):
+        assert_close(to_host(device_backend, g), e, name)
+
+
 def test_chunked_launches_and_grid_stride(device_backend, monkeypatch):
     """Buffers above ADAM_CHUNK are updated in several launches, each grid-striding."""
     monkeypatch.setattr(cuda_ops, "ADAM_CHUNK", 1000)

@@ -25,6 +25,9 @@ MAX_GRID = 65535  # below every architecture's gridDim.x limit; the kernels grid
 ADAM_CHUNK = 1 << 30  # adam's `n` is an int: bigger buffers are updated in several launches
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 SUPPORTED_DTYPES = tuple(_SUFFIX)
+# batch norm: each channel is reduced by several blocks (parts) so that small C still fills the GPU
+BN_TARGET_BLOCKS = 1024  # a few waves on 132 SMs
+BN_MIN_PART = 2048  # elements: below this a part's fixed cost (two block reductions) dominates
 INT32_MAX = int(np.iinfo(np.int32).max)
 
 
@@ -172,6 +175,17 @@ def _bn_layout(xp: Any, x: Any, where: str, name: str = "x") -> tuple[str, int, 
     return sfx, n, c, s
 
 
+def bn_parts(c: int, m: int) -> int:
+    """How many parts each channel's m elements are cut into: enough that C * parts blocks fill the
+    GPU (BN_TARGET_BLOCKS), none smaller than BN_MIN_PART elements (a block's fixed cost)."""
+    return max(1, min(math.ceil(m / BN_MIN_PART), math.ceil(BN_TARGET_BLOCKS / c)))
+
+
+def _part_grid(c: int, parts: int) -> tuple[int, int]:
+    """(parts, channels) grid for the per-part kernels; both loops stride past MAX_GRID."""
+    return min(parts, MAX_GRID), min(c, MAX_GRID)
+
+
 def _per_channel(xp: Any, where: str, dtype: Any, c: int, writable: bool = False, **arrays: Any) -> None:
     for name, a in arrays.items():
         _check_array(xp, a, name, where, dtype=dtype, shape=(c,), writable=writable)
@@ -197,10 +211,18 @@ def batchnorm_forward_train(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
     invstd = xp.empty((c,), dtype=x.dtype)
     # With no running statistics the kernel never touches those pointers; pass the saved buffers.
     rm, rv = (running_mean, running_var) if update else (mean, invstd)
-    fn = kernels.function("batchnorm", f"bn_fwd_train_{sfx}")
-    fn((min(c, MAX_GRID),), (BLOCK,), (x, gamma, beta, y, mean, invstd, rm, rv,
-                                       *_ints(where, N=n, C=c, S=s), scalar(momentum), scalar(eps),
-                                       np.int32(1 if update else 0)))
+    ints = _ints(where, N=n, C=c, S=s)
+    parts = bn_parts(c, n * s)
+    part_mean = xp.empty((c, parts), dtype=x.dtype)
+    part_m2 = xp.empty((c, parts), dtype=x.dtype)
+    p32 = _i32(parts, "parts", where)
+    kernels.function("batchnorm", f"bn_part_stats_{sfx}")(_part_grid(c, parts), (BLOCK,),
+                                                         (x, part_mean, part_m2, *ints, p32))
+    kernels.function("batchnorm", f"bn_finalize_stats_{sfx}")(
+        (grid_for(c),), (BLOCK,), (part_mean, part_m2, mean, invstd, rm, rv, *ints, p32, scalar(momentum),
+                                   scalar(eps), np.int32(1 if update else 0)))
+    kernels.function("batchnorm", f"bn_apply_{sfx}")((grid_for(y.size),), (BLOCK,),
+                                                    (x, gamma, beta, mean, invstd, y, *ints))
     return y, mean, invstd
 
 
@@ -227,8 +249,17 @@ def batchnorm_backward(kernels: KernelCache, xp: Any, dy: Any, x: Any, gamma: An
     dx = xp.empty_like(x)
     dgamma = xp.empty((c,), dtype=x.dtype)
     dbeta = xp.empty((c,), dtype=x.dtype)
-    fn = kernels.function("batchnorm", f"bn_bwd_{sfx}")
-    fn((min(c, MAX_GRID),), (BLOCK,), (dy, x, gamma, mean, invstd, dx, dgamma, dbeta, *_ints(where, N=n, C=c, S=s)))
+    ints = _ints(where, N=n, C=c, S=s)
+    parts = bn_parts(c, n * s)
+    part_dy = xp.empty((c, parts), dtype=x.dtype)
+    part_dyx = xp.empty((c, parts), dtype=x.dtype)
+    p32 = _i32(parts, "parts", where)
+    kernels.function("batchnorm", f"bn_part_grad_sums_{sfx}")(_part_grid(c, parts), (BLOCK,),
+                                                             (dy, x, mean, invstd, part_dy, part_dyx, *ints, p32))
+    kernels.function("batchnorm", f"bn_finalize_grad_{sfx}")((grid_for(c),), (BLOCK,),
+                                                            (part_dy, part_dyx, dgamma, dbeta, ints[1], p32))
+    kernels.function("batchnorm", f"bn_bwd_apply_{sfx}")((grid_for(dx.size),), (BLOCK,),
+                                                        (dy, x, gamma, mean, invstd, dgamma, dbeta, dx, *ints))
     return dx, dgamma, dbeta
 
 
@@ -262,4 +293,5 @@ def adam_step(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: A
     for start in range(0, total, ADAM_CHUNK):
         stop = min(start + ADAM_CHUNK, total)
         chunk = (param[start:stop], grad[start:stop], m[start:stop], v[start:stop])
-        fn((grid_for(stop - start),), (BLOCK,), (*chunk, np.int32(stop - start), *scalars))
+        threads = (stop - start + 3) // 4 if sfx == "f32" else stop - start  # float32: one thread per float4
+        fn((grid_for(threads),), (BLOCK,), (*chunk, np.int32(stop - start), *scalars))
