@@ -24,7 +24,9 @@
 // Launch shape
 //   part kernels: block BN_BLOCK = 256 threads exactly (the shared buffers are sized for it), grid
 //   (min(P, 65535), min(C, 65535)). Per-channel and per-element kernels: block 256, 1-D grid
-//   min(ceil(items / 256), 65535). Scalars: N, C, S, P, update_running are `int` (np.int32);
+//   min(ceil(items / 256), 65535). N*S (elements per channel) fits an int (the launcher checks), so
+//   within-channel indices use 32-bit division; flat per-element loops do too below 2^30 elements.
+//   Scalars: N, C, S, P, update_running are `int` (np.int32);
 //   momentum, eps are T (np.float32 for the _f32 kernels, np.float64 for _f64).
 // Bytes moved per element (float32)
 //   train forward: 12 from DRAM (x read for the statistics and again for y, y written), plus the
@@ -54,37 +56,40 @@ __device__ __forceinline__ T bn_block_sum(T v, T* buf) {
     return total;
 }
 
-// Offset of element k (0 <= k < m) of channel c in (N, C, S) layout.
-__device__ __forceinline__ long long bn_offset(long long k, int c, int C, int S) {
-    const long long n = k / S;
-    return (n * C + c) * S + (k - n * S);
+// Offset of element k (0 <= k < m) of channel c in (N, C, S) layout. m = N*S fits an int (the
+// launcher checks), so this is a 32-bit division: a 64-bit one costs several times more.
+__device__ __forceinline__ long long bn_offset(int k, int c, int C, int S) {
+    const int n = k / S;
+    return ((long long)n * C + c) * S + (k - n * S);
 }
 
 // Part p of P of a channel's m elements: [lo, hi), empty for trailing parts when P does not divide m evenly.
-__device__ __forceinline__ void bn_part_range(long long m, int P, int p, long long* lo, long long* hi) {
-    const long long chunk = (m + P - 1) / P;
-    *lo = (long long)p * chunk < m ? (long long)p * chunk : m;
+__device__ __forceinline__ void bn_part_range(int m, int P, int p, int* lo, int* hi) {
+    const int chunk = (int)(((long long)m + P - 1) / P);
+    *lo = (long long)p * chunk < m ? p * chunk : m;
     *hi = *lo + chunk < m ? *lo + chunk : m;
 }
 
-// Channel of flat element k.
-__device__ __forceinline__ int bn_channel(long long k, int C, int S) { return (int)((k / S) % C); }
+// Channel of flat element k. The per-element kernels index with I = int when the tensor has
+// fewer than 2^31 elements (32-bit division), else with long long.
+template <typename I>
+__device__ __forceinline__ int bn_channel(I k, int C, int S) { return (int)((k / S) % C); }
 
 template <typename T>
 __device__ __forceinline__ void bn_part_stats_impl(const T* __restrict__ x, T* __restrict__ part_mean,
                                                    T* __restrict__ part_m2, int N, int C, int S, int P, T* buf) {
-    const long long m = (long long)N * S;
+    const int m = N * S;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         for (int p = blockIdx.x; p < P; p += gridDim.x) {
-            long long lo, hi;
+            int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
             T part = T(0);
-            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) part += x[bn_offset(k, c, C, S)];
+            for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) part += x[bn_offset(k, c, C, S)];
             // every thread reaches both block sums: lo and hi are the same across the block
             const T total = bn_block_sum<T>(part, buf);
             const T mean = hi > lo ? total / T(hi - lo) : T(0);
             part = T(0);
-            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) {
+            for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) {
                 const T d = x[bn_offset(k, c, C, S)] - mean;
                 part += d * d;
             }
@@ -103,20 +108,20 @@ __device__ __forceinline__ void bn_finalize_stats_impl(const T* __restrict__ par
                                                        T* __restrict__ running_mean, T* __restrict__ running_var,
                                                        int N, int C, int S, int P, T momentum, T eps,
                                                        int update_running) {
-    const long long m = (long long)N * S;
+    const int m = N * S;
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += blockDim.x * gridDim.x) {
         const T* pm = part_mean + (long long)c * P;
         const T* pq = part_m2 + (long long)c * P;
         double mean = 0.0;
         for (int p = 0; p < P; ++p) {
-            long long lo, hi;
+            int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
             mean += (double)(hi - lo) * (double)pm[p];
         }
         mean /= (double)m;
         double m2 = 0.0;
         for (int p = 0; p < P; ++p) {
-            long long lo, hi;
+            int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
             const double d = (double)pm[p] - mean;
             m2 += (double)pq[p] + (double)(hi - lo) * d * d;
@@ -132,15 +137,45 @@ __device__ __forceinline__ void bn_finalize_stats_impl(const T* __restrict__ par
     }
 }
 
+// Flat per-element loops take the index type I: int below 2^30 elements (so k + step cannot
+// overflow), long long above.
+#define BN_INT_INDEX_LIMIT (1LL << 30)
+
+template <typename I, typename T>
+__device__ __forceinline__ void bn_apply_loop(const T* __restrict__ x, const T* __restrict__ gamma,
+                                              const T* __restrict__ beta, const T* __restrict__ mean,
+                                              const T* __restrict__ invstd, T* __restrict__ y, I total, int C,
+                                              int S) {
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int c = bn_channel<I>(k, C, S);
+        y[k] = (x[k] - mean[c]) * (gamma[c] * invstd[c]) + beta[c];
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void bn_apply_impl(const T* __restrict__ x, const T* __restrict__ gamma,
                                               const T* __restrict__ beta, const T* __restrict__ mean,
                                               const T* __restrict__ invstd, T* __restrict__ y, int N, int C, int S) {
     const long long total = (long long)N * C * S;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int c = bn_channel(k, C, S);
-        y[k] = (x[k] - mean[c]) * (gamma[c] * invstd[c]) + beta[c];
+    if (total < BN_INT_INDEX_LIMIT) {
+        bn_apply_loop<int, T>(x, gamma, beta, mean, invstd, y, (int)total, C, S);
+    } else {
+        bn_apply_loop<long long, T>(x, gamma, beta, mean, invstd, y, total, C, S);
+    }
+}
+
+template <typename I, typename T>
+__device__ __forceinline__ void bn_fwd_infer_loop(const T* __restrict__ x, const T* __restrict__ gamma,
+                                                  const T* __restrict__ beta, const T* __restrict__ running_mean,
+                                                  const T* __restrict__ running_var, T* __restrict__ y, I total,
+                                                  int C, int S, T eps) {
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int c = bn_channel<I>(k, C, S);
+        const T scale = gamma[c] * (T(1) / bn_sqrt<T>(running_var[c] + eps));
+        const T shift = beta[c] - running_mean[c] * scale;
+        y[k] = x[k] * scale + shift;
     }
 }
 
@@ -150,12 +185,10 @@ __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const
                                                   const T* __restrict__ running_var, T* __restrict__ y,
                                                   int N, int C, int S, T eps) {
     const long long total = (long long)N * C * S;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int c = bn_channel(k, C, S);
-        const T scale = gamma[c] * (T(1) / bn_sqrt<T>(running_var[c] + eps));
-        const T shift = beta[c] - running_mean[c] * scale;
-        y[k] = x[k] * scale + shift;
+    if (total < BN_INT_INDEX_LIMIT) {
+        bn_fwd_infer_loop<int, T>(x, gamma, beta, running_mean, running_var, y, (int)total, C, S, eps);
+    } else {
+        bn_fwd_infer_loop<long long, T>(x, gamma, beta, running_mean, running_var, y, total, C, S, eps);
     }
 }
 
@@ -165,16 +198,16 @@ __device__ __forceinline__ void bn_part_grad_sums_impl(const T* __restrict__ dy,
                                                        const T* __restrict__ save_invstd, T* __restrict__ part_dy,
                                                        T* __restrict__ part_dyx, int N, int C, int S, int P,
                                                        T* buf_a, T* buf_b) {
-    const long long m = (long long)N * S;
+    const int m = N * S;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         const T mean = save_mean[c];
         const T invstd = save_invstd[c];
         for (int p = blockIdx.x; p < P; p += gridDim.x) {
-            long long lo, hi;
+            int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
             T a = T(0);
             T b = T(0);
-            for (long long k = lo + threadIdx.x; k < hi; k += BN_BLOCK) {
+            for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) {
                 const long long o = bn_offset(k, c, C, S);
                 const T g = dy[o];
                 a += g;
@@ -215,6 +248,21 @@ __device__ __forceinline__ void bn_finalize_grad_impl(const T* __restrict__ part
     }
 }
 
+template <typename I, typename T>
+__device__ __forceinline__ void bn_bwd_apply_loop(const T* __restrict__ dy, const T* __restrict__ x,
+                                                  const T* __restrict__ gamma, const T* __restrict__ save_mean,
+                                                  const T* __restrict__ save_invstd, const T* __restrict__ dgamma,
+                                                  const T* __restrict__ dbeta, T* __restrict__ dx, I total,
+                                                  int C, int S, T fm) {
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
+        const int c = bn_channel<I>(k, C, S);
+        const T invstd = save_invstd[c];
+        const T xhat = (x[k] - save_mean[c]) * invstd;
+        dx[k] = gamma[c] * invstd * (dy[k] - (dbeta[c] + xhat * dgamma[c]) / fm);
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void bn_bwd_apply_impl(const T* __restrict__ dy, const T* __restrict__ x,
                                                   const T* __restrict__ gamma, const T* __restrict__ save_mean,
@@ -222,13 +270,11 @@ __device__ __forceinline__ void bn_bwd_apply_impl(const T* __restrict__ dy, cons
                                                   const T* __restrict__ dbeta, T* __restrict__ dx,
                                                   int N, int C, int S) {
     const long long total = (long long)N * C * S;
-    const long long step = (long long)blockDim.x * gridDim.x;
     const T fm = T((long long)N * S);
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int c = bn_channel(k, C, S);
-        const T invstd = save_invstd[c];
-        const T xhat = (x[k] - save_mean[c]) * invstd;
-        dx[k] = gamma[c] * invstd * (dy[k] - (dbeta[c] + xhat * dgamma[c]) / fm);
+    if (total < BN_INT_INDEX_LIMIT) {
+        bn_bwd_apply_loop<int, T>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, (int)total, C, S, fm);
+    } else {
+        bn_bwd_apply_loop<long long, T>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, total, C, S, fm);
     }
 }
 

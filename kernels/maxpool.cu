@@ -1,19 +1,23 @@
 // 2-D max pooling over NCHW: forward with int32 argmax, backward by a deterministic gather.
 //
 // Algorithm
-//   forward: one thread per output (n, c, oh, ow), grid-stride. The window's top-left corner is
+//   forward: one thread per output (n, c, oh, ow). The window's top-left corner is
 //     (h0, w0) = (oh*SH - PH, ow*SW - PW). The running maximum starts at the first window offset
 //     (its value, or -inf when it lies in the padding) with argmax = h0*W + w0, and every later
 //     offset in row-major order replaces it only when strictly greater. So ties go to the first
 //     offset, padding acts as -inf, and a NaN in the first slot sticks, exactly as the reference.
 //     argmax is the flat index h*W + w inside the (n, c) input plane.
-//   backward: one thread per input pixel (n, c, h, w), grid-stride. It gathers dy from every
+//   backward: one thread per input pixel (n, c, h, w). It gathers dy from every
 //     window that contains the pixel and whose argmax names it, walking the window offsets in
 //     the reference's (i, j) order. No atomics, so overlapping windows (3x3 at stride 2) are
 //     deterministic.
+//   Both kernels run a 2-D grid: y over the N*C planes, x over a plane's outputs (forward) or
+//   pixels (backward), grid-stride both ways, so the per-element index arithmetic is one 32-bit
+//   division (the earlier flat form spent three 64-bit divisions per element).
 // Launch shape
-//   1-D: block 256, grid = min(ceil(total / 256), 65535), grid-stride with 64-bit indices.
-//   Scalars are all `int` (pass np.int32).
+//   block = min(256, OH*OW (forward) or H*W (backward) rounded up to a warp), grid =
+//   (min(ceil(positions / block), 65535), min(N*C, 65535)); N*C and H*W fit an int (the
+//   launcher checks). Scalars are all `int` (pass np.int32).
 // Bytes moved per element (float32)
 //   forward: 8 written per output (value + argmax), KH*KW*4 read per output (mostly cached).
 //   backward: 4 written per input pixel, 8 read per window covering it.
@@ -31,14 +35,14 @@ __device__ __forceinline__ void maxpool_fwd_impl(const T* __restrict__ x, T* __r
                                                  int* __restrict__ argmax, int N, int C, int H, int W,
                                                  int KH, int KW, int SH, int SW, int PH, int PW,
                                                  int OH, int OW) {
-    const long long total = (long long)N * C * OH * OW;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int ow = (int)(k % OW);
-        long long r = k / OW;
-        const int oh = (int)(r % OH);
-        const long long nc = r / OH;
-        const T* plane = x + nc * H * W;
+    const int planes = N * C;
+    const int outputs = OH * OW;
+    for (int nc = blockIdx.y; nc < planes; nc += gridDim.y)
+    for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < outputs; s += blockDim.x * gridDim.x) {
+        const int oh = s / OW;
+        const int ow = s - oh * OW;
+        const long long k = (long long)nc * outputs + s;
+        const T* plane = x + (long long)nc * H * W;
         const int h0 = oh * SH - PH;
         const int w0 = ow * SW - PW;
         T best = (h0 >= 0 && h0 < H && w0 >= 0 && w0 < W) ? plane[h0 * W + w0] : neg_inf<T>();
@@ -67,14 +71,14 @@ __device__ __forceinline__ void maxpool_bwd_impl(const T* __restrict__ dy, const
                                                  T* __restrict__ dx, int N, int C, int H, int W,
                                                  int KH, int KW, int SH, int SW, int PH, int PW,
                                                  int OH, int OW) {
-    const long long total = (long long)N * C * H * W;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
-        const int w = (int)(k % W);
-        long long r = k / W;
-        const int h = (int)(r % H);
-        const long long nc = r / H;
-        const long long out_base = nc * OH * OW;
+    const int planes = N * C;
+    const int pixels = H * W;
+    for (int nc = blockIdx.y; nc < planes; nc += gridDim.y)
+    for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < pixels; s += blockDim.x * gridDim.x) {
+        const int h = s / W;
+        const int w = s - h * W;
+        const long long k = (long long)nc * pixels + s;
+        const long long out_base = (long long)nc * OH * OW;
         const int me = h * W + w;
         T acc = T(0);
         for (int i = 0; i < KH; ++i) {

@@ -77,6 +77,17 @@ def grid_for(total: int) -> int:
     return max(1, min(math.ceil(total / BLOCK), MAX_GRID))
 
 
+def plane_launch(where: str, rows: int, positions: int, *int_sizes: int) -> tuple[tuple[int, int], tuple[int]]:
+    """(grid, block) for the 2-D kernels (im2col, col2im, max-pool): grid y over `rows` (planes,
+    or cols rows), x over a row's `positions`; both grid-stride past MAX_GRID. A row shorter than
+    BLOCK gets a block of its length rounded up to a warp, so few threads idle. The kernels index
+    rows, positions and `int_sizes` with 32-bit ints: each must fit one."""
+    for value in (rows, positions, *int_sizes):
+        _i32(value, "a plane or row count", where)
+    block = min(BLOCK, max(32, -(-positions // 32) * 32))
+    return (max(1, min(-(-positions // block), MAX_GRID)), max(1, min(rows, MAX_GRID))), (block,)
+
+
 def _geometry(where: str, h: int, w: int, kh: int, kw: int, stride: Any, padding: Any,
               dilation: Any = (1, 1)) -> tuple[Pair, Pair, Pair, int, int]:
     kh = pair(kh, "kh", where, minimum=1)[0]
@@ -108,9 +119,10 @@ def im2col(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, stride: Any,
     (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
     cols = xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
     if cols.size:
+        grid, block = plane_launch(where, n * c * kh * kw, oh * ow, h * w)
         fn = kernels.function("im2col", f"im2col_{sfx}")
-        fn((grid_for(cols.size),), (BLOCK,), (x, cols, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
-                                                                 PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+        fn(grid, block, (x, cols, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
+                                         PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
     return cols
 
 
@@ -122,10 +134,12 @@ def col2im(kernels: KernelCache, xp: Any, cols: Any, x_shape: Any, kh: int, kw: 
     _check_array(xp, cols, "cols", where, shape=(n, c * kh * kw, oh * ow))
     sfx = _suffix(cols, "cols", where)
     x = xp.empty((n, c, h, w), dtype=cols.dtype)
+    grid, block = plane_launch(where, n * c, h * w, oh * ow)
     fn = kernels.function("im2col", f"col2im_{sfx}")
-    fn((grid_for(x.size),), (BLOCK,), (cols, x, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
-                                                           PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+    fn(grid, block, (cols, x, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
+                                     PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
     return x
+
 
 
 # -- maxpool.cu -------------------------------------------------------------------------------
@@ -140,8 +154,9 @@ def maxpool2d_forward(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, s
     argmax = xp.empty((n, c, oh, ow), dtype=np.int32)
     if y.size:
         fn = kernels.function("maxpool", f"maxpool2d_fwd_{sfx}")
-        fn((grid_for(y.size),), (BLOCK,), (x, y, argmax, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh,
-                                                                   SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)))
+        fn(*plane_launch(where, n * c, oh * ow, h * w), (x, y, argmax, *_ints(where, N=n, C=c, H=h, W=w, KH=kh,
+                                                                               KW=kw, SH=sh, SW=sw, PH=ph, PW=pw,
+                                                                               OH=oh, OW=ow)))
     return y, argmax
 
 
@@ -155,8 +170,9 @@ def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_sh
     _check_array(xp, argmax, "argmax", where, dtype=np.int32, shape=(n, c, oh, ow))
     dx = xp.empty((n, c, h, w), dtype=dy.dtype)
     fn = kernels.function("maxpool", f"maxpool2d_bwd_{sfx}")
-    fn((grid_for(dx.size),), (BLOCK,), (dy, argmax, dx, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh,
-                                                               SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)))
+    fn(*plane_launch(where, n * c, h * w, oh * ow), (dy, argmax, dx, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw,
+                                                                            SH=sh, SW=sw, PH=ph, PW=pw, OH=oh,
+                                                                            OW=ow)))
     return dx
 
 
@@ -212,6 +228,7 @@ def batchnorm_forward_train(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
     # With no running statistics the kernel never touches those pointers; pass the saved buffers.
     rm, rv = (running_mean, running_var) if update else (mean, invstd)
     ints = _ints(where, N=n, C=c, S=s)
+    _i32(n * s, "N*S (elements per channel)", where)
     parts = bn_parts(c, n * s)
     part_mean = xp.empty((c, parts), dtype=x.dtype)
     part_m2 = xp.empty((c, parts), dtype=x.dtype)
@@ -250,6 +267,7 @@ def batchnorm_backward(kernels: KernelCache, xp: Any, dy: Any, x: Any, gamma: An
     dgamma = xp.empty((c,), dtype=x.dtype)
     dbeta = xp.empty((c,), dtype=x.dtype)
     ints = _ints(where, N=n, C=c, S=s)
+    _i32(n * s, "N*S (elements per channel)", where)
     parts = bn_parts(c, n * s)
     part_dy = xp.empty((c, parts), dtype=x.dtype)
     part_dyx = xp.empty((c, parts), dtype=x.dtype)
