@@ -4,7 +4,8 @@
 //   cols is (N, C*KH*KW, OH*OW), Caffe's per-image layout: a "row" r = (n*C + c)*KH*KW + i*KW + j
 //   holds cols[n, (c*KH + i)*KW + j, oh*OW + ow] = x[n, c, oh*SH - PH + i*DH, ow*SW - PW + j*DW],
 //   or 0 where that falls in the padding.
-//   im2col: a 2-D grid, y over rows and x over the OH*OW positions of a row, both grid-stride.
+//   im2col: a 2-D grid, y over rows and x over the OH*OW positions of a row, both grid-stride
+//     (each block loops over many rows).
 //     A row's (n, c, i, j) depend on blockIdx.y alone, so the only per-element index arithmetic is
 //     one 32-bit division (position -> oh, ow): the earlier one-thread-per-element form spent five
 //     64-bit divisions per element and ran at ~15% of copy bandwidth on an H200. Consecutive
@@ -14,9 +15,10 @@
 //     row-major order, so there are no atomics and the sum order is fixed: deterministic, and the
 //     same order as the NumPy reference, which accumulates offset slabs in the same (i, j) order.
 // Launch shape
-//   block = min(256, OH*OW (im2col) or H*W (col2im) rounded up to a warp), grid =
-//   (min(ceil(positions / block), 65535), min(rows, 65535)); rows = N*C*KH*KW (im2col) or N*C
-//   (col2im) and positions fit an int (the launcher checks). Scalars are all `int` (np.int32).
+//   block = min(256, OH*OW (im2col) or H*W (col2im) rounded up to a warp); grid y = min(rows,
+//   2048), grid x = enough blocks over a row's positions to make about 2048 blocks in all
+//   (cuda_ops.plane_launch); rows = N*C*KH*KW (im2col) or N*C (col2im) and positions fit an int
+//   (the launcher checks). Scalars are all `int` (np.int32).
 // Bytes moved per element (float32)
 //   im2col: 4 written per cols element + <= 4 read (cached re-reads of x).
 //   col2im: 4 written per input pixel + 4 read per contributing cols element

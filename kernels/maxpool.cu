@@ -15,9 +15,10 @@
 //   pixels (backward), grid-stride both ways, so the per-element index arithmetic is one 32-bit
 //   division (the earlier flat form spent three 64-bit divisions per element).
 // Launch shape
-//   block = min(256, OH*OW (forward) or H*W (backward) rounded up to a warp), grid =
-//   (min(ceil(positions / block), 65535), min(N*C, 65535)); N*C and H*W fit an int (the
-//   launcher checks). Scalars are all `int` (pass np.int32).
+//   block = min(256, OH*OW (forward) or H*W (backward) rounded up to a warp); grid y = min(N*C,
+//   2048), grid x = enough blocks over a plane's positions to make about 2048 blocks in all
+//   (cuda_ops.plane_launch); N*C and H*W fit an int (the launcher checks). Scalars are all `int`
+//   (pass np.int32).
 // Bytes moved per element (float32)
 //   forward: 8 written per output (value + argmax), KH*KW*4 read per output (mostly cached).
 //   backward: 4 written per input pixel, 8 read per window covering it.

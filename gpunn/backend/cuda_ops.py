@@ -25,6 +25,7 @@ MAX_GRID = 65535  # below every architecture's gridDim.x limit; the kernels grid
 ADAM_CHUNK = 1 << 30  # adam's `n` is an int: bigger buffers are updated in several launches
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 SUPPORTED_DTYPES = tuple(_SUFFIX)
+PLANE_BLOCKS = 2048  # blocks per launch of the 2-D kernels: about two waves of resident blocks on 132 SMs
 # batch norm: each channel is reduced by several blocks (parts) so that small C still fills the GPU
 BN_TARGET_BLOCKS = 1024  # a few waves on 132 SMs
 BN_MIN_PART = 2048  # elements: below this a part's fixed cost (two block reductions) dominates
@@ -85,7 +86,12 @@ def plane_launch(where: str, rows: int, positions: int, *int_sizes: int) -> tupl
     for value in (rows, positions, *int_sizes):
         _i32(value, "a plane or row count", where)
     block = min(BLOCK, max(32, -(-positions // 32) * 32))
-    return (max(1, min(-(-positions // block), MAX_GRID)), max(1, min(rows, MAX_GRID))), (block,)
+    # About PLANE_BLOCKS blocks in all, each looping over several rows: one block per (row, 256
+    # positions) made ~500k blocks of one element per thread for a 64x64x56x56 im2col on an H200,
+    # and ran slower than the flat kernel. Rows are split across blocks only when there are few.
+    grid_y = max(1, min(rows, MAX_GRID, PLANE_BLOCKS))
+    grid_x = max(1, min(-(-positions // block), -(-PLANE_BLOCKS // grid_y), MAX_GRID))
+    return (grid_x, grid_y), (block,)
 
 
 def _geometry(where: str, h: int, w: int, kh: int, kw: int, stride: Any, padding: Any,
