@@ -134,3 +134,17 @@ def test_raw_kernel_refuses_python_int_scalars():
         fn((1,), (32,), (x, cols, *dims))
     with pytest.raises((TypeError, ValueError)):
         fn((1,), (32,), (x, cols, *[np.int64(d) for d in dims]))
+
+
+def test_launch_plans_are_cached_per_shape_and_launch_constants(monkeypatch):
+    """Plans are memoized (they cost as much as a small kernel to recompute), but never stale:
+    the launch constants are part of the key, lists still work, errors are raised every time."""
+    args = ("im2col", 2, 3, 40, 40, 3, 3, (1, 1), (1, 1), (1, 1))
+    first = cuda_ops._unfold_plan(*args)
+    assert cuda_ops._unfold_plan(*args) is first
+    monkeypatch.setattr(cuda_ops, "PLANE_BLOCKS", 4)
+    assert cuda_ops._unfold_plan(*args)[2] != first[2]
+    assert cuda_ops._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, [1, 1], [1, 1], [1, 1])[:2] == first[:2]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="im2col: argument 'stride' must be >= 1"):
+            cuda_ops._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, (0, 1), (1, 1), (1, 1))

@@ -9,7 +9,9 @@ double, which silently corrupts an `int` / `float` parameter.
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -111,8 +113,53 @@ def _geometry(where: str, h: int, w: int, kh: int, kw: int, stride: Any, padding
     return stride, padding, dilation, oh, ow
 
 
-def _ints(where: str, **values: int) -> list[np.int32]:
-    return [_i32(v, k, where) for k, v in values.items()]
+def _ints(where: str, **values: int) -> tuple[np.int32, ...]:
+    return tuple(_i32(v, k, where) for k, v in values.items())
+
+
+def _memo_plan(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A launch plan (geometry, grid, the kernel's int scalars) depends only on shapes, geometry and
+    this module's launch constants, so it is computed once per key: the checks and conversions cost
+    tens of microseconds per launch, as much as a small kernel on an H200. Errors are not cached
+    (they re-raise on every call); an unhashable argument (a list for a stride) skips the cache."""
+    cached = functools.lru_cache(maxsize=1024)(lambda _constants, *args: fn(*args))
+
+    @functools.wraps(fn)
+    def plan(*args: Any) -> Any:
+        try:
+            hash(args)
+        except TypeError:
+            return fn(*args)
+        return cached((MAX_GRID, PLANE_BLOCKS, BN_MIN_PART, BN_TARGET_BLOCKS), *args)
+    return plan
+
+
+@_memo_plan
+def _unfold_plan(where: str, n: int, c: int, h: int, w: int, kh: Any, kw: Any, stride: Any, padding: Any,
+                 dilation: Any) -> tuple[int, int, Any, Any, tuple[np.int32, ...]]:
+    """(OH, OW, grid, block, int scalars) of im2col (where="im2col") or col2im."""
+    (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
+    kh, kw = int(kh), int(kw)
+    if where == "im2col":
+        grid, block = plane_launch(where, n * c * kh * kw, oh * ow, h * w)
+    else:
+        grid, block = plane_launch(where, n * c, h * w, oh * ow)
+    ints = _ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)
+    return oh, ow, grid, block, ints
+
+
+@_memo_plan
+def _pool_plan(where: str, n: int, c: int, h: int, w: int, kh: Any, kw: Any, stride: Any,
+               padding: Any) -> tuple[int, int, Any, Any, tuple[np.int32, ...]]:
+    """(OH, OW, grid, block, int scalars) of the max-pool forward or backward kernel."""
+    (sh, sw), (ph, pw), _, oh, ow = _geometry(where, h, w, kh, kw, stride, padding)
+    kh, kw = int(kh), int(kw)
+    if where == "maxpool2d_forward":
+        grid, block = plane_launch(where, n * c, oh * ow, h * w)
+    else:
+        grid, block = plane_launch(where, n * c, h * w, oh * ow)
+    ints = _ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)
+    return oh, ow, grid, block, ints
 
 
 # -- im2col.cu --------------------------------------------------------------------------------
@@ -122,13 +169,10 @@ def im2col(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, stride: Any,
     _check_array(xp, x, "x", where, ndim=4)
     sfx = _suffix(x, "x", where)
     n, c, h, w = x.shape
-    (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
-    cols = xp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    oh, ow, grid, block, ints = _unfold_plan(where, n, c, h, w, kh, kw, stride, padding, dilation)
+    cols = xp.empty((n, c * int(kh) * int(kw), oh * ow), dtype=x.dtype)
     if cols.size:
-        grid, block = plane_launch(where, n * c * kh * kw, oh * ow, h * w)
-        fn = kernels.function("im2col", f"im2col_{sfx}")
-        fn(grid, block, (x, cols, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
-                                         PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+        kernels.function("im2col", f"im2col_{sfx}")(grid, block, (x, cols, *ints))
     return cols
 
 
@@ -136,16 +180,12 @@ def col2im(kernels: KernelCache, xp: Any, cols: Any, x_shape: Any, kh: int, kw: 
            dilation: Any) -> Any:
     where = "col2im"
     n, c, h, w = _shape4(x_shape, "x_shape", where)
-    (sh, sw), (ph, pw), (dh, dw), oh, ow = _geometry(where, h, w, kh, kw, stride, padding, dilation)
-    _check_array(xp, cols, "cols", where, shape=(n, c * kh * kw, oh * ow))
+    oh, ow, grid, block, ints = _unfold_plan(where, n, c, h, w, kh, kw, stride, padding, dilation)
+    _check_array(xp, cols, "cols", where, shape=(n, c * int(kh) * int(kw), oh * ow))
     sfx = _suffix(cols, "cols", where)
     x = xp.empty((n, c, h, w), dtype=cols.dtype)
-    grid, block = plane_launch(where, n * c, h * w, oh * ow)
-    fn = kernels.function("im2col", f"col2im_{sfx}")
-    fn(grid, block, (cols, x, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw,
-                                     PH=ph, PW=pw, DH=dh, DW=dw, OH=oh, OW=ow)))
+    kernels.function("im2col", f"col2im_{sfx}")(grid, block, (cols, x, *ints))
     return x
-
 
 
 # -- maxpool.cu -------------------------------------------------------------------------------
@@ -155,14 +195,11 @@ def maxpool2d_forward(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, s
     _check_array(xp, x, "x", where, ndim=4)
     sfx = _suffix(x, "x", where)
     n, c, h, w = x.shape
-    (sh, sw), (ph, pw), _, oh, ow = _geometry(where, h, w, kh, kw, stride, padding)
+    oh, ow, grid, block, ints = _pool_plan(where, n, c, h, w, kh, kw, stride, padding)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = xp.empty((n, c, oh, ow), dtype=np.int32)
     if y.size:
-        fn = kernels.function("maxpool", f"maxpool2d_fwd_{sfx}")
-        fn(*plane_launch(where, n * c, oh * ow, h * w), (x, y, argmax, *_ints(where, N=n, C=c, H=h, W=w, KH=kh,
-                                                                               KW=kw, SH=sh, SW=sw, PH=ph, PW=pw,
-                                                                               OH=oh, OW=ow)))
+        kernels.function("maxpool", f"maxpool2d_fwd_{sfx}")(grid, block, (x, y, argmax, *ints))
     return y, argmax
 
 
@@ -170,15 +207,12 @@ def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_sh
                        stride: Any, padding: Any) -> Any:
     where = "maxpool2d_backward"
     n, c, h, w = _shape4(x_shape, "x_shape", where)
-    (sh, sw), (ph, pw), _, oh, ow = _geometry(where, h, w, kh, kw, stride, padding)
+    oh, ow, grid, block, ints = _pool_plan(where, n, c, h, w, kh, kw, stride, padding)
     _check_array(xp, dy, "dy", where, shape=(n, c, oh, ow))
     sfx = _suffix(dy, "dy", where)
     _check_array(xp, argmax, "argmax", where, dtype=np.int32, shape=(n, c, oh, ow))
     dx = xp.empty((n, c, h, w), dtype=dy.dtype)
-    fn = kernels.function("maxpool", f"maxpool2d_bwd_{sfx}")
-    fn(*plane_launch(where, n * c, h * w, oh * ow), (dy, argmax, dx, *_ints(where, N=n, C=c, H=h, W=w, KH=kh, KW=kw,
-                                                                            SH=sh, SW=sw, PH=ph, PW=pw, OH=oh,
-                                                                            OW=ow)))
+    kernels.function("maxpool", f"maxpool2d_bwd_{sfx}")(grid, block, (dy, argmax, dx, *ints))
     return dx
 
 
@@ -203,9 +237,15 @@ def bn_parts(c: int, m: int) -> int:
     return max(1, min(math.ceil(m / BN_MIN_PART), math.ceil(BN_TARGET_BLOCKS / c)))
 
 
-def _part_grid(c: int, parts: int) -> tuple[int, int]:
-    """(parts, channels) grid for the per-part kernels; both loops stride past MAX_GRID."""
-    return min(parts, MAX_GRID), min(c, MAX_GRID)
+@_memo_plan
+def _bn_plan(where: str, n: int, c: int, s: int) -> tuple[tuple[np.int32, ...], int, np.int32, Any, Any, Any]:
+    """(N, C, S as kernel ints, parts, parts as a kernel int, the per-part kernels' (parts,
+    channels) grid, the per-channel grid, the per-element grid)."""
+    ints = _ints(where, N=n, C=c, S=s)
+    _i32(n * s, "N*S (elements per channel)", where)
+    parts = bn_parts(c, n * s)
+    part_grid = (min(parts, MAX_GRID), min(c, MAX_GRID))  # both kernel loops stride past MAX_GRID
+    return ints, parts, _i32(parts, "parts", where), part_grid, (grid_for(c),), (grid_for(n * c * s),)
 
 
 def _per_channel(xp: Any, where: str, dtype: Any, c: int, writable: bool = False, **arrays: Any) -> None:
@@ -233,19 +273,14 @@ def batchnorm_forward_train(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
     invstd = xp.empty((c,), dtype=x.dtype)
     # With no running statistics the kernel never touches those pointers; pass the saved buffers.
     rm, rv = (running_mean, running_var) if update else (mean, invstd)
-    ints = _ints(where, N=n, C=c, S=s)
-    _i32(n * s, "N*S (elements per channel)", where)
-    parts = bn_parts(c, n * s)
+    ints, parts, p32, part_grid, channel_grid, element_grid = _bn_plan(where, n, c, s)
     part_mean = xp.empty((c, parts), dtype=x.dtype)
     part_m2 = xp.empty((c, parts), dtype=x.dtype)
-    p32 = _i32(parts, "parts", where)
-    kernels.function("batchnorm", f"bn_part_stats_{sfx}")(_part_grid(c, parts), (BLOCK,),
-                                                         (x, part_mean, part_m2, *ints, p32))
+    kernels.function("batchnorm", f"bn_part_stats_{sfx}")(part_grid, (BLOCK,), (x, part_mean, part_m2, *ints, p32))
     kernels.function("batchnorm", f"bn_finalize_stats_{sfx}")(
-        (grid_for(c),), (BLOCK,), (part_mean, part_m2, mean, invstd, rm, rv, *ints, p32, scalar(momentum),
-                                   scalar(eps), np.int32(1 if update else 0)))
-    kernels.function("batchnorm", f"bn_apply_{sfx}")((grid_for(y.size),), (BLOCK,),
-                                                    (x, gamma, beta, mean, invstd, y, *ints))
+        channel_grid, (BLOCK,), (part_mean, part_m2, mean, invstd, rm, rv, *ints, p32, scalar(momentum),
+                                 scalar(eps), np.int32(1 if update else 0)))
+    kernels.function("batchnorm", f"bn_apply_{sfx}")(element_grid, (BLOCK,), (x, gamma, beta, mean, invstd, y, *ints))
     return y, mean, invstd
 
 
@@ -257,9 +292,9 @@ def batchnorm_forward_infer(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
     if not float(eps) > 0.0:
         raise ValueError(f"{where}: argument 'eps' must be > 0, got {eps!r}")
     y = xp.empty_like(x)
-    fn = kernels.function("batchnorm", f"bn_fwd_infer_{sfx}")
-    fn((grid_for(y.size),), (BLOCK,), (x, gamma, beta, running_mean, running_var, y,
-                                       *_ints(where, N=n, C=c, S=s), x.dtype.type(eps)))
+    ints, _, _, _, _, element_grid = _bn_plan(where, n, c, s)
+    kernels.function("batchnorm", f"bn_fwd_infer_{sfx}")(
+        element_grid, (BLOCK,), (x, gamma, beta, running_mean, running_var, y, *ints, x.dtype.type(eps)))
     return y
 
 
@@ -272,17 +307,14 @@ def batchnorm_backward(kernels: KernelCache, xp: Any, dy: Any, x: Any, gamma: An
     dx = xp.empty_like(x)
     dgamma = xp.empty((c,), dtype=x.dtype)
     dbeta = xp.empty((c,), dtype=x.dtype)
-    ints = _ints(where, N=n, C=c, S=s)
-    _i32(n * s, "N*S (elements per channel)", where)
-    parts = bn_parts(c, n * s)
+    ints, parts, p32, part_grid, channel_grid, element_grid = _bn_plan(where, n, c, s)
     part_dy = xp.empty((c, parts), dtype=x.dtype)
     part_dyx = xp.empty((c, parts), dtype=x.dtype)
-    p32 = _i32(parts, "parts", where)
-    kernels.function("batchnorm", f"bn_part_grad_sums_{sfx}")(_part_grid(c, parts), (BLOCK,),
+    kernels.function("batchnorm", f"bn_part_grad_sums_{sfx}")(part_grid, (BLOCK,),
                                                              (dy, x, mean, invstd, part_dy, part_dyx, *ints, p32))
-    kernels.function("batchnorm", f"bn_finalize_grad_{sfx}")((grid_for(c),), (BLOCK,),
+    kernels.function("batchnorm", f"bn_finalize_grad_{sfx}")(channel_grid, (BLOCK,),
                                                             (part_dy, part_dyx, dgamma, dbeta, ints[1], p32))
-    kernels.function("batchnorm", f"bn_bwd_apply_{sfx}")((grid_for(dx.size),), (BLOCK,),
+    kernels.function("batchnorm", f"bn_bwd_apply_{sfx}")(element_grid, (BLOCK,),
                                                         (dy, x, gamma, mean, invstd, dgamma, dbeta, dx, *ints))
     return dx, dgamma, dbeta
 
