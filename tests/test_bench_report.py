@@ -100,3 +100,12 @@ def test_bench_env_unsets_openblas_overrides_only_for_the_benchmarks():
 def test_bad_arguments_are_refused(argv, message, capsys):
     assert bench.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_merged_json_keeps_the_summary_statistics_not_the_raw_timings():
+    entry = _entry("test_k[cupy-kernels]", 0.001)
+    entry["stats"]["data"] = [0.001] * 5000
+    merged = bench.merge_json([(0, {"benchmarks": [entry]})])
+    stats = merged["benchmarks"][0]["stats"]
+    assert "data" not in stats and stats["median"] == 0.001
+    assert entry["stats"]["data"]  # the input is left as it was

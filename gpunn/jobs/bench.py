@@ -141,6 +141,8 @@ def merge_json(runs: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
             entry = dict(bench)
             entry["fullname"] = f"{bench.get('fullname', bench.get('name'))}@r{rnd}"
             entry["extra_info"] = {**(bench.get("extra_info") or {}), "round": rnd}
+            # the raw per-call timings (thousands for a GPU kernel) would make the file megabytes
+            entry["stats"] = {k: v for k, v in (bench.get("stats") or {}).items() if k != "data"}
             merged["benchmarks"].append(entry)
     return merged
 
