@@ -63,5 +63,5 @@ def test_train_step(benchmark, bench_backend, record, timed, bench_rounds, batch
     be = bench_backend
     step = make_step(be, model_name, batch_size)
     timed(benchmark, step, be.synchronize, bench_rounds)
-    device = {"numpy": "cpu", "emulated": "emulated", "cupy": "cuda"}.get(be.name, be.name)
-    record(benchmark, f"train_step/{model_name}", "gpunn", device, items=batch_size)
+    from conftest import DEVICE_OF  # bench/ is on sys.path under pytest's default import mode
+    record(benchmark, f"train_step/{model_name}", "gpunn", DEVICE_OF.get(be.name, be.name), items=batch_size)

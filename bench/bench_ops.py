@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import DEVICE_OF  # bench/ is on sys.path under pytest's default import mode
 from gpunn.backend.ops.geometry import conv_output_size
 
 # name -> ((C, H, W) at batch N, (F, kh, kw), padding): LeNet-5's second conv, a CIFAR CNN conv
@@ -110,4 +111,4 @@ def test_batchnorm(benchmark, bench_backend, roofline, record, timed, bench_roun
 
 
 def _device(be) -> str:
-    return {"numpy": "cpu", "emulated": "emulated", "cupy": "cuda"}.get(be.name, be.name)
+    return DEVICE_OF.get(be.name, be.name)
