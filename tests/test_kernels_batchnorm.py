@@ -173,3 +173,10 @@ def test_read_only_running_stats_are_refused_on_numpy_arrays():
     rm.flags.writeable = False
     with pytest.raises(ValueError, match="'running_mean' is updated in place and must be writable"):
         cuda_ops.batchnorm_forward_train(be.kernels, np, x, gamma, beta, rm, rv, 0.1, 1e-5)
+
+
+def test_channels_too_long_for_32_bit_indexing_are_refused():
+    """The kernels index within a channel in 32 bits: N*S past int32 gets an error naming it (no
+    memory is needed to reach the check: it runs on the shape)."""
+    with pytest.raises(ValueError, match=r"batchnorm_backward: 'N\*S \(elements per channel\)' = 4294967296"):
+        cuda_ops._bn_plan("batchnorm_backward", 1 << 16, 3, 1 << 16)

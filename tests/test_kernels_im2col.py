@@ -148,3 +148,11 @@ def test_launch_plans_are_cached_per_shape_and_launch_constants(monkeypatch):
     for _ in range(2):
         with pytest.raises(ValueError, match="im2col: argument 'stride' must be >= 1"):
             cuda_ops._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, (0, 1), (1, 1), (1, 1))
+
+
+def test_row_counts_past_int32_are_refused():
+    """plane_launch's rows and positions are kernel ints: a count past int32 is refused by name."""
+    with pytest.raises(ValueError, match="im2col: 'a plane or row count' = 4294967296 does not fit"):
+        cuda_ops.plane_launch("im2col", 1 << 32, 100)
+    with pytest.raises(ValueError, match="col2im: 'a plane or row count' = 2147483648"):
+        cuda_ops.plane_launch("col2im", 4, 1 << 31)
