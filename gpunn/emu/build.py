@@ -3,8 +3,30 @@
 The cache key is a hash of the prepared source (which embeds the kernel source and the launchers),
 `cuda_emu.h`, the compiler flags and the compiler's identity (resolved path, size and mtime: no
 process is started to ask it its version). Libraries go to $GPUNN_EMU_CACHE or ~/.cache/gpunn/emu;
-each is compiled under a temporary name in that directory and renamed into place, so concurrent
-processes never see a half-written file.
+each is compiled under a temporary name in that directory, made private (0700) and renamed into
+place, so concurrent processes never see a half-written file.
+
+Cache safety. A cached library is code this process will dlopen, so whoever can write the cache can
+run code as us. Hence:
+* The cache directory (symlinks resolved) must be owned by this user and writable by neither group
+  nor others; a missing one is created 0700 (chmod after mkdir: mkdir's mode is umask-filtered).
+  A directory that fails the check is refused with an EmuCacheError naming GPUNN_EMU_CACHE, the path
+  and the fix, rather than silently swapped for a private fallback: a fallback would hide the
+  misconfiguration and quietly recompile on every run, and a shared directory is exactly what lets
+  another user plant a library. One exception: the default directory, when it is ours but group-
+  writable (older versions created it with the umask's mode, 0775 under umask 002), is tightened to
+  0700, since no one else can have a claim on it; a directory named by GPUNN_EMU_CACHE is never
+  chmodded, as that would silently break whoever else it was shared with.
+* An existing entry is loaded only when it is a non-empty regular file owned by us that neither
+  group nor others can write. Anything else (another user's, loosened, a symlink, empty) is rebuilt
+  and atomically replaced, which is safe because the directory is ours: no one else can swap the
+  file between the check and the load. Rebuilding is friendlier than failing, and the refusal is still total: the
+  untrusted bytes are never loaded. If the entry cannot be replaced, EmuCacheError says why.
+* An entry that passes those checks but fails to load (garbage bytes: `ctypes.CDLL` raises OSError)
+  is rebuilt once by the loader (rawkernel.py, `build_library(..., rebuild=True)`) instead of
+  failing every later run; only a failure of the fresh build is raised.
+Not checked: the directories above the cache. One that another user can write lets that user
+replace the cache directory itself, as with any per-user cache; keep the cache under a private path.
 """
 from __future__ import annotations
 
@@ -12,6 +34,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -29,10 +52,59 @@ class EmuCompileError(RuntimeError):
     """g++ rejected the kernel source, or no compiler is available; the message carries its output."""
 
 
+class EmuCacheError(EmuCompileError):
+    """The build cache is unsafe (another user, or group/others, could write it) or unusable. A
+    subclass of EmuCompileError, so that code handling "the emulator cannot build here" handles it."""
+
+
+_PRIVATE_DIR = 0o700
+_PRIVATE_LIB = 0o700  # what the linker gives a shared object, minus the group and other bits
+
+
+def _unsafe_reason(st: os.stat_result, uid: int) -> str | None:
+    """Why a cache directory or library with this stat must not be trusted, or None if it may be."""
+    if st.st_uid != uid:
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"its mode is {stat.S_IMODE(st.st_mode):04o}: group or others can write to it"
+    return None
+
+
+def _make_private_dir(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, _PRIVATE_DIR)
+    except FileExistsError:
+        return  # not ours to chmod: the caller checks it
+    os.chmod(path, _PRIVATE_DIR)  # the umask may have taken bits off mkdir's mode
+
+
 def cache_dir() -> Path:
+    """The build cache directory, created 0700 if missing; EmuCacheError if it is unsafe (see the
+    module docstring). The path is returned with symlinks resolved, so that a link someone else
+    owns cannot be repointed between the check and the load."""
     env = os.environ.get("GPUNN_EMU_CACHE")
-    path = Path(env) if env else Path.home() / ".cache" / "gpunn" / "emu"
-    path.mkdir(parents=True, exist_ok=True)
+    origin = "GPUNN_EMU_CACHE" if env else "the default cache directory (GPUNN_EMU_CACHE is unset)"
+    path = Path(os.path.realpath(env if env else Path.home() / ".cache" / "gpunn" / "emu"))
+    try:
+        _make_private_dir(path)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise EmuCacheError(f"{origin}: cannot create the CUDA emulator's build cache {path}: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise EmuCacheError(f"{origin}: the CUDA emulator's build cache {path} is not a directory")
+    uid = os.getuid()
+    reason = _unsafe_reason(st, uid)
+    if reason and not env and st.st_uid == uid:
+        os.chmod(path, _PRIVATE_DIR)  # our own default directory, left group-writable by an older version
+        reason = None
+    if reason:
+        fix = (f"run `chmod go-w {path}` or point GPUNN_EMU_CACHE at a private directory" if st.st_uid == uid
+               else "point GPUNN_EMU_CACHE at a directory of your own")
+        raise EmuCacheError(
+            f"{origin}: refusing to use {path} as the CUDA emulator's build cache: {reason}. Libraries "
+            f"found there are loaded into this process, so it must be a directory owned by uid {uid} "
+            f"that neither group nor others can write; {fix}")
     return path
 
 
@@ -198,10 +270,52 @@ def _run_compiler(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-def build_library(code: str, kernels: list[KernelSig], options: tuple[str, ...] = (),
-                  filename: str = "kernel.cu") -> Path:
-    """The path of a shared library exporting gpunn_emu_launch_<name> for each kernel; built once."""
+def _library_problem(path: Path) -> str | None:
+    """None if the cached `path` may be loaded; otherwise why not ("it is missing" when absent)."""
+    try:
+        st = os.lstat(path)  # lstat: a symlink is not a library we wrote
+    except FileNotFoundError:
+        return "it is missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if st.st_size == 0:
+        return "it is empty"  # left by a crash or a full disk: rebuild rather than fail to load
+    return _unsafe_reason(st, os.getuid())
+
+
+def _compile_into(out: Path, source: str, cmd_head: list[str], stem: str, filename: str, problem: str) -> None:
+    """Compile `source` to a temporary name in out's directory, make it private, rename it to `out`."""
     global compile_count
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent) as tmp:
+        src = Path(tmp) / f"{stem}.cpp"
+        src.write_text(source)
+        tmp_so = Path(tmp) / f"{stem}.so"
+        cmd = [*cmd_head, str(src), "-o", str(tmp_so)]
+        compile_count += 1
+        proc = _run_compiler(cmd)
+        if proc.returncode != 0:
+            msg = proc.stderr.replace(str(src), filename)
+            if len(msg) > 8000:
+                msg = msg[:8000] + "\n... (truncated)"
+            raise EmuCompileError(f"g++ could not compile {filename} for the CUDA emulator:\n{msg}")
+        # The linker's mode follows the umask (0775 under umask 002), which the load check would
+        # refuse; set it before the rename so that the entry is never visible with a looser mode.
+        os.chmod(tmp_so, _PRIVATE_LIB)
+        try:
+            os.replace(tmp_so, out)
+        except OSError as exc:
+            raise EmuCacheError(
+                f"cannot replace the cached library {out} ({problem}) in the CUDA emulator's build cache: "
+                f"{exc}; remove it, or point GPUNN_EMU_CACHE at a private directory") from exc
+
+
+def build_library(code: str, kernels: list[KernelSig], options: tuple[str, ...] = (),
+                  filename: str = "kernel.cu", *, rebuild: bool = False) -> Path:
+    """The path of a shared library exporting gpunn_emu_launch_<name> for each kernel; built once.
+
+    A cached library is reused only if it is safe to load (see the module docstring); otherwise, or
+    with `rebuild` (the loader asks for it when the cached file does not load), it is compiled again
+    and atomically replaced."""
     flags = translate_options(tuple(options))
     source = prepare_source(code, kernels, filename)
     cxx = compiler()
@@ -210,22 +324,11 @@ def build_library(code: str, kernels: list[KernelSig], options: tuple[str, ...] 
         " ".join(options), _compiler_identity(cxx)]).encode()).hexdigest()[:32]
     stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(filename).stem)[:40] or "kernel"
     out = cache_dir() / f"{stem}-{key}.so"
-    if out.exists():
+    if not rebuild and _library_problem(out) is None:
         return out
     with _compile_lock:  # one compile at a time inside a process; other processes may race: rename
-        if out.exists():
+        problem = "it does not load" if rebuild else _library_problem(out)
+        if problem is None:
             return out
-        with tempfile.TemporaryDirectory(prefix=".build-", dir=out.parent) as tmp:
-            src = Path(tmp) / f"{stem}.cpp"
-            src.write_text(source)
-            tmp_so = Path(tmp) / f"{stem}.so"
-            cmd = [cxx, *BASE_FLAGS, *flags, f"-I{HEADER.parent}", str(src), "-o", str(tmp_so)]
-            compile_count += 1
-            proc = _run_compiler(cmd)
-            if proc.returncode != 0:
-                msg = proc.stderr.replace(str(src), filename)
-                if len(msg) > 8000:
-                    msg = msg[:8000] + "\n... (truncated)"
-                raise EmuCompileError(f"g++ could not compile {filename} for the CUDA emulator:\n{msg}")
-            os.replace(tmp_so, out)
+        _compile_into(out, source, [cxx, *BASE_FLAGS, *flags, f"-I{HEADER.parent}"], stem, filename, problem)
     return out

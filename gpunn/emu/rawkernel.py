@@ -139,7 +139,17 @@ class RawModule:
                             "(gpunn.emu.build.sanitizer_runtime gives the path)")
                 exported = [k for k in self.kernels.values() if k.extern_c]
                 self._path = build_library(self.code, exported, self.options, self.filename)
-                self._lib, self._launch_lock = _load(self._path)
+                try:
+                    self._lib, self._launch_lock = _load(self._path)
+                except OSError as first:
+                    # A corrupt entry (garbage bytes, a bad copy) would otherwise fail every later
+                    # run: replace it with a fresh build, once; only a fresh build's failure is raised.
+                    self._path = build_library(self.code, exported, self.options, self.filename, rebuild=True)
+                    try:
+                        self._lib, self._launch_lock = _load(self._path)
+                    except OSError as exc:
+                        raise EmuCompileError(f"the freshly built {self._path} does not load: {exc} "
+                                              f"(the cached copy failed first with: {first})") from exc
         assert self._launch_lock is not None
         return self._lib, self._launch_lock
 

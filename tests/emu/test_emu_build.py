@@ -2,6 +2,7 @@
 (source, header, options, compiler) thanks to the on-disk cache."""
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 import textwrap
@@ -36,8 +37,11 @@ def test_build_is_lazy_and_cached_on_disk(fresh_cache, monkeypatch):
     mod.get_function("fill")(1, 4, (out, np.float32(2)))
     np.testing.assert_array_equal(out, 3.0)
     assert build.compile_count == before + 1
-    assert len(list(fresh_cache.glob("*.so"))) == 1
+    [lib] = fresh_cache.glob("*.so")
     assert not list(fresh_cache.glob(".build-*")), "the temporary build directory must be removed"
+    # The cache holds code we load: private to us (test_emu_cache_safety.py covers the attacks).
+    assert stat.S_IMODE(fresh_cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(lib.stat().st_mode) == 0o700
 
     # A new module with the same source and options reuses the library: the compiler never runs.
     _forbid_compiler(monkeypatch)
