@@ -260,8 +260,12 @@ def test_wrong_dtype_is_named(tmp_path):
 def test_foreign_and_misused_files(tmp_path, saved):
     model, _, path = saved
     write_safetensors(tmp_path / "foreign.safetensors", {"w": np.zeros(3, np.float32)})
-    with pytest.raises(CheckpointError, match="not a gpunn checkpoint"):
+    with pytest.raises(CheckpointError, match="no 'gpunn.sha256' checksum.*verify=False"):
         model.load_weights(tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="not a gpunn checkpoint"):
+        gpunn.load_model(tmp_path / "foreign.safetensors", verify=False)
+    with pytest.raises(CheckpointError, match=r"not in the model: \['w'\]"):
+        model.load_weights(tmp_path / "foreign.safetensors", verify=False)
     model.save_weights(tmp_path / "w.safetensors")
     with pytest.raises(CheckpointError, match="weights only"):
         gpunn.load_model(tmp_path / "w.safetensors")
@@ -323,11 +327,11 @@ def test_configs_only_instantiate_gpunn_classes(tmp_path, saved):
     model, _, path = saved
     tensors, meta = read_safetensors(path)
     arch = json.loads(meta["gpunn.architecture"])
-    arch["architecture"]["config"]["layers"][0]["__layer__"]["module"] = "os"
-    arch["architecture"]["config"]["layers"][0]["__layer__"]["class"] = "system"
+    arch["config"]["layers"][0]["__layer__"]["module"] = "os"
+    arch["config"]["layers"][0]["__layer__"]["class"] = "system"
     meta["gpunn.architecture"] = json.dumps(arch)
-    write_safetensors(tmp_path / "evil.safetensors", tensors, meta)
-    with pytest.raises(CheckpointError, match="not part of gpunn"):
+    write_safetensors(tmp_path / "evil.safetensors", tensors, meta, "gpunn.sha256")  # re-signed, as an attacker can
+    with pytest.raises(CheckpointError, match="'system' is not a registered gpunn class"):
         gpunn.load_model(tmp_path / "evil.safetensors")
 
 
@@ -348,8 +352,7 @@ def test_custom_layers_need_custom_objects(tmp_path):
     model.save(tmp_path / "c.safetensors")
     with pytest.raises(CheckpointError, match="custom_objects"):
         gpunn.load_model(tmp_path / "c.safetensors")
-    loaded = gpunn.load_model(tmp_path / "c.safetensors", custom_objects={"test_custom_layers_need_custom_objects"
-                                                                          ".<locals>.Scale": Scale})
+    loaded = gpunn.load_model(tmp_path / "c.safetensors", custom_objects={"Scale": Scale})
     assert loaded.layers[1].factor == 3.0
 
 

@@ -2,21 +2,27 @@
 
 A layer's config is read off its constructor: for each `__init__` argument we take the attribute of
 the same name (or the child layer of that name), which is how every gpunn layer stores them. A
-layer may instead define `get_config()` returning its constructor's keyword arguments. Values are
-encoded with explicit markers so that tuples, nested layers and gpunn objects (regularizers,
-constraints) come back as they went in.
+layer may instead define `get_config()` returning its constructor's keyword arguments (as in
+Keras). Values are encoded with explicit markers so that tuples, nested layers and gpunn objects
+(regularizers, constraints) come back as they went in.
 
-Decoding only ever instantiates classes defined in `gpunn.*` modules, or classes the caller
-passes in `custom_objects`: a config file cannot name arbitrary code to run.
+Decoding treats the config as hostile:
+- a class is looked up by its registered name only (gpunn.train.registry, or the caller's
+  `custom_objects`), and must be of the kind the position asks for (a layer, a loss, ...);
+- the config's keys are checked against the constructor's parameters before anything is built;
+- nesting is capped, and rebuilding a model may allocate only a bounded number of elements.
+Every problem raises ConfigError (a ValueError) naming it, with no side effect.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from typing import Any
 
 import numpy as np
+
+from gpunn.layers.base import AllocationBudgetError, Layer, allocation_budget
+from gpunn.train import registry
 
 
 class ConfigError(ValueError):
@@ -27,7 +33,14 @@ class _Unencodable(Exception):
     pass
 
 
+MAX_DEPTH = 64  # nesting of config values; real architectures stay below 10
+#: elements a model rebuilt from a bare config may allocate (8 GiB of float32); a checkpoint's
+#: own tensors set a tighter bound when loading one
+MAX_CONFIG_ELEMENTS = 2 ** 31
+MODEL_DTYPES = ("float32", "float64")
 _POSITIONAL_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+_OBJECT_KINDS = ("regularizer", "constraint", "loss")  # what an {"__object__": ...} value may be
+_VALUE_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
 def _init_params(cls: type) -> list[inspect.Parameter]:
@@ -36,6 +49,13 @@ def _init_params(cls: type) -> list[inspect.Parameter]:
     except (TypeError, ValueError):
         return []
     return [p for p in list(sig.parameters.values())[1:] if p.kind not in _POSITIONAL_KINDS]
+
+
+def _takes_any_keyword(cls: type) -> bool:
+    try:
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+    except (TypeError, ValueError):
+        return False
 
 
 def _lookup(obj: Any, name: str) -> tuple[bool, Any]:
@@ -52,9 +72,14 @@ def _lookup(obj: Any, name: str) -> tuple[bool, Any]:
     return False, None
 
 
+def _class_name(cls: type) -> str:
+    """The name a config stores for `cls`: its registered name, else its own (custom_objects resolves it)."""
+    return registry.registered_name(cls) or cls.__name__
+
+
+# -- encoding ---------------------------------------------------------------------------------
 def encode_value(value: Any) -> Any:
     """A JSON-able form of `value`; raises _Unencodable for what we cannot describe."""
-    from gpunn.layers.base import Layer
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, np.integer)):
@@ -72,7 +97,7 @@ def encode_value(value: Any) -> Any:
         return {"__layer__": layer_to_config(value)}
     if isinstance(value, np.dtype):
         return {"__dtype__": str(value)}
-    if type(value).__module__.startswith("gpunn.") and not inspect.isroutine(value):
+    if registry.kind_of(type(value)) in _OBJECT_KINDS:
         return {"__object__": object_to_config(value)}
     raise _Unencodable(type(value).__name__)
 
@@ -100,107 +125,200 @@ def _config_for(obj: Any, cls: type, where: str, skip: tuple[str, ...] = ()) -> 
     return out
 
 
+def _user_config(obj: Any) -> dict[str, Any] | None:
+    """The constructor kwargs from an object's own get_config(), if it defines one.
+
+    A model's get_config() returns its whole architecture (for model_from_config), not kwargs."""
+    from gpunn.train.model import TrainingMixin
+    get_config = getattr(obj, "get_config", None)
+    if not callable(get_config) or isinstance(obj, TrainingMixin):
+        return None
+    return {k: encode_value(v) for k, v in get_config().items()}
+
+
 def object_to_config(obj: Any) -> dict[str, Any]:
-    """{"module", "class", "config"} for a gpunn object (regularizer, constraint, loss, ...).
+    """{"class", "config"} for a gpunn object (regularizer, constraint, loss, ...).
 
     The nearest class in the MRO whose constructor arguments are all readable is used, so L2(l)
     (which stores `l2`) is saved as L1L2(l1=0, l2=l): the same penalty."""
     where = f"save {type(obj).__name__}"
-    get_config = getattr(obj, "get_config", None)
-    if callable(get_config):
-        return {"module": type(obj).__module__, "class": type(obj).__qualname__,
-                "config": {k: encode_value(v) for k, v in get_config().items()}}
+    config = _user_config(obj)
+    if config is not None:
+        return {"class": _class_name(type(obj)), "config": config}
     for cls in type(obj).__mro__:
         if cls is object:
             break
         config = _config_for(obj, cls, where)
         if config is not None:
-            return {"module": cls.__module__, "class": cls.__qualname__, "config": config}
+            return {"class": _class_name(cls), "config": config}
     raise ConfigError(f"{where}: cannot read its constructor arguments back; define get_config()")
 
 
 def layer_to_config(layer: Any) -> dict[str, Any]:
-    """{"module", "class", "config", "trainable"} describing `layer` and its sublayers."""
+    """{"class", "config", "trainable"} describing `layer` and its sublayers."""
     cls = type(layer)
     where = f"save layer {layer.name!r} ({cls.__name__})"
-    get_config = getattr(layer, "get_config", None)
-    if callable(get_config):
-        config = {k: encode_value(v) for k, v in get_config().items()}
-    else:
+    config = _user_config(layer)
+    if config is None:
         config = _config_for(layer, cls, where, skip=("input_shape",))
         if config is None:
             missing = [p.name for p in _init_params(cls) if p.name != "input_shape"
                        and not p.name.endswith("initializer") and not _lookup(layer, p.name)[0]]
             raise ConfigError(f"{where}: its constructor arguments {missing} are not stored on the layer; "
                               "define get_config() on the class")
-    return {"module": cls.__module__, "class": cls.__qualname__, "config": config,
-            "trainable": bool(layer.trainable)}
+    return {"class": _class_name(cls), "config": config, "trainable": bool(layer.trainable)}
 
 
-def _resolve_class(module: str, name: str, custom_objects: dict[str, Any] | None, where: str) -> type:
-    if custom_objects and name in custom_objects:
-        return custom_objects[name]
-    if not isinstance(module, str) or not (module == "gpunn" or module.startswith("gpunn.")):
-        raise ConfigError(f"{where}: class {module}.{name} is not part of gpunn; pass it in custom_objects="
-                          f"{{{name!r}: cls}} to load it")
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f"{where}: module {module!r} named in the file does not exist in this gpunn") from None
-    obj: Any = mod
-    for part in name.split("."):
-        obj = getattr(obj, part, None)
-    if not isinstance(obj, type):
-        raise ConfigError(f"{where}: class {name!r} does not exist in {module!r} in this gpunn")
-    return obj
+def model_to_config(model: Any) -> dict[str, Any]:
+    """A model's whole architecture: its layer config plus the input shape and dtype it was built for."""
+    out = layer_to_config(model)
+    out["input_shape"] = list(model.input_shape) if model.input_shape is not None else None
+    out["dtype"] = str(np.dtype(model.dtype))
+    return out
 
 
-def decode_value(value: Any, custom_objects: dict[str, Any] | None = None) -> Any:
+# -- decoding ---------------------------------------------------------------------------------
+def _resolve(name: Any, kinds: tuple[str, ...], custom_objects: dict[str, Any] | None, where: str) -> type:
+    return registry.resolve(name, kinds, custom_objects, where, ConfigError)
+
+
+def decode_value(value: Any, custom_objects: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"load: the config is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [decode_value(v, custom_objects) for v in value]
+        return [decode_value(v, custom_objects, depth + 1) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) != 1:
-        raise ConfigError(f"load: malformed config value {value!r}")
+        raise ConfigError(f"load: malformed config value with keys {sorted(map(str, value))[:8]}: expected one "
+                          "marker such as '__tuple__'")
     (tag, inner), = value.items()
-    if tag == "__tuple__":
-        return tuple(decode_value(v, custom_objects) for v in inner)
-    if tag == "__dict__":
-        return {k: decode_value(v, custom_objects) for k, v in inner.items()}
-    if tag == "__float__":
+    if tag == "__tuple__" and isinstance(inner, list):
+        return tuple(decode_value(v, custom_objects, depth + 1) for v in inner)
+    if tag == "__dict__" and isinstance(inner, dict):
+        return {k: decode_value(v, custom_objects, depth + 1) for k, v in inner.items()}
+    if tag == "__float__" and inner in ("nan", "inf", "-inf"):
         return float(inner)
-    if tag == "__dtype__":
+    if tag == "__dtype__" and inner in _VALUE_DTYPES:
         return np.dtype(inner)
     if tag == "__layer__":
-        return layer_from_config(inner, custom_objects)
+        return layer_from_config(inner, custom_objects, depth + 1)
     if tag == "__object__":
-        return object_from_config(inner, custom_objects)
-    raise ConfigError(f"load: unknown config marker {tag!r}")
+        return _instantiate(inner, custom_objects, _OBJECT_KINDS, depth + 1)
+    raise ConfigError(f"load: unknown or malformed config marker {str(tag)[:40]!r} (value of type "
+                      f"{type(inner).__name__})")
 
 
-def _instantiate(cfg: Any, custom_objects: dict[str, Any] | None, kind: str) -> tuple[type, Any]:
-    if not isinstance(cfg, dict) or not {"module", "class", "config"} <= set(cfg):
-        raise ConfigError(f"load: malformed {kind} config {cfg!r}: expected keys module, class, config")
-    where = f"load {kind} {cfg['class']!r}"
-    cls = _resolve_class(cfg["module"], cfg["class"], custom_objects, where)
-    if not isinstance(cfg["config"], dict):
-        raise ConfigError(f"{where}: 'config' must be an object, got {cfg['config']!r}")
-    kwargs = {k: decode_value(v, custom_objects) for k, v in cfg["config"].items()}
+def _kwargs(cls: type, cfg: dict[str, Any], custom_objects: dict[str, Any] | None, where: str,
+            depth: int, bound: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The constructor arguments in `cfg["config"]`, checked against `cls`'s parameters first."""
+    config = cfg.get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: 'config' must be an object, got {type(config).__name__}")
+    accepted = {p.name for p in _init_params(cls)} - set(bound)
+    unknown = sorted(k for k in config if k not in accepted)
+    if unknown and not _takes_any_keyword(cls):
+        raise ConfigError(f"{where}: unknown arguments {unknown[:8]}; {cls.__name__} takes {sorted(accepted)}")
+    kwargs = {k: decode_value(v, custom_objects, depth + 1) for k, v in config.items()}
     try:
-        return cls, cls(**kwargs)
-    except (TypeError, ValueError) as exc:
+        inspect.signature(cls).bind(*[None] * len(bound), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: its saved arguments do not fit {cls.__name__}: {exc}") from None
+    return kwargs
+
+
+def _instantiate(cfg: Any, custom_objects: dict[str, Any] | None, kinds: tuple[str, ...], depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"load: the config is nested deeper than {MAX_DEPTH} levels")
+    kind = "/".join(kinds)
+    if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
+        raise ConfigError(f"load: malformed {kind} config: expected an object with keys 'class' and 'config'")
+    where = f"load {kind} {str(cfg['class'])[:80]!r}"
+    cls = _resolve(cfg["class"], kinds, custom_objects, where)
+    kwargs = _kwargs(cls, cfg, custom_objects, where, depth)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{where}: its saved arguments do not construct it: {exc}") from exc
 
 
-def object_from_config(cfg: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Any:
-    return _instantiate(cfg, custom_objects, "object")[1]
+def object_from_config(cfg: dict[str, Any], custom_objects: dict[str, Any] | None = None,
+                       kind: str = "loss") -> Any:
+    """The `kind` object ("loss", "regularizer", "constraint") that `cfg` describes."""
+    return _instantiate(cfg, custom_objects, (kind,))
 
 
-def layer_from_config(cfg: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Any:
-    from gpunn.layers.base import Layer
-    cls, layer = _instantiate(cfg, custom_objects, "layer")
-    if not isinstance(layer, Layer):
-        raise ConfigError(f"load layer: {cls.__name__} is not a gpunn Layer")
-    if cfg.get("trainable", True) is False:
+def optimizer_from_config(cfg: Any, model: Any, custom_objects: dict[str, Any] | None = None) -> Any:
+    """The optimizer that `cfg` ({"class", "config"}) describes, built over `model`'s parameters."""
+    if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
+        raise ConfigError("load optimizer: malformed config: expected an object with keys 'class' and 'config'")
+    where = f"load optimizer {str(cfg['class'])[:80]!r}"
+    cls = _resolve(cfg["class"], ("optimizer",), custom_objects, where)
+    kwargs = _kwargs(cls, cfg, custom_objects, where, 0, bound=("params",))
+    try:
+        return cls(model, **kwargs)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ConfigError(f"{where}: its saved arguments do not construct it: {exc}") from exc
+
+
+def layer_from_config(cfg: Any, custom_objects: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    layer = _instantiate(cfg, custom_objects, ("layer",), depth)
+    trainable = cfg.get("trainable", True)
+    if not isinstance(trainable, bool):
+        raise ConfigError(f"load layer {cfg['class']!r}: 'trainable' must be true or false, got {trainable!r}")
+    if trainable is False:
         layer.trainable = False  # before build, so its parameters are created frozen
     return layer
+
+
+def _input_shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_CONFIG_ELEMENTS for s in value):
+        raise ConfigError(f"{where}: 'input_shape' must be a non-empty list of positive ints, got "
+                          f"{str(value)[:80]}")
+    if math.prod(value) > MAX_CONFIG_ELEMENTS:
+        raise ConfigError(f"{where}: 'input_shape' {tuple(value)} holds more than {MAX_CONFIG_ELEMENTS:,} "
+                          "elements per sample")
+    return tuple(value)
+
+
+def build_as_configured(model: Any, config: dict[str, Any], max_elements: int, where: str) -> Any:
+    """Give `model` the dtype of `config` and build it for the config's input shape (if any), allocating
+    at most `max_elements` parameter and buffer elements."""
+    dtype = config.get("dtype", "float32")
+    if dtype not in MODEL_DTYPES:
+        raise ConfigError(f"{where}: 'dtype' must be one of {list(MODEL_DTYPES)}, got {str(dtype)[:40]!r}")
+    shape = config.get("input_shape")
+    shape = None if shape is None else _input_shape(shape, where)
+    model._dtype = np.dtype(dtype)
+    if shape is not None:
+        try:
+            with allocation_budget(max_elements, where):
+                model.build(shape)
+        except AllocationBudgetError as exc:
+            raise ConfigError(str(exc)) from None
+        except (TypeError, ValueError, OverflowError, KeyError, IndexError, ZeroDivisionError) as exc:
+            raise ConfigError(f"{where}: the architecture does not build for input shape {shape}: {exc}") from None
+    return model
+
+
+def build_model(config: Any, custom_objects: dict[str, Any] | None, max_elements: int, where: str) -> Any:
+    """model_from_config with an explicit cap on the elements the build may allocate."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: the model config must be an object, got {type(config).__name__}")
+    extra = sorted(set(config) - {"class", "config", "trainable", "input_shape", "dtype", "module"})
+    if extra:
+        raise ConfigError(f"{where}: unknown keys {extra[:8]} in the model config")
+    model = layer_from_config(config, custom_objects)
+    return build_as_configured(model, config, max_elements, where)
+
+
+def model_from_config(config: dict[str, Any], custom_objects: dict[str, Any] | None = None) -> Any:
+    """The model that `model.get_config()` described, built when the config names its input shape.
+
+    Only registered gpunn classes and `custom_objects` are constructed; a bad config raises
+    ConfigError (a ValueError) naming what is wrong, before anything large is allocated."""
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"model_from_config: argument 'custom_objects' must be a dict from name to class, got "
+                        f"{type(custom_objects).__name__}")
+    return build_model(config, custom_objects, MAX_CONFIG_ELEMENTS, "model_from_config")

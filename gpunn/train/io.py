@@ -3,36 +3,44 @@
 One file holds everything, so one atomic rename publishes a checkpoint:
 - tensors "model/<state key>" (parameters and buffers such as BatchNorm's running statistics) and,
   in a full save, "optimizer/<buffer>" (the optimizer's moment buffers);
-- metadata "gpunn.format" ("model" or "weights"), "gpunn.architecture" (the layer configs, input
-  shape and dtype), "gpunn.layers" (the class owning each state key, to name mismatches),
-  "gpunn.compile" (loss, metrics, optimizer class and settings), "gpunn.optimizer" (its scalar
-  state), "gpunn.training" (epochs done, the shuffle seed, the dropout generator's state) and
-  "gpunn.sha256" (a checksum of the tensor bytes, so flipped bits are caught, not loaded).
+- metadata "gpunn.format" ("model" or "weights"), "gpunn.architecture" (model.get_config(): the
+  layer configs, input shape and dtype), "gpunn.layers" (the class owning each state key, to name
+  mismatches), "gpunn.compile" (loss, metrics, optimizer class and settings), "gpunn.optimizer"
+  (its scalar state), "gpunn.training" (epochs done, the shuffle seed, the dropout generator's
+  state) and "gpunn.sha256" (a checksum of the whole header and the tensor bytes, so a flipped
+  bit or digit anywhere is caught, not loaded).
 
-Nothing is unpickled: arrays are raw bytes with a declared dtype and shape, configs are JSON, and
-only gpunn classes (or the caller's `custom_objects`) are instantiated. Every check runs before the
-first write into a model, so a bad file leaves the model as it was.
+A checkpoint is hostile until validated. Nothing is unpickled and nothing a file names is imported:
+arrays are raw bytes with a declared dtype and shape, configs are JSON, and only registered gpunn
+classes (or the caller's `custom_objects`) are constructed, through model_from_config. The model
+is rebuilt under an allocation budget set by the file's own tensors, so a small file declaring a
+huge layer fails in bounded memory. Every check runs before the first write into a model, so a bad
+file leaves the model as it was.
 """
 from __future__ import annotations
 
+import inspect
 import json
+import math
 import os
 import warnings
 from typing import Any
 
 import numpy as np
 
-from gpunn.train.config import ConfigError, layer_from_config, layer_to_config, object_from_config, object_to_config
+from gpunn.train.checkpoint_meta import CheckpointError, Meta
+from gpunn.train.config import (ConfigError, build_as_configured, build_model, model_to_config, object_from_config,
+                                object_to_config, optimizer_from_config)
+from gpunn.train.registry import registered_name
 from gpunn.train.safetensors import SafetensorsError, read_safetensors, write_safetensors
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: the checksum covers the header (metadata) too
+_READABLE_VERSIONS = ("1", "2")  # version 1 files carry a tensor-only checksum: read with verify=False
 _MODEL_PREFIX = "model/"
 _OPT_PREFIX = "optimizer/"
-_CHECKSUM = "gpunn.sha256"  # of the tensor bytes: safetensors has no checksum of its own
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into this model: a foreign, corrupt or mismatched file."""
+_CHECKSUM = "gpunn.sha256"  # of the header and the tensor bytes: safetensors has no checksum of its own
+#: extra elements a rebuild may allocate beyond the file's tensors (derived copies such as WeightNorm's)
+_BUDGET_SLACK = 1 << 20
 
 
 # -- what a model holds -----------------------------------------------------------------------
@@ -43,11 +51,6 @@ def _owners(layer: Any, prefix: str = "") -> dict[str, str]:
     for cname, child in layer.children.items():
         out.update(_owners(child, f"{prefix}{cname}."))
     return out
-
-
-def _architecture(model: Any) -> dict[str, Any]:
-    return {"architecture": layer_to_config(model), "input_shape": list(model.input_shape),
-            "dtype": str(np.dtype(model.dtype))}
 
 
 def _model_tensors(model: Any) -> dict[str, np.ndarray]:
@@ -62,13 +65,12 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[
 
 def _optimizer_config(opt: Any) -> dict[str, Any]:
     cls = type(opt)
-    import inspect
     accepted = {p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
     settings = dict(opt.hyperparams()) if hasattr(opt, "hyperparams") else {}
     for extra in ("clipnorm", "clipvalue"):
         if getattr(opt, extra, None) is not None:
             settings[extra] = getattr(opt, extra)
-    return {"module": cls.__module__, "class": cls.__qualname__,
+    return {"class": registered_name(cls) or cls.__name__,
             "config": {k: v for k, v in settings.items() if k in accepted}}
 
 
@@ -79,12 +81,24 @@ def _rng_state() -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
-def _restore_rng(state: dict[str, Any] | None) -> None:
+def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, Any] | None:
+    """`state` if the current generator can take it (tried on a fresh generator of its type), else None."""
     from gpunn.backend import get_backend
     bitgen = getattr(get_backend().rng, "bit_generator", None)
-    if state and bitgen is not None and isinstance(getattr(bitgen, "state", None), dict) \
-            and bitgen.state.get("bit_generator") == state.get("bit_generator"):
-        bitgen.state = state
+    if not state or bitgen is None or not isinstance(getattr(bitgen, "state", None), dict) \
+            or bitgen.state.get("bit_generator") != state.get("bit_generator"):
+        return None
+    try:
+        type(bitgen)().state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise meta.error(f"has a corrupt random generator state in 'gpunn.training': {str(exc)[:200]}") from None
+    return state
+
+
+def _restore_rng(state: dict[str, Any] | None) -> None:
+    from gpunn.backend import get_backend
+    if state:
+        get_backend().rng.bit_generator.state = state
 
 
 # -- saving -----------------------------------------------------------------------------------
@@ -97,7 +111,7 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Parameters and buffers only (plus the architecture, to validate loads), written atomically."""
     _check_built(model, "save_weights")
     meta = {"gpunn.format": "weights", "gpunn.version": FORMAT_VERSION,
-            "gpunn.architecture": json.dumps(_architecture(model)), "gpunn.layers": json.dumps(_owners(model))}
+            "gpunn.architecture": json.dumps(model_to_config(model)), "gpunn.layers": json.dumps(_owners(model))}
     write_safetensors(path, _model_tensors(model), meta, _CHECKSUM)
 
 
@@ -106,7 +120,7 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     _check_built(model, "save")
     tensors = _model_tensors(model)
     meta = {"gpunn.format": "model", "gpunn.version": FORMAT_VERSION,
-            "gpunn.architecture": json.dumps(_architecture(model)), "gpunn.layers": json.dumps(_owners(model))}
+            "gpunn.architecture": json.dumps(model_to_config(model)), "gpunn.layers": json.dumps(_owners(model))}
     if getattr(model, "compiled", False):
         opt = model.optimizer
         compile_cfg = {"loss": object_to_config(model.loss), "metrics": [name for name, _ in model.metric_fns],
@@ -124,34 +138,84 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
 
 
 # -- loading ----------------------------------------------------------------------------------
-def _read(path: str | os.PathLike, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _read(path: str | os.PathLike, where: str, verify: bool, foreign_ok: bool = False
+          ) -> tuple[dict[str, np.ndarray], Meta]:
+    """The tensors and metadata of a gpunn checkpoint, verified against its checksum when `verify`."""
+    if not isinstance(verify, bool):
+        raise TypeError(f"{where}: argument 'verify' must be a bool, got {type(verify).__name__}")
     try:
-        tensors, meta = read_safetensors(path, _CHECKSUM)
+        tensors, raw = read_safetensors(path, _CHECKSUM if verify else None)
     except SafetensorsError as exc:
         raise CheckpointError(f"{where}: cannot read {os.fspath(path)!r}: {exc}") from None
-    fmt = meta.get("gpunn.format")
+    meta = Meta(raw, path, where)
+    fmt = raw.get("gpunn.format")
+    if fmt is None and foreign_ok and not verify:
+        return tensors, meta
     if fmt not in ("model", "weights"):
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} is a safetensors file but not a gpunn checkpoint "
-                              "(no 'gpunn.format' metadata)")
-    if meta.get("gpunn.version") != FORMAT_VERSION:
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} has checkpoint format version "
-                              f"{meta.get('gpunn.version')!r}; this gpunn reads version {FORMAT_VERSION!r}")
+        raise meta.error("is a safetensors file but not a gpunn checkpoint (no 'gpunn.format' metadata); "
+                         "a file of another tool loads into a built model with load_weights(path, verify=False)")
+    version = raw.get("gpunn.version")
+    if version not in _READABLE_VERSIONS:
+        raise meta.error(f"has checkpoint format version {str(version)[:20]!r}; this gpunn reads versions "
+                         f"{list(_READABLE_VERSIONS)}")
+    if version != FORMAT_VERSION and verify:
+        raise meta.error(f"has format version {version!r}, whose checksum does not cover its metadata; load it "
+                         "with verify=False if you trust it, then save it again")
     return tensors, meta
 
 
-def _json(meta: dict[str, str], key: str, where: str, path: Any) -> Any:
+def _model_elements(tensors: dict[str, np.ndarray]) -> int:
+    return sum(math.prod(v.shape) for k, v in tensors.items() if k.startswith(_MODEL_PREFIX))
+
+
+def _rebuild(meta: Meta, tensors: dict[str, np.ndarray], custom_objects: dict[str, Any] | None) -> Any:
+    """The model the file's architecture describes, allocating no more than its tensors can fill."""
+    arch = meta.architecture()
     try:
-        return json.loads(meta[key])
-    except KeyError:
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} lacks the {key!r} metadata") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} has corrupt {key!r} metadata ({exc})") from None
+        return build_model(arch, custom_objects, _model_elements(tensors) + _BUDGET_SLACK,
+                           f"{meta.where} {meta.path!r}")
+    except ConfigError as exc:
+        raise meta.error(f"has an architecture this gpunn will not rebuild: {exc}") from None
+
+
+def _layer_classes(cfg: Any, path: str = "model") -> list[tuple[str, str]]:
+    """(position, class name) of every layer in a config, depth first, activations included."""
+    out: list[tuple[str, str]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if "__layer__" in value and isinstance(value["__layer__"], dict):
+                out.extend(_layer_classes(value["__layer__"], where))
+                return
+            for k, v in value.items():
+                walk(v, f"{where}.{k}" if not k.startswith("__") else where)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    if isinstance(cfg, dict):
+        out.append((path, str(cfg.get("class"))))
+        walk(cfg.get("config"), path)
+    return out
+
+
+def _check_same_architecture(model: Any, meta: Meta) -> None:
+    """The file's layers must be the model's, class for class (a ReLU model's weights are no tanh model's)."""
+    saved = _layer_classes(meta.architecture())
+    ours = _layer_classes(model_to_config(model))
+    for (where, a), (_, b) in zip(saved, ours):
+        if a != b:
+            raise meta.error(f"holds weights of another architecture: layer {where} is {a} in the file but {b} "
+                             "in the model (the model is unchanged)")
+    if len(saved) != len(ours):
+        raise meta.error(f"holds weights of another architecture: {len(saved)} layers in the file, {len(ours)} in "
+                         "the model (the model is unchanged)")
 
 
 def validate_state(model: Any, tensors: dict[str, np.ndarray], saved_owners: dict[str, str] | None,
-                   where: str) -> dict[str, np.ndarray]:
-    """The model state from `tensors`, after checking names, owning layers, shapes and dtypes."""
-    state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+                   where: str, prefix: str = _MODEL_PREFIX) -> dict[str, np.ndarray]:
+    """The model state from `tensors`, after checking names, owning layers, shapes, dtypes and values."""
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     targets = model._named_state()
     owners = {key: f"{key} (?)" for key in targets}  # a layer may add state keys of its own
     owners.update(_owners(model))
@@ -159,12 +223,12 @@ def validate_state(model: Any, tensors: dict[str, np.ndarray], saved_owners: dic
     missing = sorted(set(targets) - set(state))
     unexpected = sorted(set(state) - set(targets))
     if missing:
-        problems.append(f"missing from the file: {missing}")
+        problems.append(f"missing from the file: {missing[:20]}")
     if unexpected:
-        problems.append(f"not in the model: {unexpected}")
+        problems.append(f"not in the model: {unexpected[:20]}")
     for key in sorted(set(targets) & set(state)):
         if saved_owners and key in saved_owners and saved_owners[key].split(" ")[-1] != owners[key].split(" ")[-1]:
-            problems.append(f"{key!r} belongs to {saved_owners[key]} in the file but to {owners[key]} in the model")
+            problems.append(f"{key!r} belongs to {saved_owners[key][:80]} in the file but to {owners[key]} in the model")
         target, value = targets[key], state[key]
         if tuple(value.shape) != tuple(target.shape):
             problems.append(f"{key!r} of {owners[key]} has shape {tuple(value.shape)} in the file, "
@@ -180,83 +244,102 @@ def validate_state(model: Any, tensors: dict[str, np.ndarray], saved_owners: dic
     return state
 
 
-def load_weights(model: Any, path: str | os.PathLike) -> None:
-    """Load parameters and buffers saved by save_weights or save into `model`, all or nothing."""
+def load_weights(model: Any, path: str | os.PathLike, verify: bool = True) -> None:
+    """Load parameters and buffers saved by save_weights or save into `model`, all or nothing.
+
+    The file's architecture must match the model's layer for layer. With `verify=False` the
+    checksum is not required, so a safetensors file written by another tool (tensors named by
+    the model's state keys, optionally prefixed "model/") loads into a built model."""
     where = "load_weights"
-    tensors, meta = _read(path, where)
-    saved_owners = _json(meta, "gpunn.layers", where, path) if "gpunn.layers" in meta else None
+    tensors, meta = _read(path, where, verify, foreign_ok=True)
+    if not meta.has("gpunn.format"):
+        if not getattr(model, "built", False):
+            raise meta.error("has no gpunn architecture, so the model must be built before loading it")
+        prefix = _MODEL_PREFIX if any(k.startswith(_MODEL_PREFIX) for k in tensors) else ""
+        model.load_state_dict(validate_state(model, tensors, None, where, prefix))
+        return
+    saved_owners = meta.owners()
     if not getattr(model, "built", False):
-        arch = _json(meta, "gpunn.architecture", where, path)
-        model._dtype = np.dtype(arch["dtype"])
-        model.build(tuple(arch["input_shape"]))
-    state = validate_state(model, tensors, saved_owners, where)
+        _check_same_architecture(model, meta)
+        try:
+            build_as_configured(model, meta.architecture(), _model_elements(tensors) + _BUDGET_SLACK,
+                                f"{where} {meta.path!r}")
+        except ConfigError as exc:
+            raise meta.error(f"has an architecture this model will not build for: {exc}") from None
+    state = validate_state(model, tensors, saved_owners, where)  # names the tensors that differ, if any
+    _check_same_architecture(model, meta)  # then the stateless layers: activations, pools, dropout
     model.load_state_dict(state)
 
 
-def _build_optimizer(model: Any, cfg: dict[str, Any], custom_objects: dict[str, Any] | None) -> Any:
-    from gpunn.train.config import _resolve_class
-    cls = _resolve_class(cfg["module"], cfg["class"], custom_objects, "load optimizer")
+def _finite_optimizer_state(tensors: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
+    buffers = {k[len(_OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OPT_PREFIX)}
+    bad = sorted(k for k, v in buffers.items() if v.dtype.kind != "f" or not np.isfinite(v).all())
+    if bad:
+        raise meta.error(f"has optimizer state {bad[:8]} that is not finite floating point (NaN, inf or "
+                         "another dtype); it would turn the weights to NaN on the first step")
+    return buffers
+
+
+def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
+                  custom_objects: dict[str, Any] | None) -> None:
+    """Rebuild the loss, metrics and optimizer (with its state) saved with the model, or raise."""
+    cfg = meta.compile_settings()
     try:
-        return cls(model, **cfg["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"load_model: the saved optimizer settings do not construct {cls.__name__}: {exc}") \
-            from exc
+        loss = object_from_config(cfg["loss"], custom_objects, kind="loss")
+        optimizer = optimizer_from_config(cfg["optimizer"], model, custom_objects)
+    except ConfigError as exc:
+        raise meta.error(f"has compile settings this gpunn will not rebuild: {exc}") from None
+    metrics = []
+    for name in cfg["metrics"]:
+        if custom_objects and name in custom_objects:
+            metrics.append(custom_objects[name])
+            continue
+        from gpunn.train.metrics import get_metric
+        try:
+            get_metric(name)
+            metrics.append(name)
+        except ValueError:
+            warnings.warn(f"{meta.where}: metric {name[:80]!r} is not built in; pass it in custom_objects to keep it",
+                          stacklevel=3)
+    buffers = _finite_optimizer_state(tensors, meta)
+    scalars = meta.optimizer_scalars() if meta.has("gpunn.optimizer") else None
+    if buffers and scalars is None:
+        raise meta.error("has optimizer buffers but no 'gpunn.optimizer' metadata")
+    model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
+    if scalars is not None:
+        try:
+            model.optimizer.load_state_dict({**scalars, "state": buffers})
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise meta.error(f"has optimizer state that does not fit: {str(exc)[:300]}") from None
 
 
 def load_model(path: str | os.PathLike, custom_objects: dict[str, Any] | None = None, compile: bool = True,
-               restore_rng: bool = True) -> Any:
+               restore_rng: bool = True, verify: bool = True) -> Any:
     """The model saved by `model.save(path)`: architecture, weights and, with `compile`, the loss,
     metrics and optimizer with its state, ready to resume with fit(..., initial_epoch=model.epoch).
 
-    `restore_rng` also restores the current backend's random generator (dropout masks) to its
-    state at save time, which makes a resumed run bit-identical on the NumPy backend."""
+    The architecture is rebuilt through model_from_config: only registered gpunn classes and the
+    caller's `custom_objects` are constructed. `restore_rng` also restores the current backend's
+    random generator (dropout masks) to its state at save time, which makes a resumed run
+    bit-identical on the NumPy backend. `verify=False` accepts a file without a valid checksum
+    (such as one written by gpunn's format version 1); every other check still runs."""
     where = "load_model"
-    tensors, meta = _read(path, where)
-    if meta["gpunn.format"] != "model":
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} holds weights only (save_weights); build the model "
-                              "and call model.load_weights(path)")
-    arch = _json(meta, "gpunn.architecture", where, path)
-    try:
-        model = layer_from_config(arch["architecture"], custom_objects)
-        model._dtype = np.dtype(arch["dtype"])
-        model.build(tuple(arch["input_shape"]))
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{where}: {os.fspath(path)!r} has an architecture this gpunn cannot rebuild: "
-                              f"{exc}") from None
-    saved_owners = _json(meta, "gpunn.layers", where, path)
-    model.load_state_dict(validate_state(model, tensors, saved_owners, where))
-    if compile and "gpunn.compile" in meta and hasattr(model, "compile"):
-        cfg = _json(meta, "gpunn.compile", where, path)
-        try:
-            loss = object_from_config(cfg["loss"], custom_objects)
-        except ConfigError as exc:
-            raise CheckpointError(f"{where}: cannot rebuild the loss: {exc}") from None
-        metrics = []
-        for name in cfg["metrics"]:
-            if custom_objects and name in custom_objects:
-                metrics.append(custom_objects[name])
-                continue
-            from gpunn.train.metrics import get_metric
-            try:
-                get_metric(name)
-                metrics.append(name)
-            except ValueError:
-                warnings.warn(f"{where}: metric {name!r} is not built in; pass it in custom_objects to keep it",
-                              stacklevel=2)
-        model.compile(loss=loss, optimizer=_build_optimizer(model, cfg["optimizer"], custom_objects),
-                      metrics=metrics)
-        if "gpunn.optimizer" in meta:
-            scalars = _json(meta, "gpunn.optimizer", where, path)
-            buffers = {k[len(_OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OPT_PREFIX)}
-            try:
-                model.optimizer.load_state_dict({**scalars, "state": buffers})
-            except (KeyError, ValueError, TypeError) as exc:
-                raise CheckpointError(f"{where}: the optimizer state in {os.fspath(path)!r} does not fit: {exc}") \
-                    from None
-    training = _json(meta, "gpunn.training", where, path) if "gpunn.training" in meta else {}
-    model.epoch = int(training.get("epoch", 0))
-    if training.get("shuffle_seed") is not None:
-        model.shuffle_seed = int(training["shuffle_seed"])
-    if restore_rng:
-        _restore_rng(training.get("rng"))
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"{where}: argument 'custom_objects' must be a dict from name to class, got "
+                        f"{type(custom_objects).__name__}")
+    tensors, meta = _read(path, where, verify)
+    if meta.raw["gpunn.format"] != "model":
+        raise meta.error("holds weights only (save_weights); build the model and call model.load_weights(path)")
+    training = meta.training()
+    rng_state = _checked_rng_state(training["rng"], meta) if restore_rng else None
+    model = _rebuild(meta, tensors, custom_objects)
+    if model.input_shape is None or not model.built:
+        raise meta.error("has an architecture without an input shape")
+    model.load_state_dict(validate_state(model, tensors, meta.owners(), where))
+    if compile and meta.has("gpunn.compile") and hasattr(model, "compile"):
+        _compile_from(model, meta, tensors, custom_objects)
+    model.epoch = training["epoch"]
+    if training["shuffle_seed"] is not None:
+        model.shuffle_seed = training["shuffle_seed"]
+    _restore_rng(rng_state)  # last: the only effect outside the new model, after every check passed
     return model

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +45,24 @@ def _code(dtype: np.dtype, name: str) -> str:
     return _CODES[key]
 
 
+def _digest(header: dict[str, Any], data: bytes | memoryview, checksum_key: str) -> str:
+    """SHA-256 of the whole header (every metadata entry but the checksum itself) and the data.
+
+    The header is hashed in a canonical JSON form, so that a flipped digit anywhere (a metadata
+    value, a tensor's shape or offsets) is caught, not only flipped bits in the tensor bytes."""
+    meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != checksum_key}
+    canonical = {**{k: v for k, v in header.items() if k != "__metadata__"}, "__metadata__": meta}
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None,
            checksum_key: str | None = None) -> bytes:
     """The bytes of a safetensors file holding `tensors` (host arrays) and `metadata`.
 
-    With `checksum_key`, the SHA-256 of the tensor bytes is stored under that metadata key, so
-    that `decode` can detect corrupted data (the format itself has no checksum)."""
+    With `checksum_key`, the SHA-256 of the header and the tensor bytes is stored under that
+    metadata key, so that `decode` can detect any corruption (the format itself has no checksum)."""
     header: dict[str, Any] = {}
     metadata = dict(metadata or {})
     if metadata:
@@ -67,21 +82,20 @@ def encode(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = Non
         header[name] = {"dtype": code, "shape": [int(s) for s in arr.shape], "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
+    data = b"".join(chunks)
     if checksum_key is not None:
-        digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        header.setdefault("__metadata__", {})[checksum_key] = digest.hexdigest()
+        header.setdefault("__metadata__", {})[checksum_key] = _digest(header, data, checksum_key)
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
     head += b" " * (-len(head) % 8)  # pad so the data starts 8-byte aligned, as the reference writer does
-    return len(head).to_bytes(8, "little") + head + b"".join(chunks)
+    return len(head).to_bytes(8, "little") + head + data
 
 
 def decode(blob: bytes, source: str = "<bytes>", checksum_key: str | None = None
            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, metadata) from safetensors bytes; raises SafetensorsError naming what is wrong.
 
-    When the metadata holds `checksum_key`, the tensor bytes must match that SHA-256."""
+    With `checksum_key`, the metadata must hold that SHA-256 of the header and data, and they must
+    match it; a file without it is refused (pass checksum_key=None to read a foreign file)."""
     size = len(blob)
     if size < 8:
         raise SafetensorsError(f"{source}: not a safetensors file or truncated: {size} bytes, fewer than the "
@@ -93,10 +107,12 @@ def decode(blob: bytes, source: str = "<bytes>", checksum_key: str | None = None
         raise SafetensorsError(f"{source}: truncated: the header needs {n} bytes but only {size - 8} follow")
     try:
         header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SafetensorsError(f"{source}: corrupt or foreign file: the header is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: also ints of 4,300+ digits
+        raise SafetensorsError(f"{source}: corrupt or foreign file: the header is not valid JSON "
+                               f"({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{source}: corrupt header: expected a JSON object, got {type(header).__name__}")
+    header = dict(header)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):
@@ -113,11 +129,11 @@ def decode(blob: bytes, source: str = "<bytes>", checksum_key: str | None = None
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise SafetensorsError(f"{source}: corrupt header entry for tensor {name!r}: {info!r}")
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            raise SafetensorsError(f"{source}: corrupt header entry for tensor {name[:80]!r}: {str(info)[:200]}")
+        expected = math.prod(shape) * dtype.itemsize  # Python ints: a huge shape cannot wrap around
         if end - begin != expected or begin > end:
-            raise SafetensorsError(f"{source}: corrupt entry for tensor {name!r}: offsets {begin}..{end} do not hold "
-                                   f"shape {shape} of {info['dtype']} ({expected} bytes)")
+            raise SafetensorsError(f"{source}: corrupt entry for tensor {name[:80]!r}: offsets {begin}..{end} do "
+                                   f"not hold shape {str(shape)[:200]} of {info['dtype']}")
         spans.append((begin, end, name))
     spans.sort()
     cursor = 0
@@ -131,9 +147,14 @@ def decode(blob: bytes, source: str = "<bytes>", checksum_key: str | None = None
                                "are present")
     if cursor != len(data):
         raise SafetensorsError(f"{source}: corrupt file: {len(data) - cursor} unexpected bytes after the tensors")
-    if checksum_key is not None and checksum_key in metadata:
-        if hashlib.sha256(data[:cursor]).hexdigest() != metadata[checksum_key]:
-            raise SafetensorsError(f"{source}: corrupt file: the tensor data does not match its SHA-256 checksum")
+    if checksum_key is not None:
+        if checksum_key not in metadata:
+            raise SafetensorsError(f"{source}: has no {checksum_key!r} checksum, so its integrity cannot be "
+                                   "verified (a file written by another safetensors tool, or an older gpunn); "
+                                   "load it with verify=False if you trust it")
+        if _digest({**header, "__metadata__": metadata}, data[:cursor], checksum_key) != metadata[checksum_key]:
+            raise SafetensorsError(f"{source}: corrupt or tampered file: its header or tensor data does not match "
+                                   "its SHA-256 checksum")
     for begin, end, name in spans:
         info = header[name]
         arr = np.frombuffer(data[begin:end], dtype=_DTYPES[info["dtype"]]).reshape(tuple(info["shape"]))
@@ -147,20 +168,86 @@ def read_safetensors(path: str | os.PathLike, checksum_key: str | None = None
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"read_safetensors: argument 'path' {str(p)!r} is not an existing file")
-    return decode(p.read_bytes(), str(p), checksum_key)
+    with open(p, "rb") as fh:
+        return decode(fh.read(), str(p), checksum_key)
+
+
+_TMP_SUFFIX = ".tmp"
+_STALE_UNTAGGED_S = 3600  # a temporary without a pid tag (an older gpunn's) is stale after an hour
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: alive, or at least not ours to judge
+    return True
+
+
+def clean_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Remove temporaries that killed saves of `path` left beside it; returns the removed names.
+
+    A temporary is named .<name>.<host>.<pid>.<random>.tmp; it is stale when that process, on this
+    host, is gone. Temporaries of live processes (a concurrent save) and of other hosts (a shared
+    folder) are left alone."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    prefix, host, now = _tmp_prefix(p.name), socket.gethostname(), time.time()
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(_TMP_SUFFIX)) or not entry.is_file(
+                follow_symlinks=False):
+            continue
+        parts = entry.name[len(prefix):-len(_TMP_SUFFIX)].rsplit(".", 2)  # host, pid, mkstemp's random part
+        try:
+            if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
+                stale = int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1]))
+            else:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_UNTAGGED_S
+            if stale:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:
+            continue
+    return removed
+
+
+def _target_mode(p: Path) -> int:
+    """An existing file keeps its mode; a new one gets what open() would give it under the umask."""
+    try:
+        return p.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync it, then rename over `path`.
 
-    A crash at any moment leaves either the old file or the new one, never a torn mix."""
+    A crash at any moment leaves either the old file or the new one, never a torn mix; the
+    temporaries of earlier killed writes to the same path are removed first."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"atomic_write: the folder {str(parent)!r} of argument 'path' does not exist")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
+    clean_stale_temporaries(p)
+    mode = _target_mode(p)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f"{_tmp_prefix(p.name)}{socket.gethostname()}.{os.getpid()}.",
+                               suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
