@@ -5,21 +5,28 @@ Where the files are looked for: the `path` argument, else `$GPUNN_DATA/<name>`, 
 of the *uncompressed* content, so a re-compressed but byte-identical file is accepted. For
 Fashion-MNIST only the MD5s of the published gz files are known, so a gz file is checked by
 that and a raw file by its header shape.
+
+Nothing is read whole on trust: a file's header must declare the expected shape before its body is
+read (decompressed as a stream), and a download stops once it is larger than the gzipped file can be.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import os
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from gpunn.data.idx import ChecksumError, md5_hex, parse_idx, read_bytes
+from gpunn.data.idx import ChecksumError, IdxHeader, read_idx_md5
 
 ENV_VAR = "GPUNN_DATA"
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -88,18 +95,39 @@ def _missing_message(ds: IdxDataset, folder: Path, missing: list[IdxFile], why: 
     return "\n".join(lines)
 
 
+def _max_gz_bytes(f: IdxFile) -> int:
+    """The most a gzipped `f` can weigh: its uncompressed size (deflate's stored blocks add 5 bytes per
+    64 KiB), plus room for the gzip header and trailer."""
+    uncompressed = 4 + 4 * len(f.shape) + math.prod(f.shape)
+    return uncompressed + uncompressed // 1000 + (64 << 10)
+
+
+def _copy_bounded(resp: BinaryIO, out: BinaryIO, f: IdxFile) -> None:
+    """Copy a download to `out`, refusing it once it is longer than `f` gzipped can be (a hostile or
+    broken mirror could otherwise fill the disk)."""
+    limit, total = _max_gz_bytes(f), 0
+    while chunk := resp.read(_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise ValueError(f"the download is more than {limit} bytes, more than {f.name}.gz of shape {f.shape} "
+                             "can be - refused")
+        out.write(chunk)
+
+
 def _download(ds: IdxDataset, folder: Path, missing: list[IdxFile], timeout: float) -> list[str]:
     """Fetch each missing file from the first mirror that answers; returns the errors met."""
     folder.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
-    for f in missing:
+    for key, f in ds.files.items():
+        if f not in missing:
+            continue
         for mirror in ds.mirrors:
             url = f"{mirror}{f.name}.gz"
             part = folder / f".{f.name}.gz.part"
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp, part.open("wb") as out:
-                    shutil.copyfileobj(resp, out)
-                _check(ds, f, part, read_bytes(part))  # never keep a bad download
+                    _copy_bounded(resp, out, f)
+                _read_verified(ds, key, part)  # never keep a bad download
                 os.replace(part, folder / f"{f.name}.gz")
                 break
             except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -109,17 +137,38 @@ def _download(ds: IdxDataset, folder: Path, missing: list[IdxFile], timeout: flo
     return errors
 
 
-def _check(ds: IdxDataset, f: IdxFile, path: Path, data: bytes) -> None:
-    if f.md5 is not None:
-        got = md5_hex(data)
-        if got != f.md5:
-            raise ChecksumError(f"{path}: MD5 mismatch of the uncompressed content: expected {f.md5}, got {got}; "
-                                f"this is not the genuine {ds.title} {f.name} - replace it")
-    elif f.gz_md5 is not None and path.read_bytes()[:2] == b"\x1f\x8b":
-        got = md5_hex(path.read_bytes())
-        if got != f.gz_md5:
+def _gz_md5(path: Path) -> str | None:
+    """The MD5 of the file as stored (hashed in chunks) when it is gzip, else None."""
+    hasher = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        if fh.read(2) != _GZIP_MAGIC:
+            return None
+        fh.seek(0)
+        while chunk := fh.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _read_verified(ds: IdxDataset, key: str, path: Path) -> np.ndarray:
+    """Read the file `key` of `ds` from `path`: its header must declare the expected shape of uint8
+    before the body is read, and its MD5 must match before the array is used."""
+    f = ds.files[key]
+    if f.md5 is None and f.gz_md5 is not None:  # the published .gz is checked as stored, before it is inflated
+        got = _gz_md5(path)
+        if got is not None and got != f.gz_md5:
             raise ChecksumError(f"{path}: MD5 mismatch of the gz file: expected {f.gz_md5}, got {got}; "
                                 f"this is not the published {ds.title} {f.name}.gz - replace it")
+
+    def check_header(header: IdxHeader) -> None:
+        if header.shape != f.shape or header.dtype != np.uint8:
+            raise ValueError(f"{path}: expected {ds.title} {key} of shape {f.shape} and dtype uint8, "
+                             f"got {header.shape} {header.dtype}")
+
+    arr, got = read_idx_md5(path, check_header=check_header)
+    if f.md5 is not None and got != f.md5:
+        raise ChecksumError(f"{path}: MD5 mismatch of the uncompressed content: expected {f.md5}, got {got}; "
+                            f"this is not the genuine {ds.title} {f.name} - replace it")
+    return arr
 
 
 def _load(ds: IdxDataset, path: str | os.PathLike | None, download: bool, normalize: bool, timeout: float):
@@ -135,14 +184,7 @@ def _load(ds: IdxDataset, path: str | os.PathLike | None, download: bool, normal
         raise DatasetNotFoundError(_missing_message(ds, folder, missing, "files not found"))
     arrays = {}
     for key, f in ds.files.items():
-        file = _find(folder, f)
-        data = read_bytes(file)
-        _check(ds, f, file, data)
-        arr = parse_idx(data, file)
-        if arr.shape != f.shape or arr.dtype != np.uint8:
-            raise ValueError(f"{file}: expected {ds.title} {key} of shape {f.shape} and dtype uint8, "
-                             f"got {arr.shape} {arr.dtype}")
-        arrays[key] = arr
+        arrays[key] = _read_verified(ds, key, _find(folder, f))
     for split in ("train", "test"):
         labels = arrays[f"{split}_labels"]
         if labels.max() > 9:
