@@ -8,6 +8,16 @@ import sys
 import numpy as np
 
 
+def backend_name(text: str) -> str:
+    """argparse `type=` for --backend: a registered name (an unknown one is a usage error, exit 2)."""
+    from gpunn.backend.registry import available_names
+    names = available_names()
+    key = text.strip().lower()
+    if key not in names:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+    return key
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import gpunn
     from gpunn.backend import cuda_status, get_backend, selection_reason
@@ -34,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpunn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="versions, the chosen backend and why, the device")
-    info.add_argument("--backend", default=None, help="force a backend: auto, numpy, cupy, emulated")
+    info.add_argument("--backend", type=backend_name, default=None,
+                      help="force a backend: auto, numpy, cupy, emulated")
     sub.add_parser("train", help="train a model (see `python -m gpunn train --help`)", add_help=False)
     sub.add_parser("bench", help="run the benchmark suites", add_help=False)
     if argv and argv[0] in ("train", "bench"):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import pair
+
 Initializer = Callable[..., np.ndarray]
 
 
@@ -32,65 +34,135 @@ def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def _rng(rng: np.random.Generator | None) -> np.random.Generator:
-    if rng is not None:
-        return rng
-    from gpunn.random import host_rng
-    return host_rng()
+def _rng(rng: np.random.Generator | None, where: str) -> np.random.Generator:
+    if rng is None:
+        from gpunn.random import host_rng
+        return host_rng()
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{where}: argument 'rng' must be a numpy.random.Generator or None, "
+                        f"got {type(rng).__name__}")
+    return rng
 
 
-def _check_shape(shape: Any) -> tuple[int, ...]:
+def _check_shape(shape: Any, where: str = "initializer") -> tuple[int, ...]:
+    """A tuple of non-negative ints; a float (2.5 or 2.0) or a bool is refused, never truncated."""
+    if isinstance(shape, (str, bytes)):
+        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}")
     try:
-        out = tuple(int(s) for s in shape)
+        entries = tuple(shape)
     except TypeError:
-        raise TypeError(f"initializer: argument 'shape' must be a tuple of ints, got {shape!r}") from None
+        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}") from None
+    for i, s in enumerate(entries):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r} "
+                            f"(entry {i} is a {type(s).__name__})")
+    out = tuple(int(s) for s in entries)
     if any(s < 0 for s in out):
-        raise ValueError(f"initializer: argument 'shape' must have non-negative sizes, got {out}")
+        raise ValueError(f"{where}: argument 'shape' must have non-negative sizes, got {out}")
     return out
 
 
-def _normal(shape, dtype, rng, std: float, mean: float = 0.0) -> np.ndarray:
-    shape = _check_shape(shape)
-    return (_rng(rng).standard_normal(shape) * std + mean).astype(dtype)
+def _check_dtype(dtype: Any, where: str) -> np.dtype:
+    """A floating-point dtype: an integer one would truncate every weight to 0 (or +-1)."""
+    try:
+        out = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        out = None
+    if out is None or out.kind != "f":
+        got = out if out is not None else repr(dtype)
+        raise TypeError(f"{where}: argument 'dtype' must be a floating-point dtype (float32 or float64), got {got}")
+    return out
 
 
-def _uniform(shape, dtype, rng, limit: float) -> np.ndarray:
-    shape = _check_shape(shape)
-    return _rng(rng).uniform(-limit, limit, size=shape).astype(dtype)
+def _check_fans(fans: Any, where: str) -> tuple[int, int] | None:
+    return None if fans is None else pair(fans, "fans", where, minimum=0)
+
+
+def _check_real(value: Any, name: str, where: str, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number (not a bool, not NaN or inf); >= minimum, or > minimum when strict."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: argument '{name}' must be a finite float, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: argument '{name}' must be a finite float, got {value!r}")
+    if minimum is not None and (out <= minimum if strict else out < minimum):
+        want = f"a positive float (> {minimum:g})" if strict else f">= {minimum:g}"
+        raise ValueError(f"{where}: argument '{name}' must be {want}, got {value!r}")
+    return out
+
+
+def _cast(values: Any, dtype: np.dtype, where: str) -> np.ndarray:
+    """`values` as `dtype`, refusing what overflows it (normal(std=1e39) in float32 is all inf)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(values).astype(dtype, copy=False)
+    if out.size and not np.isfinite(out).all():
+        raise ValueError(f"{where}: the initial values overflow {dtype} (largest finite value "
+                         f"{float(np.finfo(dtype).max):.4g}); use smaller parameters or a wider dtype")
+    return out
+
+
+def _prepare(where: str, shape: Any, dtype: Any, rng: Any = None, fans: Any = None
+             ) -> tuple[tuple[int, ...], np.dtype]:
+    """Validate an initializer call's arguments: (shape, dtype)."""
+    shape = _check_shape(shape, where)
+    dtype = _check_dtype(dtype, where)
+    if rng is not None:
+        _rng(rng, where)
+    _check_fans(fans, where)
+    return shape, dtype
+
+
+def _normal(where, shape, dtype, rng, std: float, mean: float = 0.0) -> np.ndarray:
+    shape, dtype = _prepare(where, shape, dtype, rng)
+    return _cast(_rng(rng, where).standard_normal(shape) * std + mean, dtype, where)
+
+
+def _uniform(where, shape, dtype, rng, limit: float) -> np.ndarray:
+    shape, dtype = _prepare(where, shape, dtype, rng)
+    return _cast(_rng(rng, where).uniform(-limit, limit, size=shape), dtype, where)
 
 
 def zeros(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-    return np.zeros(_check_shape(shape), dtype=dtype)
+    shape, dtype = _prepare("zeros", shape, dtype, rng, fans)
+    return np.zeros(shape, dtype=dtype)
 
 
 def ones(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-    return np.ones(_check_shape(shape), dtype=dtype)
+    shape, dtype = _prepare("ones", shape, dtype, rng, fans)
+    return np.ones(shape, dtype=dtype)
 
 
 def constant(value: float = 0.0) -> Initializer:
+    value = _check_real(value, "value", "constant")
+    name = f"constant({value})"
+
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        return np.full(_check_shape(shape), value, dtype=dtype)
-    init.__name__ = f"constant({value})"
+        shape, dtype = _prepare(name, shape, dtype, rng, fans)
+        return np.full(shape, _cast(value, dtype, name), dtype=dtype)
+    init.__name__ = name
     return init
 
 
 def normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
-    if std < 0:
-        raise ValueError(f"normal: argument 'std' must be >= 0, got {std}")
+    std = _check_real(std, "std", "normal", minimum=0.0)
+    mean = _check_real(mean, "mean", "normal")
+    name = f"normal(std={std})" if mean == 0.0 else f"normal(std={std}, mean={mean})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        return _normal(shape, dtype, rng, std, mean)
-    init.__name__ = f"normal(std={std})"
+        _check_fans(fans, name)
+        return _normal(name, shape, dtype, rng, std, mean)
+    init.__name__ = name
     return init
 
 
 def uniform(limit: float = 0.05) -> Initializer:
-    if limit < 0:
-        raise ValueError(f"uniform: argument 'limit' must be >= 0, got {limit}")
+    limit = _check_real(limit, "limit", "uniform", minimum=0.0)
+    name = f"uniform(limit={limit})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        return _uniform(shape, dtype, rng, limit)
-    init.__name__ = f"uniform(limit={limit})"
+        _check_fans(fans, name)
+        return _uniform(name, shape, dtype, rng, limit)
+    init.__name__ = name
     return init
 
 
@@ -100,39 +172,42 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     (transposed when it has more columns than rows) is taken with the signs of R's diagonal
     folded in, so the result is uniformly distributed. Rows (or columns, whichever are fewer)
     are orthonormal; each entry has variance gain^2 / max(rows, cols)."""
-    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not math.isfinite(gain) or gain <= 0:
-        raise ValueError(f"orthogonal: argument 'gain' must be a positive float, got {gain!r}")
+    gain = _check_real(gain, "gain", "orthogonal", minimum=0.0, strict=True)
+    name = f"orthogonal(gain={gain})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        shape = _check_shape(shape)
+        shape, dtype = _prepare(name, shape, dtype, rng, fans)
         if len(shape) < 2:
-            raise ValueError(f"orthogonal: argument 'shape' must have at least 2 dimensions, got {shape}")
+            raise ValueError(f"{name}: argument 'shape' must have at least 2 dimensions, got {shape}")
         rows, cols = shape[0], int(np.prod(shape[1:]))
         if rows == 0 or cols == 0:
             return np.zeros(shape, dtype=dtype)
-        a = _rng(rng).standard_normal((max(rows, cols), min(rows, cols)))
+        a = _rng(rng, name).standard_normal((max(rows, cols), min(rows, cols)))
         q, r = np.linalg.qr(a)
         q *= np.sign(np.diag(r)) + (np.diag(r) == 0)  # sign fix; a zero diagonal keeps its column
         if rows < cols:
             q = q.T
-        return (gain * q).reshape(shape).astype(dtype)
-    init.__name__ = f"orthogonal(gain={gain})"
+        return _cast((gain * q).reshape(shape), dtype, name)
+    init.__name__ = name
     return init
 
 
 def small_random(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
     """N(0, 0.01^2): the seeds' first attempt; too small for deep nets."""
-    return _normal(shape, dtype, rng, 0.01)
+    _check_fans(fans, "small_random")
+    return _normal("small_random", shape, dtype, rng, 0.01)
 
 
 def _fan_based(kind: str, scale: Callable[[int, int], float]) -> tuple[Initializer, Initializer]:
     def normal_init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        fan_in, fan_out = fans or compute_fans(_check_shape(shape))
-        return _normal(shape, dtype, rng, math.sqrt(scale(fan_in, fan_out)))
+        where = f"{kind}_normal"
+        fan_in, fan_out = _check_fans(fans, where) or compute_fans(_check_shape(shape, where))
+        return _normal(where, shape, dtype, rng, math.sqrt(scale(fan_in, fan_out)))
 
     def uniform_init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
-        fan_in, fan_out = fans or compute_fans(_check_shape(shape))
-        return _uniform(shape, dtype, rng, math.sqrt(3.0 * scale(fan_in, fan_out)))
+        where = f"{kind}_uniform"
+        fan_in, fan_out = _check_fans(fans, where) or compute_fans(_check_shape(shape, where))
+        return _uniform(where, shape, dtype, rng, math.sqrt(3.0 * scale(fan_in, fan_out)))
 
     normal_init.__name__, uniform_init.__name__ = f"{kind}_normal", f"{kind}_uniform"
     return normal_init, uniform_init

@@ -136,9 +136,13 @@ def test_unknown_backend_name_is_a_clear_error():
         gpunn.set_backend(3)
 
 
-def _run(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def _env_without_backend() -> dict[str, str]:
     import os
-    env = {k: v for k, v in os.environ.items() if k != "GPUNN_BACKEND"}
+    return {k: v for k, v in os.environ.items() if k != "GPUNN_BACKEND"}
+
+
+def _run(code: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = _env_without_backend()
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 
@@ -148,6 +152,60 @@ def test_env_var_selects_backend():
     assert out.returncode == 0 and out.stdout.strip() == "numpy"
     bad = _run("import gpunn; gpunn.get_backend()", {"GPUNN_BACKEND": "nonsense"})
     assert bad.returncode != 0 and "must be one of" in bad.stderr
+
+
+@pytest.fixture
+def process_default(monkeypatch, fresh_detection):
+    """get_backend() answers the process default, not the test's use_backend("numpy") block."""
+    monkeypatch.setattr(registry, "_local", threading.local())
+
+
+@pytest.mark.parametrize("value", ["garbage", "tpu", "numpy,cupy"])
+def test_a_bad_env_backend_names_the_variable_the_value_and_the_choices(monkeypatch, process_default, value):
+    """GPUNN_BACKEND=garbage used to be reported as set_backend's argument 'name', which the user
+    never passed."""
+    monkeypatch.setenv("GPUNN_BACKEND", value)
+    with pytest.raises(ValueError) as info:
+        registry.get_backend()
+    msg = str(info.value)
+    assert msg.startswith("environment variable GPUNN_BACKEND must be one of ")
+    assert repr(value) in msg and all(repr(n) in msg for n in registry.available_names())
+    assert "set_backend" not in msg
+    with pytest.raises(ValueError, match="GPUNN_BACKEND"):  # not cached: every call says so
+        registry.get_backend()
+
+
+def test_env_backend_is_case_and_space_tolerant_and_empty_means_auto(monkeypatch, process_default):
+    monkeypatch.setenv("GPUNN_BACKEND", " NumPy ")
+    assert registry.get_backend().name == "numpy"
+    registry._reset_for_tests()
+    monkeypatch.setenv("GPUNN_BACKEND", "  ")
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert registry.get_backend().name == "numpy" and registry.selection_reason().startswith("auto")
+
+
+def test_an_unusable_env_backend_names_the_variable(monkeypatch, process_default):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setenv("GPUNN_BACKEND", "cupy")
+    with pytest.raises(BackendUnavailableError, match=r"^environment variable GPUNN_BACKEND='cupy': .*missing package"):
+        registry.get_backend()
+
+
+def test_a_bad_env_backend_in_the_cli_is_one_line_without_traceback():
+    out = subprocess.run([sys.executable, "-m", "gpunn", "info"], capture_output=True, text=True, timeout=120,
+                         env={**_env_without_backend(), "GPUNN_BACKEND": "garbage"})
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: environment variable GPUNN_BACKEND must be one of ['auto', 'numpy', 'cupy', 'emulated'] (or unset), "
+        "got 'garbage'"]
+
+
+def test_info_with_an_unknown_backend_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "gpunn", "info", "--backend", "tpu"], capture_output=True, text=True,
+                         timeout=120, env=_env_without_backend())
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "argument --backend: must be one of auto, numpy, cupy, emulated, got 'tpu'" in out.stderr
 
 
 def test_import_does_not_import_cupy_or_touch_cuda():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,12 +172,12 @@ def test_csv_logger(tmp_path):
     m = model()
     path = tmp_path / "log.csv"
     h = m.fit(x, y, epochs=3, verbose=0, validation_data=(x, y), callbacks=[CSVLogger(path)])
-    rows = list(csv.reader(open(path)))
+    rows = list(csv.reader(path.read_text().splitlines()))
     assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
     assert [int(r[0]) for r in rows[1:]] == [0, 1, 2]
     assert [float(r[2]) for r in rows[1:]] == pytest.approx(h.history["loss"])
     m.fit(x, y, epochs=5, initial_epoch=3, verbose=0, validation_data=(x, y), callbacks=[CSVLogger(path, append=True)])
-    rows = list(csv.reader(open(path)))
+    rows = list(csv.reader(path.read_text().splitlines()))
     assert len(rows) == 6 and rows[0][0] == "epoch" and [int(r[0]) for r in rows[1:]] == [0, 1, 2, 3, 4]
 
 
@@ -192,7 +193,7 @@ def test_history_plot(tmp_path):
     x, y = data(16)
     h = model().fit(x, y, epochs=3, verbose=0, validation_data=(x, y))
     out = h.plot(tmp_path / "h.png")
-    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert Path(out).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="metrics"):
         h.plot(tmp_path / "x.png", metrics=["nope"])
     with pytest.raises(ValueError, match="empty"):

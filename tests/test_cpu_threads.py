@@ -3,7 +3,11 @@ thread inside a split op, and every NumPy-backend op that splits agreeing with t
 forced onto 2 and 3 threads (float64, tight tolerance)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -87,19 +91,79 @@ def test_nested_splits_run_inline(monkeypatch):
     assert len(set(inner[1])) == 1  # the worker's own split did not fan out again
 
 
-def test_thread_count_setting(monkeypatch):
+@pytest.fixture
+def two_cpus(monkeypatch):
+    """A fresh thread-count state on a machine that looks like it has 2 CPUs (a ceiling of 8)."""
     monkeypatch.delenv("GPUNN_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu_threads, "_state", {})
+    monkeypatch.setattr(cpu_threads, "cpu_limit", lambda: 2, raising=False)
+    monkeypatch.setattr(cpu_threads, "OVERSUBSCRIBE", 4, raising=False)  # a ceiling of 8 threads
+
+
+def test_thread_count_setting(two_cpus, monkeypatch):
     cpu_threads.set_num_threads(3)
     assert cpu_threads.get_num_threads() == 3
     monkeypatch.setenv("GPUNN_NUM_THREADS", "5")
     assert cpu_threads.get_num_threads() == 5  # the environment wins
+    monkeypatch.setenv("GPUNN_NUM_THREADS", " 6 ")
+    assert cpu_threads.get_num_threads() == 6
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "")  # empty is unset: no warning
+    assert cpu_threads.get_num_threads() == 3
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True, "2", None])
 def test_set_num_threads_rejects_bad_input(bad):
-    with pytest.raises(ValueError, match="argument 'threads' must be an int >= 1"):
+    with pytest.raises(ValueError, match="^set_num_threads: argument 'threads' must be a positive int, got"):
         cpu_threads.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "2.5", "4 threads"])
+def test_a_bad_env_thread_count_warns_once_and_falls_back(two_cpus, monkeypatch, bad):
+    """GPUNN_NUM_THREADS=0|-1|abc used to be ignored without a word."""
+    cpu_threads.set_num_threads(3)
+    monkeypatch.setenv("GPUNN_NUM_THREADS", bad)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert cpu_threads.get_num_threads() == 3  # set_num_threads()'s count
+    (w,) = caught
+    msg = str(w.message)
+    assert "GPUNN_NUM_THREADS" in msg and repr(bad) in msg and "whole number of threads >= 1" in msg
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per value: the hot path does not warn on every op
+        assert cpu_threads.get_num_threads() == 3
+
+
+def test_a_huge_env_thread_count_is_capped(two_cpus, monkeypatch):
+    """GPUNN_NUM_THREADS=999999 used to start a worker thread per MIN_WORK elements of an op (381
+    threads on a 2-core machine)."""
+    monkeypatch.setenv("GPUNN_NUM_THREADS", "999999")
+    with pytest.warns(RuntimeWarning, match=r"GPUNN_NUM_THREADS='999999' asks for 999999 threads, .* using 8"):
+        assert cpu_threads.get_num_threads() == 8
+    monkeypatch.setattr(cpu_threads, "MIN_WORK", 1)
+    before = threading.active_count()
+    assert len(cpu_threads.split(10**6, cpu_threads.get_num_threads())) == 8
+    cpu_threads.parallel_for(lambda lo, hi: None, 10**6, work=10**6)
+    assert threading.active_count() - before <= 8
+
+
+def test_set_num_threads_caps_a_huge_count(two_cpus):
+    with pytest.warns(RuntimeWarning, match=r"set_num_threads\(100\) asks for 100 threads, .* using 8"):
+        cpu_threads.set_num_threads(100)
+    assert cpu_threads.get_num_threads() == 8
+    cpu_threads.set_num_threads(np.int64(8))  # up to the ceiling: honoured, no warning
+    assert cpu_threads.get_num_threads() == 8
+
+
+def test_the_default_never_exceeds_the_cpus(two_cpus):
+    assert 1 <= cpu_threads.get_num_threads() <= 2
+
+
+def test_a_bad_env_thread_count_in_a_fresh_process_warns_and_runs():
+    code = "from gpunn.backend import cpu_threads; print(cpu_threads.get_num_threads())"
+    env = {**os.environ, "GPUNN_NUM_THREADS": "abc"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) >= 1
+    assert "RuntimeWarning: environment variable GPUNN_NUM_THREADS must be a whole number" in proc.stderr
 
 
 # -- every split op agrees with the generic op -----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,7 +183,7 @@ def assert_unchanged(model, state):
 
 
 def corrupt(path, out, fn):
-    blob = bytearray(open(path, "rb").read())
+    blob = bytearray(Path(path).read_bytes())
     out.write_bytes(bytes(fn(blob)))
     return out
 
@@ -359,14 +360,14 @@ def test_custom_layers_need_custom_objects(tmp_path):
 # -- atomic writes ----------------------------------------------------------------------------
 def test_a_crash_mid_save_keeps_the_previous_checkpoint(saved, monkeypatch, tmp_path):
     model, x, path = saved
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     for p in model.parameters():
         p.data[...] = 0
     monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk on fire")))
     with pytest.raises(OSError, match="disk on fire"):
         model.save(path)
     monkeypatch.undo()
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +94,7 @@ def test_plot(tmp_path):
     with pytest.raises(ValueError, match="nothing recorded"):
         mon.plot(tmp_path / "m.png")
     model.fit(x, y, epochs=2, verbose=0, callbacks=[mon])
-    assert open(mon.plot(tmp_path / "m.png"), "rb").read(4) == b"\x89PNG"
+    assert Path(mon.plot(tmp_path / "m.png")).read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("kwargs, match", [

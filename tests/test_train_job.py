@@ -128,8 +128,107 @@ def test_bad_arguments_exit_with_usage(args, capsys):
 
 
 def test_unknown_backend_is_reported(capsys):
-    assert main(["--backend", "tpu", "--quiet"]) == 1
-    assert "backend" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["--backend", "tpu", "--quiet"])
+    assert info.value.code == 2
+    assert "argument --backend: must be one of auto, numpy, cupy, emulated, got 'tpu'" in capsys.readouterr().err
+
+
+def _usage_error(argv: list[str], capsys) -> str:
+    """main(argv) must stop with argparse's exit status 2 before training; the error line."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "epoch" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert lines[0].startswith("usage: python -m gpunn train")
+    assert lines[-1].startswith("python -m gpunn train: error: ")
+    return lines[-1]
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    # these used to end in a traceback from the optimizer (momentum only with sgd: else ignored silently)
+    ("--momentum", "5", "must be a number in [0, 1), got 5"),
+    ("--momentum", "-0.1", "must be a number in [0, 1), got -0.1"),
+    ("--momentum", "nan", "must be a number in [0, 1), got nan"),
+    ("--weight-decay", "-1", "must be a number >= 0, got -1"),
+    ("--weight-decay", "inf", "must be a number >= 0, got inf"),
+    ("--seed", "-1", "must be an int >= 0, got -1"),  # a traceback from manual_seed
+    ("--seed", "1.5", "must be an int >= 0, got '1.5'"),
+    ("--lr", "0", "must be a positive number, got 0"),
+    ("--lr", "abc", "must be a positive number, got 'abc'"),
+    ("--dropout", "-0.5", "must be a number in [0, 1), got -0.5"),
+    ("--val-fraction", "nan", "must be a number in [0, 1), got nan"),
+    ("--max-train", "9", "must be an int >= 10, got 9"),
+    ("--epochs", "-3", "must be an int >= 1, got -3"),
+    ("--out", "", "must be a folder path, got an empty string"),
+])
+def test_bad_option_values_are_usage_errors_naming_the_option(option, value, expected, capsys):
+    line = _usage_error(["--optimizer", "sgd", option, value, "--quiet"], capsys)
+    assert line == f"python -m gpunn train: error: argument {option}: {expected}"
+
+
+@pytest.mark.parametrize("max_train", ["10", "30", "50"])
+def test_a_max_train_that_leaves_no_validation_data_is_a_usage_error(max_train, capsys):
+    # these used to crash in Normalize on an empty validation batch, after loading the data
+    pytest.importorskip("sklearn")
+    line = _usage_error(["--max-train", max_train, "--epochs", "1", "--quiet"], capsys)
+    assert line.startswith(f"python -m gpunn train: error: argument --max-train: {max_train} samples with "
+                           "--val-fraction 0.1 leave an empty validation split")
+
+
+def test_a_val_fraction_that_leaves_no_validation_data_is_a_usage_error(capsys):
+    pytest.importorskip("sklearn")
+    line = _usage_error(["--val-fraction", "0.0001", "--epochs", "1", "--quiet"], capsys)
+    assert line.startswith("python -m gpunn train: error: argument --val-fraction: 0.0001 of ")
+    assert "empty validation split" in line
+
+
+def test_out_must_not_be_a_file(tmp_path, capsys):
+    # used to end in FileExistsError from mkdir, after loading the data
+    afile = tmp_path / "results.txt"
+    afile.write_text("keep me")
+    line = _usage_error(["--out", str(afile), "--quiet"], capsys)
+    assert line == f"python -m gpunn train: error: argument --out: {afile} is an existing file, not a folder"
+    line = _usage_error(["--out", str(afile / "run1"), "--quiet"], capsys)
+    assert line == (f"python -m gpunn train: error: argument --out: cannot create the folder {afile / 'run1'}: "
+                    f"{afile} is a file")
+    assert afile.read_text() == "keep me"
+
+
+def test_out_with_an_earlier_run_needs_overwrite(tmp_path, capsys):
+    """An earlier run's checkpoint and metrics used to be replaced without a word."""
+    pytest.importorskip("sklearn")
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    line = _usage_error(["--out", str(tmp_path), "--epochs", "1", "--quiet"], capsys)
+    assert line == (f"python -m gpunn train: error: argument --out: {tmp_path} already holds metrics.json from an "
+                    "earlier run; pass --overwrite to replace them, or choose another folder")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+    argv = ["--out", str(tmp_path), "--epochs", "1", "--max-train", "200", "--quiet", "--overwrite"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["overwrite"] is True
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # only the job's own files are replaced
+
+
+def test_a_new_nested_out_folder_is_created(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "runs" / "a"
+    assert main(["--out", str(out), "--epochs", "1", "--max-train", "200", "--quiet"]) == 0
+    assert (out / "metrics.json").is_file() and (out / "best.safetensors").is_file()
+
+
+def test_bad_values_in_a_real_process_exit_2_without_traceback():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "gpunn", "train", "--momentum", "5"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("python -m gpunn train: error: argument --momentum: "
+                                                    "must be a number in [0, 1), got 5")
+    assert proc.stdout == ""
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """The documented Keras-style workflow (docs/keras-workflow.md) end to end on the digits, shortened."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -37,7 +39,7 @@ def test_keras_style_example(digits, tmp_path, backend):
     assert best.evaluate(x_test, y_test)[1] == pytest.approx(max(history.history["val_accuracy"]))
     mpl = pytest.importorskip("matplotlib")
     mpl.use("Agg")
-    assert open(history.plot(tmp_path / "h.png"), "rb").read(4) == b"\x89PNG"
+    assert Path(history.plot(tmp_path / "h.png")).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_transfer_learning_example(digits, tmp_path):

@@ -13,22 +13,40 @@ its own setting back when the op ends.
 The thread count is `GPUNN_NUM_THREADS`, else `set_num_threads(n)`, else the BLAS thread count
 when first asked (OPENBLAS_NUM_THREADS and friends; threadpoolctl reads it), capped at the cores.
 With one thread every op runs inline, exactly as without this module.
+
+Bad settings, as OpenMP treats OMP_NUM_THREADS and OpenBLAS its own variables:
+- GPUNN_NUM_THREADS that is not a whole number >= 1 ("0", "-1", "abc", "2.5") is ignored with a
+  RuntimeWarning naming the variable, its value and what is expected, once per value; the count
+  falls back to set_num_threads() or the default. An empty value counts as unset.
+- `set_num_threads(n)` with anything but an int >= 1 raises ValueError: a call in the program is a
+  bug to fix there, an environment left over from another machine is not worth a crash.
+- A count above `thread_limit()`, OVERSUBSCRIBE (4) times the CPUs this process may run on
+  (`cpu_limit()`: its CPU affinity, else os.cpu_count()), is capped there with a RuntimeWarning,
+  from either source. An explicit count up to that ceiling is honoured, as OpenMP and PyTorch
+  honour theirs: a few threads more than cores are how the tests exercise every split on a one-
+  or two-core machine. Far beyond it, threads only add hand-offs, and each worker lives as long
+  as the process (GPUNN_NUM_THREADS=999999 started hundreds).
 """
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from gpunn._checks import positive_int
+
 T = TypeVar("T")
+
+ENV_VAR = "GPUNN_NUM_THREADS"
 
 #: elements an op must touch per thread before it is split: below this, the hand-off to a worker
 #: (55-90 us here, mostly the wake-up) costs more than it saves
 MIN_WORK = 1 << 17
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {}  # "threads", "workers", "blas"/"knobs" (BLAS controls), "saved"
+_state: dict[str, Any] = {}  # "threads", "env" (parsed GPUNN_NUM_THREADS), "workers", "blas"/"knobs", "saved"
 _active = 0  # split ops running now (the first one in holds BLAS at one thread, the last restores)
 _local = threading.local()  # .worker: True on pool threads (nested splits run inline)
 _busy = threading.Lock()  # held while the workers serve one caller; others run their ranges inline
@@ -82,27 +100,84 @@ def _blas_knobs() -> list[tuple[Callable[[], int], Callable[[int], Any]]]:
     return knobs
 
 
+#: how many times the CPU count an explicit thread count may reach (see thread_limit())
+OVERSUBSCRIBE = 4
+
+
+def cpu_limit() -> int:
+    """The CPUs this process may run on: its affinity mask (which taskset and container CPU sets
+    narrow), else os.cpu_count(). The default thread count never exceeds it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_limit() -> int:
+    """The most threads gpunn starts, whatever GPUNN_NUM_THREADS or set_num_threads() ask for."""
+    return OVERSUBSCRIBE * cpu_limit()
+
+
+def _capped(threads: int, source: str, stacklevel: int) -> int:
+    limit = thread_limit()
+    if threads <= limit:
+        return threads
+    warnings.warn(f"{source} asks for {threads} threads, more than gpunn's ceiling of {limit} "
+                  f"({OVERSUBSCRIBE} x the {cpu_limit()} CPUs this process can use); using {limit}",
+                  RuntimeWarning, stacklevel=stacklevel + 1)
+    return limit
+
+
+def _env_threads() -> int | None:
+    """GPUNN_NUM_THREADS as a thread count (capped), or None when unset or unusable. Parsed once
+    per value: get_num_threads() runs for every split op."""
+    raw = os.environ.get(ENV_VAR, "")
+    cached = _state.get("env")
+    if cached is not None and cached[0] == raw:
+        return cached[1]
+    value: int | None = None
+    text = raw.strip()
+    if text:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            warnings.warn(f"environment variable {ENV_VAR} must be a whole number of threads >= 1, got {raw!r}; "
+                          "ignoring it: gpunn uses set_num_threads()'s count, else BLAS's",
+                          RuntimeWarning, stacklevel=3)
+            value = None
+        else:
+            value = _capped(value, f"environment variable {ENV_VAR}={raw!r}", stacklevel=3)
+    _state["env"] = (raw, value)
+    return value
+
+
 def get_num_threads() -> int:
-    """Threads gpunn's CPU ops split their work over (see the module docstring for the default)."""
-    env = os.environ.get("GPUNN_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    """Threads gpunn's CPU ops split their work over (see the module docstring for the default
+    and for what a bad GPUNN_NUM_THREADS or a count above the CPUs does)."""
+    env = _env_threads()
+    if env is not None:
+        return env
     threads = _state.get("threads")
     if threads is None:
         with _lock:
             threads = _state.get("threads")
             if threads is None:
                 counts = [get() for get, _ in _blas_knobs()]
-                blas = max(counts) if counts else (os.cpu_count() or 1)
-                threads = _state["threads"] = max(1, min(blas, os.cpu_count() or 1))
+                limit = cpu_limit()
+                blas = max(counts) if counts else limit
+                threads = _state["threads"] = max(1, min(blas, limit))
     return threads
 
 
 def set_num_threads(threads: int) -> None:
-    """Set how many threads gpunn's CPU ops use (GPUNN_NUM_THREADS, when set, still wins)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"set_num_threads: argument 'threads' must be an int >= 1, got {threads!r}")
-    _state["threads"] = threads
+    """Set how many threads gpunn's CPU ops use (GPUNN_NUM_THREADS, when set, still wins).
+
+    `threads` must be an int >= 1 (ValueError otherwise); above thread_limit() it is capped
+    there, with a RuntimeWarning."""
+    threads = positive_int(threads, "threads", "set_num_threads")
+    _state["threads"] = _capped(threads, f"set_num_threads({threads})", stacklevel=2)
 
 
 class _Worker:

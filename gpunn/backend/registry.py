@@ -90,11 +90,22 @@ def get_backend() -> Backend:
     if _default is None:
         with _lock:
             if _default is None:
-                requested = os.environ.get(ENV_VAR, "auto") or "auto"
-                _default, reason = _resolve(requested)
+                requested = os.environ.get(ENV_VAR, "").strip() or "auto"
+                _default, reason = _resolve_env(requested)
                 _reason = reason if requested == "auto" else f"{ENV_VAR}={requested}"
                 log.info("gpunn backend: %s (%s)", _default.name, _reason)
     return _default
+
+
+def _resolve_env(requested: str) -> tuple[Backend, str]:
+    """_resolve() for the GPUNN_BACKEND value: its errors name the variable, not set_backend's argument."""
+    if requested.lower() != "auto" and requested.lower() not in _FACTORIES:
+        raise ValueError(f"environment variable {ENV_VAR} must be one of {available_names()} (or unset), "
+                         f"got {requested!r}")
+    try:
+        return _resolve(requested)
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"environment variable {ENV_VAR}={requested!r}: {exc}") from None
 
 
 def set_backend(name: str) -> Backend:

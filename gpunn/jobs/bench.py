@@ -332,9 +332,15 @@ def main(argv: list[str] | None = None) -> int:
     if rounds < 1:
         print(f"bench: argument --rounds must be >= 1, got {rounds}", file=sys.stderr)
         return 2
-    threads = args.threads or os.cpu_count() or 1
+    threads = args.threads if args.threads is not None else (os.cpu_count() or 1)  # 0 is refused, not the default
     if threads < 1:
         print(f"bench: argument --threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
+    if not (args.timeout > 0 and args.timeout < float("inf")):  # NaN fails both
+        print(f"bench: argument --timeout must be a positive number of seconds, got {args.timeout}", file=sys.stderr)
+        return 2
+    if args.out.exists() and not args.out.is_dir():  # found now, not after hours of benchmarks
+        print(f"bench: argument --out: {args.out} is an existing file, not a folder", file=sys.stderr)
         return 2
     env = bench_env(threads, args.quick, args.emulated)
     peer_python = None if args.no_peers else pick_peer_python(args.python)

@@ -11,13 +11,18 @@ callbacks: ModelCheckpoint keeps the model with the best validation accuracy in 
 best.safetensors (load it with gpunn.load_model), EarlyStopping(restore_best_weights) puts those
 weights back for the final test accuracy, a per-step learning-rate schedule, TerminateOnNaN, and
 History.plot draws curves.png. metrics.json holds the history, the results and the input
-normalization (per-channel mean and std) that the saved model expects.
+normalization (per-channel mean and std) that the saved model expects. An --out folder that already
+holds these files from an earlier run is refused unless --overwrite is given.
+
+A bad option value (out of range, NaN, an --out that is a file, a --max-train or --val-fraction that
+leaves a split empty) is a usage error: one line naming the option, exit status 2, no traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 
 import gpunn
+from gpunn.cli import backend_name
 from gpunn.data import DataLoader, load_cifar10, load_digits, load_fashion_mnist, load_mnist, train_test_split
 from gpunn.data import transforms as T
 from gpunn.models import MODELS, get_model
@@ -152,6 +158,50 @@ class StepSchedule(Callback):
 
 
 # -- the job ---------------------------------------------------------------------------------------------
+#: what --out receives; an --out folder that already holds one of them needs --overwrite
+OUTPUTS = ("best.safetensors", "metrics.json", "curves.png")
+
+
+# argparse `type=` functions: a bad value becomes "argument --opt: must be ..., got ..." and exit status 2
+def _int_at_least(lo: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an int >= {lo}, got {value}")
+        return value
+    parse.__name__ = f"int >= {lo}"
+    return parse
+
+
+def _float_in(lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = True) -> Any:
+    """A finite float in the interval; the message spells the interval ([0, 1), (0, inf), ...)."""
+    want = "a positive number" if (lo, hi, lo_open) == (0.0, math.inf, True) else \
+        "a number >= 0" if (lo, hi, lo_open) == (0.0, math.inf, False) else \
+        f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        ok = (math.isfinite(value) and (value > lo if lo_open else value >= lo)
+              and (value < hi if hi_open else value <= hi))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+    parse.__name__ = want
+    return parse
+
+
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a folder path, got an empty string")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gpunn train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,24 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: digits without --data-dir, mnist with it")
     p.add_argument("--data-dir", default=None, help="folder holding the data set's files")
     p.add_argument("--download", action="store_true", help="fetch MNIST / Fashion-MNIST if missing (needs a network)")
-    p.add_argument("--epochs", type=int, default=None, help="default 40 on digits, 10 otherwise")
-    p.add_argument("--batch-size", type=int, default=None, help="default 32 on digits, 128 otherwise")
+    p.add_argument("--epochs", type=_int_at_least(1), default=None, help="default 40 on digits, 10 otherwise")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=None, help="default 32 on digits, 128 otherwise")
     p.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
-    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (adam family), 0.05 (sgd), 0.01 otherwise")
-    p.add_argument("--momentum", type=float, default=0.9, help="for sgd")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lr", type=_float_in(0.0, lo_open=True), default=None,
+                   help="default 1e-3 (adam family), 0.05 (sgd), 0.01 otherwise")
+    p.add_argument("--momentum", type=_float_in(0.0, 1.0), default=0.9, help="for sgd, in [0, 1)")
+    p.add_argument("--weight-decay", type=_float_in(0.0), default=0.0, help="L2 weight decay, >= 0")
     p.add_argument("--schedule", default="cosine", choices=("none", "cosine", "step"),
                    help="per-batch learning-rate schedule (default cosine; step: /10 at 50%% and 75%%)")
     p.add_argument("--augment", action="store_true", help="random affine / crops / flips, per data set")
     p.add_argument("--batchnorm", action="store_true", help="BatchNorm in mlp / lenet5")
-    p.add_argument("--dropout", type=float, default=None,
+    p.add_argument("--dropout", type=_float_in(0.0, 1.0), default=None,
                    help="dropout rate in mlp / lenet5 hidden layers (default 0.2 for mlp on digits, else 0)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for validation")
-    p.add_argument("--max-train", type=int, default=None, help="use only this many training samples (quick runs)")
+    p.add_argument("--val-fraction", type=_float_in(0.0, 1.0), default=0.1,
+                   help="training data held out for validation, in [0, 1)")
+    p.add_argument("--max-train", type=_int_at_least(10), default=None,
+                   help="use only this many training samples (quick runs; at least 10)")
     p.add_argument("--tta", action="store_true", help="also report test accuracy with test-time augmentation")
-    p.add_argument("--out", default=None, help="folder for best.safetensors, metrics.json and curves.png")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default=None, help="numpy, cupy, emulated or auto (default: GPUNN_BACKEND or auto)")
+    p.add_argument("--out", type=_folder, default=None, help="folder for " + ", ".join(OUTPUTS))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier run in --out (refused without it)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--backend", type=backend_name, default=None,
+                   help="numpy, cupy, emulated or auto (default: GPUNN_BACKEND or auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -190,19 +246,40 @@ def _model_kwargs(args: argparse.Namespace, input_shape: tuple[int, ...]) -> dic
     return kwargs
 
 
-def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.epochs < 1:
-        p.error(f"--epochs must be >= 1, got {args.epochs}")
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not (args.lr > 0 and math.isfinite(args.lr)):
-        p.error(f"--lr must be a positive number, got {args.lr}")
-    if not 0.0 <= args.val_fraction < 1.0:
-        p.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    if not 0.0 <= args.dropout < 1.0:
-        p.error(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.max_train is not None and args.max_train < 10:
-        p.error(f"--max-train must be >= 10, got {args.max_train}")
+def _check_out(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--out must be a folder we can create or write, and must not hold an earlier run's outputs
+    unless --overwrite: they would be replaced without a word."""
+    if args.out is None:
+        return
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"argument --out: {out} is an existing file, not a folder")
+    if out.is_dir():
+        clash = [name for name in OUTPUTS if (out / name).exists()]
+        if clash and not args.overwrite:
+            p.error(f"argument --out: {out} already holds {', '.join(clash)} from an earlier run; "
+                    "pass --overwrite to replace them, or choose another folder")
+        existing = out
+    else:
+        existing = next((a for a in out.absolute().parents if a.exists()), Path("/"))
+        if not existing.is_dir():
+            p.error(f"argument --out: cannot create the folder {out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        p.error(f"argument --out: {existing} is not writable")
+
+
+def _check_splits(p: argparse.ArgumentParser, args: argparse.Namespace, available: int, n_train: int,
+                  n_val: int) -> None:
+    """Both the training and the validation split must be non-empty (the stratified split holds out
+    round(fraction x count) of each class, which is 0 for a class of a few samples)."""
+    if n_train and (n_val or args.val_fraction == 0):
+        return
+    empty = "training" if not n_train else "validation"
+    if args.max_train is not None and args.max_train < available:
+        p.error(f"argument --max-train: {args.max_train} samples with --val-fraction {args.val_fraction:g} leave "
+                f"an empty {empty} split; use a larger --max-train, or --val-fraction 0 for no validation")
+    p.error(f"argument --val-fraction: {args.val_fraction:g} of {available} training samples leaves an empty "
+            f"{empty} split; choose another --val-fraction, or 0 for no validation")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_size = args.batch_size if args.batch_size is not None else (32 if small else 128)
     if args.lr is None:
         args.lr = 1e-3 if args.optimizer in ("adam", "adamw", "nadam") else 0.05 if args.optimizer == "sgd" else 0.01
-    _check_args(parser, args)
+    _check_out(parser, args)
     wall = time.perf_counter()
     try:
         backend = gpunn.set_backend(args.backend) if args.backend else gpunn.get_backend()
@@ -233,12 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    available = len(x_train)
     if args.max_train is not None and args.max_train < len(x_train):
         (x_train, y_train), _ = train_test_split(x_train, y_train, 1 - args.max_train / len(x_train), args.seed)
-    if args.val_fraction > 0:
+    if args.val_fraction > 0 and len(x_train) >= 2:
         (x_train, y_train), (x_val, y_val) = train_test_split(x_train, y_train, args.val_fraction, args.seed)
     else:
         x_val = y_val = None
+    _check_splits(parser, args, available, len(x_train), 0 if x_val is None else len(x_val))
 
     # standardize with the training set's per-channel statistics, after augmentation (so the
     # augmentation's zero fill is the black background), and once up front for evaluation
@@ -268,7 +347,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{', augmented' if args.augment else ''}")
     out = Path(args.out) if args.out else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: --out: cannot create the folder {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
 
     nan_guard = TerminateOnNaN()
     callbacks: list[Callback] = [nan_guard]
