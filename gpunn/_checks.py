@@ -38,8 +38,8 @@ def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...]
     if dtype is None or shape is None:
         raise TypeError(f"{where}: argument '{name}' must be an array, got {type(x).__name__}")
     if np.dtype(dtype).kind != "f":
-        raise TypeError(f"{where}: argument '{name}' must be a floating-point array (float32 or float64), "
-                        f"got dtype {np.dtype(dtype)}")
+        raise TypeError(f"{where}: argument '{name}' must be a floating-point array, got dtype {np.dtype(dtype)}; "
+                        f"convert it, e.g. {name}.astype('float32')")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if len(shape) not in allowed:
@@ -49,3 +49,64 @@ def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...]
     if len(shape) == 0 or shape[0] == 0:
         raise ValueError(f"{where}: argument '{name}' has an empty batch (shape {tuple(shape)}); "
                          "expected at least one sample")
+
+
+#: the dtypes a model may compute in. float16 needs mixed precision (float32 master weights and
+#: optimizer state, loss scaling), which gpunn does not have: a plain float16 model underflows,
+#: e.g. Adam's eps = 1e-8 is 0 in float16, and trains to NaN.
+MODEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def model_dtype(value: Any, name: str, where: str) -> np.dtype:
+    """A dtype a layer or model may hold its parameters in: float32 or float64."""
+    try:
+        dtype = np.dtype(value) if value is not None and not isinstance(value, bool) else None
+    except TypeError:
+        dtype = None
+    if dtype is not None and dtype.kind == "f" and dtype.newbyteorder("=") in MODEL_DTYPES:
+        return dtype.newbyteorder("=")
+    if dtype is not None and dtype.kind == "f":
+        raise ValueError(f"{where}: argument '{name}' must be float32 or float64, got {dtype}; gpunn has no mixed "
+                         "precision yet, so a float16 model would underflow (float16 data is cast to the model's "
+                         "dtype: keep the model in float32)")
+    raise TypeError(f"{where}: argument '{name}' must be float32 or float64, got {value!r}")
+
+
+def axis_arg(value: Any, name: str, where: str) -> int:
+    """An int naming an array axis (negative counts from the end); its range is checked at use,
+    against the rank of the array it applies to (see check_axis)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: argument '{name}' must be an int, got {value!r}")
+    return int(value)
+
+
+def check_axis(axis: int, shape: tuple[int, ...], name: str, where: str) -> None:
+    """Raise unless `axis` is a valid axis of an array of `shape` (-ndim <= axis < ndim)."""
+    ndim = len(shape)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{where}: argument '{name}'={axis} is out of range for argument 'x' of shape {tuple(shape)} "
+                         f"({ndim} dimensions); expected an axis in [{-ndim}, {ndim - 1}]")
+
+
+def check_finite(x: Any, name: str, where: str) -> None:
+    """Raise if the float array `x` (of any backend) holds NaN or Inf.
+
+    Two reductions instead of isfinite(x).all(): NaN propagates through min and max and Inf shows
+    up in one of them, so no boolean copy of a whole data set is made."""
+    if getattr(x, "size", 0) == 0 or np.dtype(x.dtype).kind != "f":
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        what = "NaN" if np.isnan(lo) or np.isnan(hi) else "Inf"
+        raise ValueError(f"{where}: argument '{name}' contains non-finite values ({what}); expected finite numbers "
+                         f"(min {lo}, max {hi})")
+
+
+def check_grad_shape(dy: Any, expected: tuple[int, ...], where: str) -> None:
+    """The upstream gradient of a backward() must have the shape of its forward's output."""
+    shape = getattr(dy, "shape", None)
+    if shape is None:
+        raise TypeError(f"{where}: argument 'dy' must be an array, got {type(dy).__name__}")
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{where}: argument 'dy' must have the shape of the forward output {tuple(expected)}, "
+                         f"got {tuple(shape)}")

@@ -22,6 +22,7 @@ import numpy as np
 
 from gpunn._checks import check_float_array
 from gpunn.backend import get_backend
+from gpunn.backend.base import native_byte_order
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -91,7 +92,7 @@ class Loss:
         if isinstance(pred, (list, tuple)):
             pred = np.asarray(pred)
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
-        return pred if be.is_native(pred) else be.asarray(pred)
+        return pred if be.is_native(pred) else be.asarray(native_byte_order(pred))
 
     def _class_inputs(self, pred: Any, target: Any) -> tuple[Any, Any]:
         """Validated (N, classes) scores and their raw targets, for the class losses."""
@@ -101,7 +102,7 @@ class Loss:
         be = get_backend()
         if isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
             target = np.asarray(target)
-        target = target if be.is_native(target) else be.asarray(target)
+        target = target if be.is_native(target) else be.asarray(native_byte_order(target))
         if target.dtype.kind == "f" and bool(be.xp.isnan(target).any()):
             raise ValueError(f"{self.name}.forward: argument 'target' contains NaN")
         if target.dtype.kind not in "fiub":
@@ -117,17 +118,45 @@ class Loss:
 
 
 def class_indices(target: Any, num_classes: int, where: str) -> Any:
-    """Validate class labels (ints, or floats holding integers) in [0, num_classes)."""
+    """Validate class labels (ints, or floats holding integers) in [0, num_classes).
+
+    The range is checked before the cast to int64, which would turn Inf or 1e30 into garbage."""
     xp = get_backend().xp
     if target.dtype.kind == "f":
-        if bool((target != xp.round(target)).any()):
+        if not bool(xp.isfinite(target).all()) or bool((target != xp.round(target)).any()):
             raise ValueError(f"{where}: argument 'target' holds non-integer class labels; expected integers in "
                              f"[0, {num_classes}) or one-hot rows")
-    labels = target.astype(np.int64)
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{where}: argument 'target' has labels outside [0, {num_classes}): "
-                         f"min {int(labels.min())}, max {int(labels.max())}")
-    return labels
+    if target.size:
+        lo, hi = target.min(), target.max()
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{where}: argument 'target' has labels outside [0, {num_classes}): "
+                             f"min {lo.item()}, max {hi.item()}")
+    return target.astype(np.int64)
+
+
+def check_probability_rows(target: Any, where: str) -> None:
+    """Soft (or one-hot) targets (N, C): finite, non-negative, each row summing to 1.
+
+    The sum is allowed 4 C ulps of the target's dtype, and at least 1e-3: rows written in
+    float32 (or float16) arithmetic are off by rounding, rows from the wrong array are not."""
+    xp = get_backend().xp
+    if target.dtype.kind == "f" and not bool(xp.isfinite(target).all()):
+        raise ValueError(f"{where}: argument 'target' holds probability rows with Inf; expected finite values")
+    if target.size == 0:
+        return
+    low = target.min()
+    if low < 0:
+        raise ValueError(f"{where}: argument 'target' holds probability rows with negative entries (min "
+                         f"{low.item()}); expected values >= 0 with each row summing to 1")
+    eps = float(np.finfo(target.dtype).eps) if target.dtype.kind == "f" else 0.0
+    tol = max(1e-3, 4 * target.shape[1] * eps)
+    sums = target.sum(axis=1, dtype=_acc(target.dtype))
+    off = xp.abs(sums - 1)
+    worst = int(off.argmax())
+    if float(off[worst]) > tol:
+        raise ValueError(f"{where}: argument 'target' holds probability rows that do not sum to 1 (within {tol:.3g}): "
+                         f"row {worst} sums to {float(sums[worst]):.6g}; pass class labels (N,) or one-hot / "
+                         "soft rows that sum to 1")
 
 
 def _class_probs(target: Any, pred: Any, where: str) -> Any:
@@ -143,6 +172,7 @@ def _class_probs(target: Any, pred: Any, where: str) -> Any:
         probs[xp.arange(n), labels] = 1
         return probs
     if target.shape == pred.shape:
+        check_probability_rows(target, where)
         return target.astype(pred.dtype, copy=False)
     raise ValueError(f"{where}: argument 'target' must be labels of shape ({n},) or one-hot of shape "
                      f"{pred.shape}, got shape {target.shape}")

@@ -52,14 +52,14 @@ def test_activation_gradcheck(backend, name, shape):
 def test_activation_matches_reference(backend, name):
     make, ref = REFERENCES[name]
     x = _x(5, 7, seed=1, scale=4.0)
-    y = backend.to_numpy(make().forward(x))
+    y = backend.to_numpy(make().to_dtype(np.float64).forward(x))  # float64 data alone would be cast to float32
     np.testing.assert_allclose(y, ref(x), rtol=1e-12, atol=1e-14)
 
 
 def test_gelu_matches_erf_over_a_wide_range(backend):
     # covers both branches of the erfc evaluation (|x|/sqrt2 below and above 2) and the far tail
     x = np.linspace(-12, 12, 2401).reshape(1, -1)
-    y = backend.to_numpy(GELU().forward(x))
+    y = backend.to_numpy(GELU().to_dtype(np.float64).forward(x))
     ref = 0.5 * x * np.vectorize(math.erfc)(-x / math.sqrt(2))
     np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-300)
 

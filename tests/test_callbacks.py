@@ -181,6 +181,35 @@ def test_csv_logger(tmp_path):
     assert len(rows) == 6 and rows[0][0] == "epoch" and [int(r[0]) for r in rows[1:]] == [0, 1, 2, 3, 4]
 
 
+def open_paths() -> set[str]:
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc to list open files")
+    out = set()
+    for fd in os.listdir(fds):
+        try:
+            out.add(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def test_csv_logger_holds_no_file_open_when_fit_raises(tmp_path):
+    x, y = data(16)
+    path = tmp_path / "log.csv"
+    logger = CSVLogger(path)
+
+    def fail(epoch, logs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model().fit(x, y, epochs=3, verbose=0, callbacks=[logger, LambdaCallback(on_epoch_end=fail)])
+    assert str(path) not in open_paths()  # on_train_end never ran: a held handle would still be open
+    rows = list(csv.reader(path.read_text().splitlines()))
+    assert [r[0] for r in rows] == ["epoch", "0", "1"]  # every finished epoch is on disk
+
+
 def test_missing_monitor_warns():
     x, y = data(16)
     with pytest.warns(UserWarning, match="not in the logs"):

@@ -50,7 +50,7 @@ def test_batchnorm_gradcheck_options(backend, affine, track):
 
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5, 5)])
 def test_batchnorm_training_normalizes_per_channel(backend, shape):
-    layer = BatchNorm()
+    layer = BatchNorm().to_dtype(np.float64)
     x = _x(*shape, loc=5.0, scale=4.0)
     x[:, 1] = x[:, 1] * 0.1 + 7.0  # a channel with its own scale and shift
     layer.forward(x, training=True)
@@ -68,7 +68,7 @@ def test_batchnorm_training_normalizes_per_channel(backend, shape):
 @pytest.mark.parametrize("shape", [(8, 3), (4, 3, 2, 3)])
 def test_batchnorm_running_stats_match_hand_computation(backend, shape):
     momentum = 0.3
-    layer = BatchNorm(momentum=momentum)
+    layer = BatchNorm(momentum=momentum).to_dtype(np.float64)
     running_mean, running_var = np.zeros(shape[1]), np.ones(shape[1])
     m = int(np.prod(shape)) // shape[1]
     axes = (0, *range(2, len(shape)))
@@ -87,7 +87,7 @@ def test_batchnorm_running_stats_match_hand_computation(backend, shape):
 
 @pytest.mark.parametrize("shape", [(6, 4), (3, 4, 3, 3)])
 def test_batchnorm_inference_uses_running_stats_and_differs_from_training(backend, shape):
-    layer = BatchNorm(eps=1e-3)
+    layer = BatchNorm(eps=1e-3).to_dtype(np.float64)
     for step in range(3):
         layer.forward(_x(*shape, seed=step, loc=1.0, scale=2.0), training=True)
     _randomize_affine(layer, backend)
@@ -218,7 +218,7 @@ def test_instancenorm_gradcheck_and_equals_groupnorm_per_channel(backend):
     x = _x(2, 3, 4, 4, loc=2.0)
     inst = InstanceNorm()
     assert gradcheck(inst, x)
-    per_channel = GroupNorm(3)
+    per_channel = GroupNorm(3).to_dtype(np.float64)  # gradcheck left inst in float64
     np.testing.assert_allclose(backend.to_numpy(inst.forward(x)), backend.to_numpy(per_channel.forward(x)),
                                rtol=1e-12)
     y = backend.to_numpy(inst.forward(x))
@@ -232,9 +232,11 @@ def test_norms_without_affine_have_no_parameters(backend):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_norms_keep_the_input_dtype(backend, dtype):
-    x = _x(4, 4, 3, 3).astype(dtype)
+def test_norms_compute_in_their_own_dtype(backend, dtype):
+    other = np.float64 if dtype == np.float32 else np.float32
+    x = _x(4, 4, 3, 3).astype(other)  # cast to the layer's dtype, never adopted
     for layer in [BatchNorm(), LayerNorm(), GroupNorm(2), InstanceNorm()]:
+        layer.to_dtype(dtype)
         assert layer.forward(x, training=True).dtype == dtype
         assert layer.backward(backend.asarray(np.ones_like(x))).dtype == dtype
 
@@ -255,7 +257,7 @@ def test_weightnorm_gradcheck(backend, make, x):
 
 def test_weightnorm_starts_at_the_wrapped_weight_and_keeps_norm_g(backend):
     x = _x(4, 5)
-    dense = Dense(3)
+    dense = Dense(3).to_dtype(np.float64)
     plain = backend.to_numpy(dense.forward(x)).copy()
     layer = WeightNorm(dense)
     np.testing.assert_allclose(backend.to_numpy(layer.forward(x)), plain, rtol=1e-12)

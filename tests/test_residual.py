@@ -14,7 +14,7 @@ def _x(*shape, seed=0):
 
 def test_identity_residual_adds_the_input(backend):
     block = Sequential([Dense(4, activation="tanh"), Dense(4)])
-    layer = Residual(block)
+    layer = Residual(block).to_dtype(np.float64)
     x = _x(3, 4)
     np.testing.assert_allclose(backend.to_numpy(layer.forward(x)), backend.to_numpy(block.forward(x)) + x, rtol=1e-12)
     assert gradcheck(layer, x)
@@ -23,7 +23,7 @@ def test_identity_residual_adds_the_input(backend):
 
 def test_backward_sums_both_paths(backend):
     block = Dense(4)
-    layer = Residual(block, shortcut=Dense(4, use_bias=False))
+    layer = Residual(block, shortcut=Dense(4, use_bias=False)).to_dtype(np.float64)
     x = _x(3, 4)
     layer.forward(x)
     dy = backend.asarray(_x(3, 4, seed=1))

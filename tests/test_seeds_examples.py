@@ -46,5 +46,5 @@ def test_two_two_two_sigmoid_network(backend):
 
 def test_sigmoid_layer_standalone_matches_formula(backend):
     x = np.linspace(-3, 3, 7)[None]
-    y = backend.to_numpy(Sigmoid().forward(x))
+    y = backend.to_numpy(Sigmoid().to_dtype(np.float64).forward(x))
     np.testing.assert_allclose(y, 1 / (1 + np.exp(-x)), rtol=1e-12)

@@ -18,6 +18,18 @@ from gpunn.backend.ops.optim import OptimOps
 from gpunn.backend.ops.pool import PoolOps
 
 
+def native_byte_order(a: Any) -> Any:
+    """`a`, or a native-byte-order copy of it when it is a NumPy array stored the other way round
+    (big-endian '>f4' from FITS files, some .npy files or network formats).
+
+    Done on the host, where arrays enter gpunn: NumPy's random generator refuses such dtypes, the
+    compiled kernels read their raw bytes, and CuPy, which only has little-endian arrays, may
+    copy the bytes across without swapping them."""
+    if isinstance(a, np.ndarray) and not a.dtype.isnative:
+        return a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
 class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
     name: str = "generic"
     device: str = "cpu"
@@ -29,8 +41,9 @@ class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
 
     # -- arrays -------------------------------------------------------------------------------
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        """`a` as an array of this backend (no copy when it already is one of the right dtype)."""
-        return self.xp.asarray(a, dtype=dtype)
+        """`a` as an array of this backend (no copy when it already is one of the right dtype),
+        in native byte order."""
+        return self.xp.asarray(native_byte_order(a), dtype=dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return np.asarray(a)

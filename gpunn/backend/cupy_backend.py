@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.base import Backend
+from gpunn.backend.base import Backend, native_byte_order
 from gpunn.backend.kernel_backend import KernelOpsMixin, UseKernels
 
 # NVRTC options for every kernel module: C++17, and no fast-math so results track the reference.
@@ -29,7 +29,7 @@ class CupyBackend(KernelOpsMixin, Backend):
         self._init_kernels(lambda code: cupy.RawModule(code=code, options=NVRTC_OPTIONS), use_kernels)
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
-        return self._cupy.asarray(a, dtype=dtype)
+        return self._cupy.asarray(native_byte_order(a), dtype=dtype)  # CuPy arrays are little-endian
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return self._cupy.asnumpy(a)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend import Backend, get_backend
+from gpunn.backend.base import native_byte_order
 from gpunn.random import host_rng
 
 _END = object()
@@ -109,8 +110,9 @@ class DataLoader:
             xb = _call_transform(self.transform, xb, rng)
         yb = self.y[idx] if self.y is not None else None
         if backend is not None:
-            xb = backend.asarray(xb)
-            yb = backend.asarray(yb) if yb is not None else None
+            # byte-swapped per batch, not up front: `x` may be a big-endian memmap larger than memory
+            xb = backend.asarray(native_byte_order(xb))
+            yb = backend.asarray(native_byte_order(yb)) if yb is not None else None
         return xb if yb is None else (xb, yb)
 
     def __iter__(self) -> _BatchIterator:

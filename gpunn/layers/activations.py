@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from gpunn._checks import axis_arg, check_axis
 from gpunn.init import constant as init_constant
 from gpunn.layers.base import Layer
 
@@ -121,9 +122,16 @@ class Tanh(Activation):
 
 
 class Softmax(Activation):
+    """softmax along `axis` (an int; negative counts from the end), checked against each input's rank."""
+
     def __init__(self, axis: int = 1, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.axis = axis
+        self.axis = axis_arg(axis, "axis", type(self).__name__)
+
+    def _prepare(self, x: Any, where: str = "forward") -> Any:
+        x = super()._prepare(x, where)
+        check_axis(self.axis, tuple(x.shape), "axis", f"{self.name}.{where}")
+        return x
 
     def _forward(self, x):
         xp = self.backend.xp

@@ -4,35 +4,140 @@ Contract: `build(input_shape)` creates parameters (shape excludes the batch axis
 lazily by the first forward); `forward(x, training)` returns y and keeps what backward needs;
 `backward(dy)` returns dx and *accumulates* into each `param.grad`. Layers are thin: shape
 bookkeeping plus calls into backend ops, never a branch on the device.
+
+Shared checks, so no layer repeats them: `_prepare` casts the input to the layer's dtype (float32
+unless `dtype=`/`to_dtype` says float64; never the data's) in native byte order and holds it to a
+declared `input_shape`; every subclass's backward checks dy against its forward's output shape
+(see `Layer.__init_subclass__`).
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from gpunn._checks import check_float_array
+from gpunn._checks import check_float_array, check_grad_shape, model_dtype
 from gpunn.backend import Backend, get_backend
+from gpunn.backend.base import native_byte_order
 from gpunn.init import get_initializer
 from gpunn.parameter import Parameter
 from gpunn.random import host_rng
+
+_budget = threading.local()  # elements that builds in this thread may still allocate, or unset
+
+
+class AllocationBudgetError(ValueError):
+    """A build would allocate more parameter or buffer elements than its budget allows."""
+
+
+@contextlib.contextmanager
+def allocation_budget(elements: int, where: str) -> Iterator[None]:
+    """Cap the parameter and buffer elements that builds in this block may allocate, in this thread.
+
+    A loader rebuilding a model from a file sets the cap to what the file can hold, so a config
+    that declares Dense(units=10**9) fails before anything is allocated, not after."""
+    previous = getattr(_budget, "state", None)
+    _budget.state = [int(elements), where]
+    try:
+        yield
+    finally:
+        _budget.state = previous
+
+
+def _charge(shape: tuple[int, ...], what: str) -> None:
+    state = getattr(_budget, "state", None)
+    if state is None:
+        return
+    need = math.prod(shape)
+    if need > state[0]:
+        raise AllocationBudgetError(f"{state[1]}: {what} of shape {shape} needs {need:,} elements, more than the "
+                                    f"{state[0]:,} still allowed; the architecture does not match the data")
+    state[0] -= need
+
+
+def _recording_forward(fn: Callable) -> Callable:
+    """Wrap a forward (or forward_fused) to remember the shape and dtype of what it returned,
+    which backward's dy must have. Nested calls (a subclass's super().forward) record once."""
+    @functools.wraps(fn)
+    def forward(self: Layer, *args: Any, **kwargs: Any) -> Any:
+        if self._in_forward:
+            return fn(self, *args, **kwargs)
+        self._in_forward = True
+        try:
+            y = fn(self, *args, **kwargs)
+        finally:
+            self._in_forward = False
+        shape, dtype = getattr(y, "shape", None), getattr(y, "dtype", None)
+        self._output_seen = (tuple(shape), np.dtype(dtype)) if shape is not None and dtype is not None else None
+        return y
+    forward._gpunn_wrapped = True  # type: ignore[attr-defined]
+    return forward
+
+
+def _checked_backward(fn: Callable) -> Callable:
+    """Wrap a backward to check dy against the last forward's output shape, so a wrong dy is an
+    error naming both shapes instead of a reshape or broadcast failure deep inside the layer.
+    A dy of another float dtype (or byte order, or a host array) is cast to the output's, as
+    forward casts its input to the layer's dtype."""
+    @functools.wraps(fn)
+    def backward(self: Layer, dy: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._in_backward:
+            return fn(self, dy, *args, **kwargs)
+        if self._output_seen is not None:
+            shape, dtype = self._output_seen
+            check_grad_shape(dy, shape, f"{self.name}.backward")
+            be = self.backend
+            if not be.is_native(dy) or dy.dtype != dtype:
+                dy = be.asarray(native_byte_order(dy), dtype=dtype)
+        self._in_backward = True
+        try:
+            return fn(self, dy, *args, **kwargs)
+        finally:
+            self._in_backward = False
+    backward._gpunn_wrapped = True  # type: ignore[attr-defined]
+    return backward
 
 
 class Layer:
     #: accepted input ranks (with the batch axis) and how to describe them in errors
     input_ndim: int | tuple[int, ...] | None = None
     input_layout: str = ""
+    # what the forward/backward wrappers keep (see __init_subclass__); class defaults so a
+    # subclass that forgets Layer.__init__ still gets them
+    _output_seen: tuple[tuple[int, ...], np.dtype] | None = None
+    _in_forward = False
+    _in_backward = False
+    _declared_shape: tuple[int, ...] | None = None
 
-    def __init__(self, input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every layer's backward checks dy against its forward's output shape, in this one place:
+        forward, forward_fused and backward defined by a subclass are wrapped here."""
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("forward", _recording_forward), ("forward_fused", _recording_forward),
+                           ("backward", _checked_backward)):
+            fn = cls.__dict__.get(name)
+            if callable(fn) and not getattr(fn, "_gpunn_wrapped", False):
+                setattr(cls, name, wrap(fn))
+
+    def __init__(self, input_shape: tuple[int, ...] | None = None, name: str | None = None, *,
+                 dtype: Any = None) -> None:
         self.params: dict[str, Parameter] = {}
         self.buffers: dict[str, Any] = {}  # state that is saved but not trained (running stats)
         self.children: dict[str, Layer] = {}  # sublayers; their state is saved as "child.key"
         self.name = name or type(self).__name__
         self.input_shape: tuple[int, ...] | None = tuple(input_shape) if input_shape is not None else None
+        # a declared input_shape is a contract: inputs of another shape are refused, never adopted
+        self._declared_shape = self.input_shape
         self.output_shape: tuple[int, ...] | None = None
         self.built = False
         self._trainable = True
-        self._dtype: np.dtype | None = None
+        # None: the backend's default (float32). Never taken from the data (see _as_input).
+        self._dtype: np.dtype | None = None if dtype is None else model_dtype(dtype, "dtype", type(self).__name__)
 
     # -- building -----------------------------------------------------------------------------
     @property
@@ -41,7 +146,12 @@ class Layer:
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create parameters for inputs of `input_shape` (no batch axis). Subclasses extend this."""
-        self.input_shape = tuple(int(s) for s in input_shape)
+        shape = tuple(int(s) for s in input_shape)
+        if self._declared_shape is not None and shape != self._declared_shape:
+            raise ValueError(f"{self.name}.build: argument 'input_shape' {shape} differs from the declared "
+                             f"input_shape={self._declared_shape}")
+        self._inherit_dtype(self._dtype)
+        self.input_shape = shape
         self.output_shape = self.compute_output_shape(self.input_shape)
         self.built = True
 
@@ -51,26 +161,61 @@ class Layer:
     def add_param(self, name: str, shape: tuple[int, ...], initializer: Any, fans: tuple[int, int] | None = None,
                   trainable: bool = True) -> Parameter:
         init = get_initializer(initializer)
+        _charge(tuple(shape), f"parameter {name!r} of {self.name}")
         host = init(tuple(shape), dtype=self.dtype, rng=host_rng(), fans=fans)
         param = Parameter(self.backend.asarray(host), name=name, trainable=trainable and self._trainable)
         self.params[name] = param
         return param
 
+    def add_buffer(self, name: str, shape: tuple[int, ...], fill: float) -> Any:
+        """A saved, untrained array (running statistics) of `shape` filled with `fill`."""
+        _charge(tuple(shape), f"buffer {name!r} of {self.name}")
+        self.buffers[name] = self.backend.xp.full(tuple(shape), fill, dtype=self.dtype)
+        return self.buffers[name]
+
     @property
     def dtype(self) -> np.dtype:
-        return self._dtype or self.backend.default_dtype
+        """What parameters, buffers and computations use: the `dtype=` given (or set by to_dtype, or
+        inherited from the enclosing model), else the backend's default, float32."""
+        return self._dtype if self._dtype is not None else self.backend.default_dtype
+
+    def _inherit_dtype(self, dtype: np.dtype | None) -> None:
+        """Give sublayers that have no dtype of their own this layer's explicit one, recursively
+        (a float64 model's Dense must not build a float32 activation)."""
+        if dtype is None:
+            return
+        for child in self.children.values():
+            if child._dtype is None:
+                child._dtype = dtype
+            child._inherit_dtype(child._dtype)
+
+    def _as_input(self, x: Any, label: str) -> Any:
+        """`x` validated, on this backend, in native byte order and in this layer's dtype.
+
+        The dtype is the layer's, never the data's: float16 data would otherwise make a float16
+        model, whose optimizer underflows (Adam's eps = 1e-8 is 0 in float16) and trains to NaN,
+        and float64 data a model twice as slow. Such inputs are cast, as Keras does."""
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        check_float_array(x, "x", label, self.input_ndim, self.input_layout)
+        dtype = self.dtype
+        if not self.backend.is_native(x) or x.dtype != dtype:  # '>f4' != '<f4': swapped here too
+            x = self.backend.asarray(native_byte_order(x), dtype=dtype)
+        return x
+
+    def _check_declared_shape(self, x: Any, label: str) -> None:
+        declared = self._declared_shape
+        if declared is not None and tuple(x.shape[1:]) != declared:
+            raise ValueError(f"{label}: argument 'x' of shape {tuple(x.shape)} has per-sample shape "
+                             f"{tuple(x.shape[1:])}, but input_shape={declared} was declared; pass inputs of shape "
+                             f"(N, {', '.join(map(str, declared))}) or declare the shape of your data")
 
     def _prepare(self, x: Any, where: str = "forward") -> Any:
         """Validate the input of forward(), move it to the backend, and build on first use."""
         label = f"{self.name}.{where}"
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        check_float_array(x, "x", label, self.input_ndim, self.input_layout)
-        if not self.backend.is_native(x):
-            x = self.backend.asarray(x)
+        x = self._as_input(x, label)
+        self._check_declared_shape(x, label)  # every call: shape-free layers would accept anything after build
         if not self.built:
-            if self._dtype is None:
-                self._dtype = np.dtype(x.dtype)
             self.build(tuple(x.shape[1:]))
         else:
             self.check_built_shape(tuple(x.shape[1:]), label)
@@ -173,11 +318,12 @@ class Layer:
                 raise ValueError(f"{where}: argument 'state[{key!r}]' must have shape {tuple(target.shape)}, "
                                  f"got {tuple(np.shape(value))}")
         for key, target in targets.items():
-            target[...] = self.backend.asarray(state[key], dtype=target.dtype)
+            target[...] = self.backend.asarray(native_byte_order(state[key]), dtype=target.dtype)
 
     def to_dtype(self, dtype: Any) -> Layer:
         """Cast parameters and buffers, recursively (e.g. to float64 for gradient checks)."""
-        self._dtype = np.dtype(dtype)
+        dtype = model_dtype(dtype, "dtype", f"{self.name}.to_dtype")
+        self._dtype = dtype
         for p in self.params.values():
             p.data = p.data.astype(dtype)
             p.grad = p.grad.astype(dtype)

@@ -11,8 +11,10 @@ from gpunn.train.model import TrainingMixin
 class Sequential(TrainingMixin, Layer):
     """Also a full Keras-style model: compile, fit, evaluate, predict, save (see gpunn.train.model)."""
 
-    def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None) -> None:
-        super().__init__(name=name)
+    def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None, dtype: Any = None) -> None:
+        """`dtype`: what every layer computes and keeps its parameters in, float32 (the backend's
+        default) unless given; inputs of another float dtype are cast to it."""
+        super().__init__(name=name, dtype=dtype)
         self.layers: list[Layer] = []
         for layer in layers or []:
             self.add(layer)
@@ -35,9 +37,8 @@ class Sequential(TrainingMixin, Layer):
     def build(self, input_shape: tuple[int, ...]) -> None:
         shape = tuple(input_shape)
         self.input_shape = shape
+        self._inherit_dtype(self._dtype)
         for layer in self.layers:
-            if layer._dtype is None:
-                layer._dtype = self._dtype
             if not layer.built:
                 layer.build(shape)
             shape = layer.output_shape
@@ -54,6 +55,10 @@ class Sequential(TrainingMixin, Layer):
         over memory; backward() then skips the absorbed layer, whose backward the first includes."""
         if not self.layers:
             raise RuntimeError(f"{self.name}.forward: the model has no layers; add some with add()")
+        # the model's dtype, not the data's, from the first layer on (see Layer._as_input)
+        x = self._as_input(x, f"{self.name}.forward")
+        if not self.built:
+            self._inherit_dtype(self._dtype)
         self._absorbed: set[int] = set()
         layers, i = self.layers, 0
         while i < len(layers):

@@ -62,9 +62,8 @@ class BatchNorm(Layer):
             self.add_param("gamma", (c,), "ones")
             self.add_param("beta", (c,), "zeros")
         if self.track_running_stats:
-            xp = self.backend.xp
-            self.buffers["running_mean"] = xp.zeros((c,), dtype=self.dtype)
-            self.buffers["running_var"] = xp.ones((c,), dtype=self.dtype)
+            self.add_buffer("running_mean", (c,), 0.0)
+            self.add_buffer("running_var", (c,), 1.0)
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
         if shape[0] != self.input_shape[0]:
@@ -104,7 +103,9 @@ class BatchNorm(Layer):
         if use_batch:
             if x.size // x.shape[1] < 2:
                 raise ValueError(f"{self.name}.forward: training needs more than one value per channel to estimate "
-                                 f"a variance; got argument 'x' of shape {tuple(x.shape)}")
+                                 f"a variance; got argument 'x' of shape {tuple(x.shape)}. A last batch of one "
+                                 "sample does this: use DataLoader(..., drop_last=True), or a batch_size that "
+                                 "leaves no batch of one sample (n % batch_size != 1)")
             rm = self.buffers.get("running_mean") if training else None
             rv = self.buffers.get("running_var") if training else None
             if relu:

@@ -26,6 +26,7 @@ class Residual(Layer):
         if shortcut is not None:
             self.children["shortcut"] = shortcut
         self.input_shape = block.input_shape
+        self._dtype = block._dtype  # the block's dtype, if it has one (None: the default)
 
     @property
     def block(self) -> Layer:

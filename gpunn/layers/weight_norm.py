@@ -26,6 +26,7 @@ class WeightNorm(Layer):
             raise TypeError(f"WeightNorm: argument 'layer' must be a Dense or Conv2D layer, got {type(layer).__name__}")
         self.children["layer"] = layer
         self.input_shape = layer.input_shape
+        self._dtype = layer._dtype  # a wrapper computes in its layer's dtype (None: the default)
         self._norm_axes: tuple[int, ...] = (0,) if isinstance(layer, Dense) else (1, 2, 3)
         self._cache: Any = None
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend import get_backend
+from gpunn.backend.base import native_byte_order
 from gpunn.parameter import Parameter
 
 
@@ -167,7 +168,9 @@ class Optimizer:
         if not params:
             raise ValueError(f"{self._where}: argument 'params' has no trainable parameters "
                              f"({len(all_params)} given, all frozen)")
-        dtypes = {np.dtype(p.data.dtype) for p in params}
+        # native byte order: '>f4' parameters share the one buffer with '<f4' ones, and the fused
+        # kernels and CuPy only handle native order (the values are swapped once, while packing)
+        dtypes = {np.dtype(p.data.dtype).newbyteorder("=") for p in params}
         if len(dtypes) != 1:
             raise TypeError(f"{self._where}: argument 'params' must share one dtype to share a flat buffer, "
                             f"got {sorted(str(d) for d in dtypes)}")
@@ -183,8 +186,8 @@ class Optimizer:
             n = int(p.data.size)
             dv = flat_data[offset:offset + n].reshape(p.data.shape)
             gv = flat_grad[offset:offset + n].reshape(p.data.shape)
-            dv[...] = backend.asarray(p.data)
-            gv[...] = backend.asarray(p.grad)
+            dv[...] = backend.asarray(native_byte_order(p.data))
+            gv[...] = backend.asarray(native_byte_order(p.grad))
             p.data, p.grad = dv, gv
             data_views.append(dv)
             grad_views.append(gv)
@@ -321,7 +324,7 @@ class Optimizer:
             check_lr(hyper["lr"], where, "state['hyperparams']['lr']")
         backend = get_backend()
         for k, arr in buffers.items():
-            self._state[k][...] = backend.asarray(np.asarray(arr), dtype=self._state[k].dtype)
+            self._state[k][...] = backend.asarray(native_byte_order(np.asarray(arr)), dtype=self._state[k].dtype)
         self.step_count = int(step)
         self._set_hyperparams(hyper)
         self._load_extra_state(dict(state["scalars"]))

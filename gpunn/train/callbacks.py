@@ -343,8 +343,6 @@ class CSVLogger(Callback):
         self.filename = os.fspath(filename)
         self.separator = separator
         self.append = bool(append)
-        self._fh: Any = None
-        self._writer: Any = None
         self._keys: list[str] | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -354,21 +352,20 @@ class CSVLogger(Callback):
             with open(self.filename, newline="") as fh:
                 header = next(csv.reader(fh, delimiter=self.separator), None)
             self._keys = header[1:] if header else None
-        self._fh = open(self.filename, "a" if self.append else "w", newline="")
-        self._writer = csv.writer(self._fh, delimiter=self.separator)
+        if not self.append:
+            with open(self.filename, "w", newline=""):
+                pass  # start the file afresh, as the run starts
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # The file is opened per row, not held for the whole run: a fit that raises (or a Ctrl-C)
+        # never reaches on_train_end, and a held handle would leak with the last rows unflushed.
         logs = logs or {}
-        if self._keys is None:
-            self._keys = sorted(logs)
-            self._writer.writerow(["epoch", *self._keys])
-        self._writer.writerow([epoch, *(logs.get(k, "") for k in self._keys)])
-        self._fh.flush()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        with open(self.filename, "a", newline="") as fh:
+            writer = csv.writer(fh, delimiter=self.separator)
+            if self._keys is None:
+                self._keys = sorted(logs)
+                writer.writerow(["epoch", *self._keys])
+            writer.writerow([epoch, *(logs.get(k, "") for k in self._keys)])
 
 
 class LambdaCallback(Callback):

@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import check_finite
+from gpunn.backend.base import native_byte_order
+
 _NO_METRICS: tuple = ()
 
 
@@ -43,6 +46,58 @@ def _is_batch_iterable(x: Any) -> bool:
     return hasattr(x, "__iter__") and not hasattr(x, "shape") and not isinstance(x, (tuple, dict, str))
 
 
+def _is_one_shot(x: Any) -> bool:
+    """An iterator (a generator, iter(loader), ...): exhausted after one pass. isinstance rather
+    than `iter(x) is x`, because iter() on a DataLoader would start an epoch and its thread."""
+    return isinstance(x, Iterator)
+
+
+_REITERABLE = ("pass a DataLoader, or a re-iterable whose __iter__ starts a new pass (a list of (x, y) batches, "
+               "or an object whose __iter__ is a generator function)")
+
+
+def _one_shot_error(x: Any, name: str, where: str, passes: int) -> ValueError:
+    return ValueError(f"{where}: argument '{name}' is a one-shot iterator ({type(x).__name__}), exhausted after one "
+                      f"pass, but the fit needs {passes} passes over it; {_REITERABLE}, or fit one epoch at a time")
+
+
+def _no_batches_error(data: Any, what: str, where: str, epoch: int | None = None, again: bool = False) -> ValueError:
+    """`again`: an earlier epoch of this fit did get batches from `data`."""
+    when = f" in epoch {epoch + 1}" if epoch is not None else ""
+    if _is_one_shot(data):
+        hint = (f"; it is a one-shot iterator ({type(data).__name__}), and an iterator is exhausted after one pass - "
+                f"{_REITERABLE}")
+    elif again:
+        hint = "; its __iter__ returned an exhausted iterator instead of starting a new pass - " + _REITERABLE
+    else:
+        hint = ""
+    return ValueError(f"{where}: the {what} yielded no batches{when}{hint}")
+
+
+def _walk(layer: Any) -> Iterator[Any]:
+    """`layer` and its sublayers at any depth."""
+    yield layer
+    for child in layer.children.values():
+        yield from _walk(child)
+
+
+def _batchnorms_on_single_values(model: Any) -> list[Any]:
+    """The built BatchNorm layers that would see one value per channel in a training batch of one
+    sample: (N, C) or (N, C, 1) inputs, normalized with batch statistics."""
+    from gpunn.layers.normalization import BatchNorm  # late: the layers import this module
+    return [m for m in _walk(model) if isinstance(m, BatchNorm) and m.built
+            and (m.trainable or not m.track_running_stats) and math.prod(m.input_shape[1:]) == 1]
+
+
+def _nearest_batch_size(n: int, batch_size: int) -> int | None:
+    """The batch size nearest `batch_size` that leaves no batch of one of `n` samples."""
+    for delta in range(1, n):
+        for b in (batch_size - delta, batch_size + delta):
+            if 2 <= b <= n and n % b != 1:
+                return b
+    return None
+
+
 def _as_array(a: Any, name: str, where: str) -> Any:
     if isinstance(a, (list, tuple)):
         a = np.asarray(a)
@@ -54,18 +109,19 @@ def _as_array(a: Any, name: str, where: str) -> Any:
 
 
 def check_xy(x: Any, y: Any, where: str, need_y: bool = True) -> tuple[Any, Any]:
-    """Arrays x (floating point, no NaN) and y with one entry per sample."""
-    x = _as_array(x, "x", where)
+    """Arrays x (floating point, finite) and y with one entry per sample, in native byte order
+    (swapped here once, not in every batch). A float x of another dtype than the model's is
+    cast batch by batch (see Layer._as_input)."""
+    x = native_byte_order(_as_array(x, "x", where))
     if np.dtype(x.dtype).kind != "f":
-        raise TypeError(f"{where}: argument 'x' must be a floating-point array (float32 or float64), got dtype "
-                        f"{x.dtype}; convert it, e.g. x.astype('float32') / 255")
-    if isinstance(x, np.ndarray) and np.isnan(x).any():
-        raise ValueError(f"{where}: argument 'x' contains NaN")
+        raise TypeError(f"{where}: argument 'x' must be a floating-point array, got dtype {x.dtype}; convert it, "
+                        "e.g. x.astype('float32') / 255")
+    check_finite(x, "x", where)  # on any backend's array: one Inf makes every loss after it Inf or NaN
     if y is None:
         if need_y:
             raise ValueError(f"{where}: argument 'y' is required when 'x' is an array")
         return x, None
-    y = _as_array(y, "y", where)
+    y = native_byte_order(_as_array(y, "y", where))
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
                          f"{x.shape[0]} and {y.shape[0]}")
@@ -266,7 +322,7 @@ class TrainingMixin:
     def _epoch_order(self, n: int, epoch: int) -> np.ndarray:
         return np.random.default_rng([int(self.shuffle_seed or 0), int(epoch)]).permutation(n)
 
-    def _run_eval(self, data: Any, batch_size: int) -> dict[str, float]:
+    def _run_eval(self, data: Any, batch_size: int, where: str = "evaluate") -> dict[str, float]:
         """Sample-weighted means of loss and metrics over arrays (x, y) or a batch iterable."""
         totals: dict[str, float] = {}
         seen = 0
@@ -277,7 +333,7 @@ class TrainingMixin:
                 totals[k] = totals.get(k, 0.0) + v * n
             seen += n
         if seen == 0:
-            raise ValueError("evaluate: the data yielded no batches")
+            raise _no_batches_error(data, "data", where)
         return {k: v / seen for k, v in totals.items()}
 
     # -- fit / evaluate / predict ---------------------------------------------------------------
@@ -308,6 +364,8 @@ class TrainingMixin:
                 raise ValueError(f"{where}: argument 'y' must be None when 'x' yields (x, y) batches")
             if validation_split:
                 raise ValueError(f"{where}: argument 'validation_split' needs array data; pass validation_data")
+            if _is_one_shot(x) and epochs - initial_epoch > 1:
+                raise _one_shot_error(x, "x", where, epochs - initial_epoch)
             steps = len(x) if hasattr(x, "__len__") else None
             n_train = getattr(x, "num_samples", None)
         else:
@@ -329,6 +387,9 @@ class TrainingMixin:
                 raise ValueError(f"{where}: argument 'validation_data' must be a pair (x_val, y_val) or a batch "
                                  f"iterable, got {type(validation_data).__name__}")
             validation_data = check_xy(validation_data[0], validation_data[1], f"{where} (validation_data)")
+        elif _is_one_shot(validation_data) and epochs - initial_epoch > 1:
+            raise _one_shot_error(validation_data, "validation_data", where, epochs - initial_epoch)
+        self._check_last_batch(x, loader, n_train, batch_size, where)
         if callbacks is None:
             callbacks = []
         elif not isinstance(callbacks, (list, tuple)):
@@ -348,9 +409,10 @@ class TrainingMixin:
             cbs.on_train_begin()
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch)
-                logs = self._fit_epoch(x, y, epoch, batch_size, shuffle, loader, cbs)
+                logs = self._fit_epoch(x, y, epoch, batch_size, shuffle, loader, cbs, again=epoch > initial_epoch)
                 if validation_data is not None and not self.stop_training:
-                    logs.update({f"val_{k}": v for k, v in self._run_eval(validation_data, batch_size).items()})
+                    val = self._run_eval(validation_data, batch_size, f"{where} (validation_data)")
+                    logs.update({f"val_{k}": v for k, v in val.items()})
                 self.epoch = epoch + 1
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
@@ -359,7 +421,7 @@ class TrainingMixin:
         return history
 
     def _fit_epoch(self, x: Any, y: Any, epoch: int, batch_size: int, shuffle: bool, loader: bool,
-                   cbs: Any) -> dict[str, float]:
+                   cbs: Any, again: bool = False) -> dict[str, float]:
         if loader:
             if hasattr(x, "set_epoch"):
                 x.set_epoch(epoch)
@@ -381,8 +443,38 @@ class TrainingMixin:
             if self.stop_training:
                 break
         if seen == 0:
-            raise ValueError("fit: the training data yielded no batches")
+            raise _no_batches_error(x, "training data", "fit", epoch, again)
         return {k: v / seen for k, v in totals.items()}
+
+    def _check_last_batch(self, x: Any, loader: bool, n_train: int | None, batch_size: int, where: str) -> None:
+        """Refuse, before any training, batches of one sample when a BatchNorm would then normalize
+        one value per channel: such a batch has no variance. PyTorch raises "Expected more than 1
+        value per channel when training" at that step; checking here loses no epoch's work to it.
+        Checked where the batch sizes are known: arrays, and a DataLoader once the model is built."""
+        if loader:
+            if getattr(x, "drop_last", True) or not getattr(self, "built", False):
+                return
+            batch_size = getattr(x, "batch_size", None)
+        if not isinstance(n_train, int) or not isinstance(batch_size, int):
+            return
+        if batch_size != 1 and n_train % batch_size != 1:
+            return
+        if not getattr(self, "built", False):
+            from gpunn.layers.normalization import BatchNorm  # late: the layers import this module
+            if not any(isinstance(m, BatchNorm) for m in _walk(self)):
+                return
+            with self._backend_scope():  # build from one sample, as the first batch would (no state changes)
+                self.forward(x[:1], training=False)
+        found = _batchnorms_on_single_values(self)
+        if not found:
+            return
+        names = ", ".join(repr(bn.name) for bn in found)
+        which = "every batch" if batch_size == 1 else "the last batch of every epoch"
+        b = _nearest_batch_size(n_train, batch_size)
+        fix = (f"pass a batch_size that leaves no batch of one sample (n % batch_size != 1{f', e.g. {b}' if b else ''})"
+               ", drop a sample, or use DataLoader(..., drop_last=True)") if n_train > 1 else "train on more samples"
+        raise ValueError(f"{where}: {which} would hold 1 sample ({n_train} samples, batch_size={batch_size}), and "
+                         f"BatchNorm {names} cannot estimate a variance from one value per channel in training; {fix}")
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int = 32, verbose: int = 0,
                  return_dict: bool = False) -> Any:
@@ -479,6 +571,13 @@ class TrainingMixin:
         return text
 
     # -- saving ---------------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        """The architecture as a JSON-able dict (layers, input shape, dtype); no weights.
+
+        `gpunn.io.model_from_config(config)` rebuilds the model from it, as load_model does."""
+        from gpunn.train.config import model_to_config
+        return model_to_config(self)
+
     def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
         """Architecture, weights, compile settings and optimizer state in one safetensors file (atomic)."""
         from gpunn.train.io import save_model
@@ -490,8 +589,10 @@ class TrainingMixin:
         with self._backend_scope():
             save_weights(self, path)
 
-    def load_weights(self, path: str | os.PathLike) -> None:
-        """Load weights saved by save or save_weights; a mismatch raises and leaves the model unchanged."""
+    def load_weights(self, path: str | os.PathLike, verify: bool = True) -> None:
+        """Load weights saved by save or save_weights; a mismatch raises and leaves the model unchanged.
+
+        `verify=False` skips the checksum, for a safetensors file written by another tool."""
         from gpunn.train.io import load_weights
         with self._backend_scope():
-            load_weights(self, path)
+            load_weights(self, path, verify=verify)
