@@ -18,7 +18,8 @@ How it works
   declarations onto the emulator's buffers, appends one C-ABI launcher per kernel and compiles with
   `g++ -std=c++20 -O2 -fPIC -shared`. Libraries are cached by a hash of source, header, options and
   compiler in $GPUNN_EMU_CACHE (default ~/.cache/gpunn/emu), written to a temporary name and renamed,
-  so concurrent processes are safe. Nothing compiles at import; the first launch (or `.compile()`)
+  so concurrent processes are safe. The cache must be private (ours, 0700): a library there that
+  someone else could have written is rebuilt, never loaded (see build.py). Nothing compiles at import; the first launch (or `.compile()`)
   builds.
 * `cuda_emu.h` runs each block's threads as fibers on one OS thread, switching at __syncthreads and
   warp intrinsics; blocks run in order, so results are deterministic. Deadlocks (threads at a
@@ -38,9 +39,9 @@ variable per `__shared__` statement; spin-waits on other threads without a barri
 they hang the fiber core; `__activemask()` always answers the full warp; math comes from the host
 libm, so it matches NumPy more closely than the GPU's ulp bounds do.
 """
-from gpunn.emu.build import EmuCompileError, build_library, cache_dir
+from gpunn.emu.build import EmuCacheError, EmuCompileError, build_library, cache_dir
 from gpunn.emu.rawkernel import EmuLaunchError, RawKernel, RawModule
 from gpunn.emu.signature import KernelSig, Param, find_kernels
 
-__all__ = ["RawModule", "RawKernel", "EmuLaunchError", "EmuCompileError", "cache_dir", "build_library",
+__all__ = ["RawModule", "RawKernel", "EmuLaunchError", "EmuCacheError", "EmuCompileError", "cache_dir", "build_library",
            "find_kernels", "KernelSig", "Param"]
