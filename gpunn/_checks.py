@@ -5,6 +5,7 @@ call without reading our source.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -110,3 +111,46 @@ def check_grad_shape(dy: Any, expected: tuple[int, ...], where: str) -> None:
     if tuple(shape) != tuple(expected):
         raise ValueError(f"{where}: argument 'dy' must have the shape of the forward output {tuple(expected)}, "
                          f"got {tuple(shape)}")
+
+
+def shape_arg(shape: Any, where: str) -> tuple[int, ...]:
+    """A tuple of non-negative ints; a float (2.5 or 2.0) or a bool is refused, never truncated."""
+    if isinstance(shape, (str, bytes)):
+        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}")
+    try:
+        entries = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}") from None
+    for i, s in enumerate(entries):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r} "
+                            f"(entry {i} is a {type(s).__name__})")
+    out = tuple(int(s) for s in entries)
+    if any(s < 0 for s in out):
+        raise ValueError(f"{where}: argument 'shape' must have non-negative sizes, got {out}")
+    return out
+
+
+def float_dtype(dtype: Any, where: str) -> np.dtype:
+    """A floating-point dtype: an integer one would truncate every weight to 0 (or +-1)."""
+    try:
+        out = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        out = None
+    if out is None or out.kind != "f":
+        got = out if out is not None else repr(dtype)
+        raise TypeError(f"{where}: argument 'dtype' must be a floating-point dtype (float32 or float64), got {got}")
+    return out
+
+
+def finite_real(value: Any, name: str, where: str, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number (not a bool, not NaN or inf); >= minimum, or > minimum when strict."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{where}: argument '{name}' must be a finite float, got {type(value).__name__} {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{where}: argument '{name}' must be a finite float, got {value!r}")
+    if minimum is not None and (out <= minimum if strict else out < minimum):
+        want = f"a positive float (> {minimum:g})" if strict else f">= {minimum:g}"
+        raise ValueError(f"{where}: argument '{name}' must be {want}, got {value!r}")
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import pair
+from gpunn._checks import finite_real, float_dtype, pair, shape_arg
 
 Initializer = Callable[..., np.ndarray]
 
@@ -44,51 +44,8 @@ def _rng(rng: np.random.Generator | None, where: str) -> np.random.Generator:
     return rng
 
 
-def _check_shape(shape: Any, where: str = "initializer") -> tuple[int, ...]:
-    """A tuple of non-negative ints; a float (2.5 or 2.0) or a bool is refused, never truncated."""
-    if isinstance(shape, (str, bytes)):
-        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}")
-    try:
-        entries = tuple(shape)
-    except TypeError:
-        raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}") from None
-    for i, s in enumerate(entries):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
-            raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r} "
-                            f"(entry {i} is a {type(s).__name__})")
-    out = tuple(int(s) for s in entries)
-    if any(s < 0 for s in out):
-        raise ValueError(f"{where}: argument 'shape' must have non-negative sizes, got {out}")
-    return out
-
-
-def _check_dtype(dtype: Any, where: str) -> np.dtype:
-    """A floating-point dtype: an integer one would truncate every weight to 0 (or +-1)."""
-    try:
-        out = np.dtype(dtype) if dtype is not None else None
-    except TypeError:
-        out = None
-    if out is None or out.kind != "f":
-        got = out if out is not None else repr(dtype)
-        raise TypeError(f"{where}: argument 'dtype' must be a floating-point dtype (float32 or float64), got {got}")
-    return out
-
-
 def _check_fans(fans: Any, where: str) -> tuple[int, int] | None:
     return None if fans is None else pair(fans, "fans", where, minimum=0)
-
-
-def _check_real(value: Any, name: str, where: str, minimum: float | None = None, strict: bool = False) -> float:
-    """A finite real number (not a bool, not NaN or inf); >= minimum, or > minimum when strict."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: argument '{name}' must be a finite float, got {type(value).__name__} {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{where}: argument '{name}' must be a finite float, got {value!r}")
-    if minimum is not None and (out <= minimum if strict else out < minimum):
-        want = f"a positive float (> {minimum:g})" if strict else f">= {minimum:g}"
-        raise ValueError(f"{where}: argument '{name}' must be {want}, got {value!r}")
-    return out
 
 
 def _cast(values: Any, dtype: np.dtype, where: str) -> np.ndarray:
@@ -104,8 +61,8 @@ def _cast(values: Any, dtype: np.dtype, where: str) -> np.ndarray:
 def _prepare(where: str, shape: Any, dtype: Any, rng: Any = None, fans: Any = None
              ) -> tuple[tuple[int, ...], np.dtype]:
     """Validate an initializer call's arguments: (shape, dtype)."""
-    shape = _check_shape(shape, where)
-    dtype = _check_dtype(dtype, where)
+    shape = shape_arg(shape, where)
+    dtype = float_dtype(dtype, where)
     if rng is not None:
         _rng(rng, where)
     _check_fans(fans, where)
@@ -133,7 +90,7 @@ def ones(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
 
 
 def constant(value: float = 0.0) -> Initializer:
-    value = _check_real(value, "value", "constant")
+    value = finite_real(value, "value", "constant")
     name = f"constant({value})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
@@ -144,8 +101,8 @@ def constant(value: float = 0.0) -> Initializer:
 
 
 def normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
-    std = _check_real(std, "std", "normal", minimum=0.0)
-    mean = _check_real(mean, "mean", "normal")
+    std = finite_real(std, "std", "normal", minimum=0.0)
+    mean = finite_real(mean, "mean", "normal")
     name = f"normal(std={std})" if mean == 0.0 else f"normal(std={std}, mean={mean})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
@@ -156,7 +113,7 @@ def normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
 
 
 def uniform(limit: float = 0.05) -> Initializer:
-    limit = _check_real(limit, "limit", "uniform", minimum=0.0)
+    limit = finite_real(limit, "limit", "uniform", minimum=0.0)
     name = f"uniform(limit={limit})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
@@ -172,7 +129,7 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     (transposed when it has more columns than rows) is taken with the signs of R's diagonal
     folded in, so the result is uniformly distributed. Rows (or columns, whichever are fewer)
     are orthonormal; each entry has variance gain^2 / max(rows, cols)."""
-    gain = _check_real(gain, "gain", "orthogonal", minimum=0.0, strict=True)
+    gain = finite_real(gain, "gain", "orthogonal", minimum=0.0, strict=True)
     name = f"orthogonal(gain={gain})"
 
     def init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
@@ -201,12 +158,12 @@ def small_random(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
 def _fan_based(kind: str, scale: Callable[[int, int], float]) -> tuple[Initializer, Initializer]:
     def normal_init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
         where = f"{kind}_normal"
-        fan_in, fan_out = _check_fans(fans, where) or compute_fans(_check_shape(shape, where))
+        fan_in, fan_out = _check_fans(fans, where) or compute_fans(shape_arg(shape, where))
         return _normal(where, shape, dtype, rng, math.sqrt(scale(fan_in, fan_out)))
 
     def uniform_init(shape, dtype=np.float32, rng=None, fans=None) -> np.ndarray:
         where = f"{kind}_uniform"
-        fan_in, fan_out = _check_fans(fans, where) or compute_fans(_check_shape(shape, where))
+        fan_in, fan_out = _check_fans(fans, where) or compute_fans(shape_arg(shape, where))
         return _uniform(where, shape, dtype, rng, math.sqrt(3.0 * scale(fan_in, fan_out)))
 
     normal_init.__name__, uniform_init.__name__ = f"{kind}_normal", f"{kind}_uniform"

@@ -231,6 +231,17 @@ def test_importing_gpunn_main_does_not_run_the_cli():
 
 
 # -- fault 3: sizes from the header are checked before anything is allocated -------------------------
+def peak_while_refused(load, match: str) -> int:
+    """The traced peak of memory (bytes) while `load()` raises the CheckpointError matching `match`."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=match):
+            load()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 @pytest.mark.parametrize("edit", [
     pytest.param(lambda m: first_layer(m)["config"].update(units=20_000_000), id="units-2e7"),
     pytest.param(lambda m: first_layer(m)["config"].update(units=10 ** 9), id="units-1e9"),
@@ -241,13 +252,8 @@ def test_huge_declared_sizes_fail_in_bounded_memory(tmp_path, trained, edit):
     _, _, path = trained
     rewrite(path, tmp_path / "big.safetensors", edit)
     assert (tmp_path / "big.safetensors").stat().st_size < 10_000
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError, match="more than|must be a non-empty list|holds more than"):
-            gpunn.load_model(tmp_path / "big.safetensors")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_while_refused(lambda: gpunn.load_model(tmp_path / "big.safetensors"),
+                              "more than|must be a non-empty list|holds more than")
     assert peak < 20 * 2 ** 20, f"peak {peak / 2 ** 20:.0f} MiB while refusing a 10 KB file"
 
 
@@ -255,13 +261,7 @@ def test_a_huge_layer_into_load_weights_fails_in_bounded_memory(tmp_path, traine
     _, _, path = trained
     rewrite(path, tmp_path / "big.safetensors", lambda m: first_layer(m)["config"].update(units=20_000_000))
     victim = L.Sequential([L.Dense(20_000_000, activation="relu"), L.Dropout(0.2), L.Dense(2)])
-    tracemalloc.start()
-    try:
-        with pytest.raises(CheckpointError, match="more than"):
-            victim.load_weights(tmp_path / "big.safetensors")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = peak_while_refused(lambda: victim.load_weights(tmp_path / "big.safetensors"), "more than")
     assert peak < 20 * 2 ** 20 and not victim.built
 
 

@@ -110,26 +110,29 @@ def _corrupt_gzip(src: _Source, exc: Exception) -> IdxFormatError:
     return IdxFormatError(f"{src.name}: the gzip stream is corrupt or truncated ({exc})")
 
 
-def _read(src: _Source, n: int) -> bytes:
-    """At most n bytes (fewer only at the end of the content)."""
+@contextlib.contextmanager
+def _stream_errors(src: _Source) -> Iterator[None]:
+    """A gzip stream's decoding errors as IdxFormatError; a raw file's OSError stays what it is."""
     try:
-        data = src.stream.read(n)
+        yield
     except (OSError, EOFError, zlib.error) as exc:
         if not src.gz:
             raise
         raise _corrupt_gzip(src, exc) from exc
+
+
+def _read(src: _Source, n: int) -> bytes:
+    """At most n bytes (fewer only at the end of the content)."""
+    with _stream_errors(src):
+        data = src.stream.read(n)
     if src.hasher is not None:
         src.hasher.update(data)
     return data
 
 
 def _readinto(src: _Source, view: memoryview) -> int:
-    try:
+    with _stream_errors(src):
         n = src.stream.readinto(view)
-    except (OSError, EOFError, zlib.error) as exc:
-        if not src.gz:
-            raise
-        raise _corrupt_gzip(src, exc) from exc
     if src.hasher is not None:
         src.hasher.update(view[:n])
     return n

@@ -23,6 +23,7 @@ import numpy as np
 
 from gpunn.layers.base import AllocationBudgetError, Layer, allocation_budget
 from gpunn.train import registry
+from gpunn.train.model import TrainingMixin
 
 
 class ConfigError(ValueError):
@@ -129,7 +130,6 @@ def _user_config(obj: Any) -> dict[str, Any] | None:
     """The constructor kwargs from an object's own get_config(), if it defines one.
 
     A model's get_config() returns its whole architecture (for model_from_config), not kwargs."""
-    from gpunn.train.model import TrainingMixin
     get_config = getattr(obj, "get_config", None)
     if not callable(get_config) or isinstance(obj, TrainingMixin):
         return None
@@ -210,34 +210,37 @@ def decode_value(value: Any, custom_objects: dict[str, Any] | None = None, depth
 
 
 def _kwargs(cls: type, cfg: dict[str, Any], custom_objects: dict[str, Any] | None, where: str,
-            depth: int, bound: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The constructor arguments in `cfg["config"]`, checked against `cls`'s parameters first."""
+            depth: int, n_args: int = 0) -> dict[str, Any]:
+    """The constructor arguments in `cfg["config"]`, checked against `cls`'s parameters first
+    (the first `n_args` parameters are passed positionally by the caller, not by the file)."""
     config = cfg.get("config")
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: 'config' must be an object, got {type(config).__name__}")
-    accepted = {p.name for p in _init_params(cls)} - set(bound)
+    accepted = {p.name for p in _init_params(cls)[n_args:]}
     unknown = sorted(k for k in config if k not in accepted)
     if unknown and not _takes_any_keyword(cls):
         raise ConfigError(f"{where}: unknown arguments {unknown[:8]}; {cls.__name__} takes {sorted(accepted)}")
     kwargs = {k: decode_value(v, custom_objects, depth + 1) for k, v in config.items()}
     try:
-        inspect.signature(cls).bind(*[None] * len(bound), **kwargs)
+        inspect.signature(cls).bind(*[None] * n_args, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where}: its saved arguments do not fit {cls.__name__}: {exc}") from None
     return kwargs
 
 
-def _instantiate(cfg: Any, custom_objects: dict[str, Any] | None, kinds: tuple[str, ...], depth: int = 0) -> Any:
+def _instantiate(cfg: Any, custom_objects: dict[str, Any] | None, kinds: tuple[str, ...], depth: int = 0,
+                 args: tuple[Any, ...] = ()) -> Any:
+    """The object `cfg` describes, of one of `kinds`, constructed as cls(*args, **its config)."""
     if depth > MAX_DEPTH:
         raise ConfigError(f"load: the config is nested deeper than {MAX_DEPTH} levels")
     kind = "/".join(kinds)
     if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
-        raise ConfigError(f"load: malformed {kind} config: expected an object with keys 'class' and 'config'")
+        raise ConfigError(f"load {kind}: malformed config: expected an object with keys 'class' and 'config'")
     where = f"load {kind} {str(cfg['class'])[:80]!r}"
     cls = _resolve(cfg["class"], kinds, custom_objects, where)
-    kwargs = _kwargs(cls, cfg, custom_objects, where, depth)
+    kwargs = _kwargs(cls, cfg, custom_objects, where, depth, len(args))
     try:
-        return cls(**kwargs)
+        return cls(*args, **kwargs)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"{where}: its saved arguments do not construct it: {exc}") from exc
 
@@ -250,15 +253,7 @@ def object_from_config(cfg: dict[str, Any], custom_objects: dict[str, Any] | Non
 
 def optimizer_from_config(cfg: Any, model: Any, custom_objects: dict[str, Any] | None = None) -> Any:
     """The optimizer that `cfg` ({"class", "config"}) describes, built over `model`'s parameters."""
-    if not isinstance(cfg, dict) or "class" not in cfg or "config" not in cfg:
-        raise ConfigError("load optimizer: malformed config: expected an object with keys 'class' and 'config'")
-    where = f"load optimizer {str(cfg['class'])[:80]!r}"
-    cls = _resolve(cfg["class"], ("optimizer",), custom_objects, where)
-    kwargs = _kwargs(cls, cfg, custom_objects, where, 0, bound=("params",))
-    try:
-        return cls(model, **kwargs)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ConfigError(f"{where}: its saved arguments do not construct it: {exc}") from exc
+    return _instantiate(cfg, custom_objects, ("optimizer",), args=(model,))
 
 
 def layer_from_config(cfg: Any, custom_objects: dict[str, Any] | None = None, depth: int = 0) -> Any:

@@ -258,16 +258,17 @@ def load_weights(model: Any, path: str | os.PathLike, verify: bool = True) -> No
         prefix = _MODEL_PREFIX if any(k.startswith(_MODEL_PREFIX) for k in tensors) else ""
         model.load_state_dict(validate_state(model, tensors, None, where, prefix))
         return
-    saved_owners = meta.owners()
-    if not getattr(model, "built", False):
-        _check_same_architecture(model, meta)
+    if getattr(model, "built", False):
+        state = validate_state(model, tensors, meta.owners(), where)  # names the tensors that differ, if any
+        _check_same_architecture(model, meta)  # then the stateless layers: activations, pools, dropout
+    else:
+        _check_same_architecture(model, meta)  # before building: a wrong architecture allocates nothing
         try:
             build_as_configured(model, meta.architecture(), _model_elements(tensors) + _BUDGET_SLACK,
                                 f"{where} {meta.path!r}")
         except ConfigError as exc:
             raise meta.error(f"has an architecture this model will not build for: {exc}") from None
-    state = validate_state(model, tensors, saved_owners, where)  # names the tensors that differ, if any
-    _check_same_architecture(model, meta)  # then the stateless layers: activations, pools, dropout
+        state = validate_state(model, tensors, meta.owners(), where)
     model.load_state_dict(state)
 
 
