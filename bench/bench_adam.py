@@ -1,7 +1,7 @@
 """Adam step on 10M float32 parameters: gpunn vs plain NumPy vs torch fused.
 
 "gpunn" is gpunn.optim.Adam on the NumPy backend, i.e. whatever NumpyBackend.adam_step runs: the
-numba-fused parallel kernel (gpunn/backend/cpu_jit.py) when numba is installed (the `cpu-jit`
+numba-fused parallel kernel (gpunn/backend/cpu/jit.py) when numba is installed (the `cpu-jit`
 extra), else the chunked NumPy path. The summary names which. The untimed first step compiles the
 kernel (about a second, or a cache load from __pycache__) before any timing. With a CUDA device,
 "gpunn_cuda" (the fused kernel in kernels/adam.cu through CuPy) and "torch_fused_cuda" join.
@@ -142,7 +142,7 @@ def summary(results: dict[str, float]) -> str:
 
 def gpunn_path() -> str:
     """Which CPU adam_step the "gpunn" variant runs."""
-    from gpunn.backend import cpu_jit
+    from gpunn.backend.cpu import jit as cpu_jit
     return "numba fused kernel" if cpu_jit.numba_available() else "chunked NumPy"
 
 

@@ -14,14 +14,16 @@ import pytest
 
 
 def lenet5():
-    from gpunn.layers import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+    from gpunn import Sequential
+    from gpunn.layers import Conv2D, Dense, Flatten, MaxPool2D
     return Sequential([Conv2D(6, 5, padding=2, activation="relu"), MaxPool2D(2),
                        Conv2D(16, 5, activation="relu"), MaxPool2D(2), Flatten(),
                        Dense(120, activation="relu"), Dense(84, activation="relu"), Dense(10)])
 
 
 def cifar_cnn():
-    from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+    from gpunn import Sequential
+    from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
     def block(filters):
         return [Conv2D(filters, 3, padding=1), BatchNorm(), ReLU()]

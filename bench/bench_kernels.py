@@ -49,15 +49,15 @@ def _make(name: str, use_kernels: bool) -> Backend:
     key = (name, use_kernels)
     if key not in _made:
         if name == "numpy":
-            from gpunn.backend.numpy_backend import NumpyBackend
+            from gpunn.backend.cpu.backend import NumpyBackend
             _made[key] = NumpyBackend()
         elif name == "emulated":
-            from gpunn.backend.emulated import EmulatedBackend
+            from gpunn.backend.cuda.emulated import EmulatedBackend
             _made[key] = EmulatedBackend(use_kernels=use_kernels)
         else:
             if not cuda_status().usable:
                 pytest.skip(f"no usable CUDA: {cuda_status().reason}")
-            from gpunn.backend.cupy_backend import CupyBackend
+            from gpunn.backend.cuda.cupy_backend import CupyBackend
             _made[key] = CupyBackend(use_kernels=use_kernels)
     return _made[key]
 

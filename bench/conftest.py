@@ -139,7 +139,7 @@ def backend_roofline(be: Any) -> dict[str, float]:
 def threaded_copy(dst: np.ndarray, src: np.ndarray) -> None:
     """np.copyto split over gpunn's CPU threads, as the ops are: a one-thread copy understates the
     host's bandwidth, and multi-threaded ops then showed several times "100% of copy"."""
-    from gpunn.backend import cpu_threads
+    from gpunn.backend.cpu import threads as cpu_threads
 
     def part(a: int, b: int) -> None:
         np.copyto(dst[a:b], src[a:b])

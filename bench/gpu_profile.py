@@ -56,7 +56,7 @@ def main() -> int:
         return 2
     from cupyx.profiler import benchmark
 
-    from gpunn.backend.cupy_backend import CupyBackend
+    from gpunn.backend.cuda.cupy_backend import CupyBackend
     for use_kernels in (True, False):
         be = CupyBackend(use_kernels=use_kernels)
         for name, fn in cases(be).items():

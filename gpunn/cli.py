@@ -7,15 +7,7 @@ import sys
 
 import numpy as np
 
-
-def backend_name(text: str) -> str:
-    """argparse `type=` for --backend: a registered name (an unknown one is a usage error, exit 2)."""
-    from gpunn.backend.registry import available_names
-    names = available_names()
-    key = text.strip().lower()
-    if key not in names:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
-    return key
+from gpunn.jobs.arguments import backend_name
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -1,11 +1,19 @@
-"""Seeding. Initializers draw on the host so every backend starts from identical weights;
-stochastic layers (dropout) draw from the current backend's own generator."""
+"""Seeding: the host generator and the seed every generator in gpunn follows.
+
+Initializers draw on the host so every backend starts from identical weights; stochastic layers
+(dropout) draw from the current backend's own generator. The backends sit above this module: the
+registry subscribes with `on_seed` to reseed the backends it has built, and reads
+`current_seed()` for the ones it builds later.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 _host_rng = np.random.default_rng()
 _seed: int | None = None
+_listeners: list[Callable[[int], None]] = []
 
 
 def manual_seed(seed: int) -> None:
@@ -15,8 +23,16 @@ def manual_seed(seed: int) -> None:
         raise ValueError(f"manual_seed: argument 'seed' must be a non-negative int, got {seed!r}")
     _seed = int(seed)
     _host_rng = np.random.default_rng(_seed)
-    from gpunn.backend import registry  # late: registry imports this module's seed
-    registry.reseed_all(_seed)
+    for listener in list(_listeners):
+        listener(_seed)
+
+
+def on_seed(listener: Callable[[int], None]) -> None:
+    """Call `listener(seed)` on every later manual_seed (once per listener)."""
+    if not callable(listener):
+        raise TypeError(f"on_seed: argument 'listener' must be callable, got {type(listener).__name__}")
+    if listener not in _listeners:
+        _listeners.append(listener)
 
 
 def host_rng() -> np.random.Generator:

@@ -17,7 +17,7 @@
 // Launch shape
 //   block = min(256, OH*OW (im2col) or H*W (col2im) rounded up to a warp); grid y = min(rows,
 //   2048), grid x = enough blocks over a row's positions to make about 2048 blocks in all
-//   (cuda_ops.plane_launch); rows = N*C*KH*KW (im2col) or N*C (col2im) and positions fit an int
+//   (launchers.plane_launch); rows = N*C*KH*KW (im2col) or N*C (col2im) and positions fit an int
 //   (the launcher checks). Scalars are all `int` (np.int32).
 // Bytes moved per element (float32)
 //   im2col: 4 written per cols element + <= 4 read (cached re-reads of x).

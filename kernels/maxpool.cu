@@ -17,7 +17,7 @@
 // Launch shape
 //   block = min(256, OH*OW (forward) or H*W (backward) rounded up to a warp); grid y = min(N*C,
 //   2048), grid x = enough blocks over a plane's positions to make about 2048 blocks in all
-//   (cuda_ops.plane_launch); N*C and H*W fit an int (the launcher checks). Scalars are all `int`
+//   (launchers.plane_launch); N*C and H*W fit an int (the launcher checks). Scalars are all `int`
 //   (pass np.int32).
 // Bytes moved per element (float32)
 //   forward: 8 written per output (value + argmax), KH*KW*4 read per output (mostly cached).

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from gpunn.backend import cuda_status
 from gpunn.backend.base import Backend
-from gpunn.backend.numpy_backend import NumpyBackend
+from gpunn.backend.cpu.backend import NumpyBackend
 
 # Kernel tests: few, small examples (the emulator runs one fiber per CUDA thread), no deadline
 # (the first example of a session compiles the kernel family with g++).
@@ -32,12 +32,12 @@ def _make(name: str, use_kernels: bool) -> Backend | str:
     """A backend instance, or the reason it cannot be built here (cached: one build per session)."""
     try:
         if name == "emulated":
-            from gpunn.backend.emulated import EmulatedBackend
+            from gpunn.backend.cuda.emulated import EmulatedBackend
             return EmulatedBackend(use_kernels=use_kernels)
         status = cuda_status()
         if not status.usable:
             return f"no usable CUDA: {status.reason}"
-        from gpunn.backend.cupy_backend import CupyBackend
+        from gpunn.backend.cuda.cupy_backend import CupyBackend
         return CupyBackend(use_kernels=use_kernels)
     except Exception as exc:  # missing compiler or emulator: report why it was skipped
         return f"{name} backend unavailable: {exc}"

@@ -12,7 +12,8 @@ import pytest
 import gpunn
 from gpunn.callbacks import (Callback, CSVLogger, EarlyStopping, LambdaCallback, LearningRateScheduler,
                              ModelCheckpoint, ReduceLROnPlateau, TerminateOnNaN)
-from gpunn.layers import Dense, Sequential
+from gpunn import Sequential
+from gpunn.layers import Dense
 from gpunn.optim.schedules import StepDecay
 
 

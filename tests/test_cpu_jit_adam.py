@@ -1,4 +1,4 @@
-"""The numba-fused CPU Adam step (gpunn/backend/cpu_jit.py) against the generic chunked path.
+"""The numba-fused CPU Adam step (gpunn/backend/cpu/jit.py) against the generic chunked path.
 
 Tolerance: at most 2 ulps per element (float32 and float64). The kernel performs the chunked
 path's IEEE operations in the same order and dtype with fastmath off, so in practice the results
@@ -12,8 +12,9 @@ import logging
 import numpy as np
 import pytest
 
-from gpunn.backend import cpu_jit, cpu_threads
-from gpunn.backend.numpy_backend import NumpyBackend
+from gpunn.backend.cpu import jit as cpu_jit
+from gpunn.backend.cpu import threads as cpu_threads
+from gpunn.backend.cpu.backend import NumpyBackend
 
 MAXULP = 2
 HYPER = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -157,7 +158,7 @@ def test_compile_failure_disables_the_kernel(numba, monkeypatch, caplog):
     monkeypatch.setattr(cpu_jit, "_state", {"ok": True})
     monkeypatch.setattr(cpu_jit, "_build", lambda: broken)
     start = _buffers(64, np.float32, seed=8)
-    with caplog.at_level(logging.WARNING, logger="gpunn.backend.cpu_jit"):
+    with caplog.at_level(logging.WARNING, logger="gpunn.backend.cpu.jit"):
         a = _steps(NumpyBackend(), [x.copy() for x in start], 0.0, False, False)
     assert "could not compile" in caplog.text
     assert cpu_jit._state["ok"] is False  # later steps skip the kernel

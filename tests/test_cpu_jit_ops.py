@@ -1,4 +1,4 @@
-"""The numba CPU kernels (gpunn/backend/cpu_jit_ops.py) as the NumPy backend uses them: tiled
+"""The numba CPU kernels (gpunn/backend/cpu/jit.py) as the NumPy backend uses them: tiled
 max-pool and batch norm agree with the generic ops (float64, tight tolerance; pool exactly), in
 both memory layouts the backend produces; without numba the NumPy paths give the same results.
 Also: Sequential.backward(need_input_grad=False) skips a first conv's dx and nothing else."""
@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunn.backend import cpu_jit, cpu_jit_ops
-from gpunn.backend import numpy_conv
-from gpunn.backend.numpy_backend import NumpyBackend
-from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+from gpunn.backend.cpu import jit as cpu_jit
+from gpunn.backend.cpu import conv as cpu_conv
+from gpunn.backend.cpu.backend import NumpyBackend
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from gpunn.testing import gradcheck
 
 FAST, GENERIC = NumpyBackend(), NumpyBackend(fast_paths=False)
@@ -63,13 +64,13 @@ def _conv_both(x, weight, bias, padding, dilation):
 def test_conv_direct_and_gemm_paths_match_generic(numba, monkeypatch, case, path):
     shape, (f, kh, kw), padding, dilation = case
     limit = 1 << 30 if path == "direct" else 0
-    monkeypatch.setattr(numpy_conv, "DIRECT_MAX_WEIGHTS", limit)
-    monkeypatch.setattr(numpy_conv, "DIRECT_DX_MAX_WEIGHTS", limit)
-    monkeypatch.setattr(numpy_conv, "DIRECT_DW_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(cpu_conv, "DIRECT_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(cpu_conv, "DIRECT_DX_MAX_WEIGHTS", limit)
+    monkeypatch.setattr(cpu_conv, "DIRECT_DW_MAX_WEIGHTS", limit)
     calls = []
     for name in ("frame_corr", "frame_dw"):
-        real = getattr(cpu_jit_ops, name)
-        monkeypatch.setattr(cpu_jit_ops, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+        real = getattr(cpu_jit, name)
+        monkeypatch.setattr(cpu_jit, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
     x = _rand(shape, 0)
     fast, ref = _conv_both(x, _rand((f, shape[1], kh, kw), 1), _rand((f,), 2), padding, dilation)
     for a, b in zip(fast, ref):
@@ -140,8 +141,8 @@ def test_jit_maxpool_nan_follows_the_generic_rule(numba):
 
 def test_jit_maxpool_kernel_is_used(numba, monkeypatch):
     calls = []
-    real = cpu_jit_ops.maxpool_tiled_forward
-    monkeypatch.setattr(cpu_jit_ops, "maxpool_tiled_forward", lambda *a: calls.append(1) or real(*a))
+    real = cpu_jit.maxpool_tiled_forward
+    monkeypatch.setattr(cpu_jit, "maxpool_tiled_forward", lambda *a: calls.append(1) or real(*a))
     FAST.maxpool2d_forward(_rand((1, 1, 4, 4), 0), 2, 2, (2, 2), (0, 0))
     assert calls
 
@@ -296,8 +297,8 @@ def test_sequential_fuses_batchnorm_relu_and_gradchecks():
 def test_relu_runs_the_numba_kernels_in_either_layout(numba, monkeypatch, layout):
     calls = []
     for name in ("relu_forward", "relu_backward"):
-        real = getattr(cpu_jit_ops, name)
-        monkeypatch.setattr(cpu_jit_ops, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+        real = getattr(cpu_jit, name)
+        monkeypatch.setattr(cpu_jit, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
     x = _layout(_rand((3, 4, 5, 5), 0), layout)
     y = FAST.relu_forward(x)
     dy = _layout(_rand(x.shape, 1), layout)

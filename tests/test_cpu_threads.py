@@ -1,4 +1,4 @@
-"""gpunn's CPU threads (gpunn/backend/cpu_threads.py): the range split, the pool, BLAS held to one
+"""gpunn's CPU threads (gpunn/backend/cpu/threads.py): the range split, the pool, BLAS held to one
 thread inside a split op, and every NumPy-backend op that splits agreeing with the generic op when
 forced onto 2 and 3 threads (float64, tight tolerance)."""
 from __future__ import annotations
@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 import pytest
 
-from gpunn.backend import cpu_jit, cpu_threads
-from gpunn.backend.numpy_backend import NumpyBackend
+from gpunn.backend.cpu import jit as cpu_jit
+from gpunn.backend.cpu import threads as cpu_threads
+from gpunn.backend.cpu.backend import NumpyBackend
 
 FAST, GENERIC = NumpyBackend(), NumpyBackend(fast_paths=False)
 TOL = dict(rtol=1e-12, atol=1e-12)
@@ -158,7 +159,7 @@ def test_the_default_never_exceeds_the_cpus(two_cpus):
 
 
 def test_a_bad_env_thread_count_in_a_fresh_process_warns_and_runs():
-    code = "from gpunn.backend import cpu_threads; print(cpu_threads.get_num_threads())"
+    code = "from gpunn.backend.cpu import threads as cpu_threads; print(cpu_threads.get_num_threads())"
     env = {**os.environ, "GPUNN_NUM_THREADS": "abc"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -172,12 +173,12 @@ def test_a_bad_env_thread_count_in_a_fresh_process_warns_and_runs():
                                   ((6, 4, 8, 7), (2, 3, 3), (0, 1), (2, 1))], ids=str)
 @pytest.mark.parametrize("direct", [True, False])
 def test_split_conv_matches_generic(forced_threads, monkeypatch, case, direct):
-    from gpunn.backend import numpy_conv
+    from gpunn.backend.cpu import conv as cpu_conv
     if not direct:
         for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS"):
-            monkeypatch.setattr(numpy_conv, name, 0)
-    monkeypatch.setattr(numpy_conv, "_CHUNK_BYTES", 64)  # groups of one sample: many groups per thread
-    monkeypatch.setattr(numpy_conv, "_DIRECT_GROUP", 8)
+            monkeypatch.setattr(cpu_conv, name, 0)
+    monkeypatch.setattr(cpu_conv, "_CHUNK_BYTES", 64)  # groups of one sample: many groups per thread
+    monkeypatch.setattr(cpu_conv, "_DIRECT_GROUP", 8)
     shape, (f, kh, kw), pad, dil = case
     x, w, b = _rand(shape, 0), _rand((f, shape[1], kh, kw), 1), _rand((f,), 2)
     geo = ((1, 1), pad, dil)
@@ -249,7 +250,7 @@ def test_a_forked_child_starts_its_own_workers(monkeypatch):
     code = (
         "import os, sys\n"
         "os.environ['GPUNN_NUM_THREADS'] = '2'\n"
-        "from gpunn.backend import cpu_threads\n"
+        "from gpunn.backend.cpu import threads as cpu_threads\n"
         "assert cpu_threads.run(lambda lo, hi: hi - lo, [(0, 1), (1, 3)]) == [1, 2]\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"

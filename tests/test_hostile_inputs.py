@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gpunn.data.loader import DataLoader
-from gpunn.layers import (BatchNorm, Conv2D, Dense, Dropout, Flatten, LogSoftmax, ReLU, Sequential, Softmax,
-                          Tanh)
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, LogSoftmax, ReLU, Softmax, Tanh
 from gpunn.losses import SoftmaxCrossEntropy
 from gpunn.optim import SGD, Adam
 from gpunn.parameter import Parameter
@@ -79,7 +79,7 @@ def test_an_explicit_float64_model_stays_float64(backend):
 
 
 def test_a_dtype_set_before_build_wins(backend):
-    # how gpunn.train.io rebuilds a saved model
+    # how gpunn.io.checkpoint rebuilds a saved model
     model = Sequential([Dense(2, input_shape=(3,)), BatchNorm()])
     model._dtype = np.dtype(np.float64)
     model.build((3,))

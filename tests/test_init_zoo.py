@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gpunn import init
-from gpunn.layers import Conv2D, Dense, Sequential
+from gpunn import Sequential
+from gpunn.layers import Conv2D, Dense
 from gpunn.losses import MSE
 
 STD = {

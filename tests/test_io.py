@@ -14,7 +14,7 @@ from gpunn import layers as L
 from gpunn.constraints import MaxNorm
 from gpunn.io import CheckpointError, SafetensorsError, read_safetensors, write_safetensors
 from gpunn.regularizers import L1, L2
-from gpunn.train import safetensors as st
+from gpunn.io import safetensors as st
 
 IMG = (4, 6, 6)
 VEC = (6,)
@@ -50,10 +50,11 @@ FACTORIES = {
     "Softplus": (VEC, lambda: [L.Softplus()]),
     "Softsign": (VEC, lambda: [L.Softsign()]),
     "Linear": (VEC, lambda: [L.Linear()]),
-    "Residual": (IMG, lambda: [L.Residual(L.Sequential([L.Conv2D(4, 3, padding=1), L.BatchNorm(), L.ReLU()])),
+    "Residual": (IMG, lambda: [L.Residual(gpunn.Sequential([L.Conv2D(4, 3, padding=1), L.BatchNorm(), L.ReLU()])),
                                L.basic_block(6, strides=2), L.basic_block(6)]),
     "WeightNorm": (IMG, lambda: [L.WeightNorm(L.Conv2D(3, 3)), L.Flatten(), L.WeightNorm(L.Dense(4))]),
-    "Sequential": (VEC, lambda: [L.Sequential([L.Dense(4, activation="sigmoid"), L.ReLU()], name="inner")]),
+    "Chain": (VEC, lambda: [L.Chain([L.Dense(4, activation="sigmoid"), L.ReLU()], name="inner")]),
+    "Sequential": (VEC, lambda: [gpunn.Sequential([L.Dense(4, activation="sigmoid"), L.ReLU()], name="inner")]),
 }
 _ABSTRACT = {"Layer", "Activation"}
 
@@ -68,10 +69,10 @@ def test_every_layer_type_has_a_round_trip_case():
     assert not missing, f"add save/load round-trip cases for {sorted(missing)} to FACTORIES"
 
 
-def make(kind: str, seed: int = 0) -> tuple[L.Sequential, np.ndarray]:
+def make(kind: str, seed: int = 0) -> tuple[gpunn.Sequential, np.ndarray]:
     shape, factory = FACTORIES[kind]
     gpunn.manual_seed(seed)
-    model = L.Sequential(factory())
+    model = gpunn.Sequential(factory())
     x = np.random.default_rng(seed).normal(size=(5, *shape)).astype(np.float32)
     model.forward(x, training=True)  # builds, and moves BatchNorm running statistics off their defaults
     rng = np.random.default_rng(seed + 1)
@@ -89,7 +90,7 @@ def test_round_trip_every_layer_type(kind, tmp_path):
     path = tmp_path / "m.safetensors"
     model.save(path)
     loaded = gpunn.load_model(path)
-    assert type(loaded) is L.Sequential and len(loaded) == len(model)
+    assert type(loaded) is gpunn.Sequential and len(loaded) == len(model)
     assert [type(a) for a in loaded.layers] == [type(b) for b in model.layers]
     assert [a.trainable for a in loaded.layers] == [b.trainable for b in model.layers]
     a, b = model.state_dict(), loaded.state_dict()
@@ -117,7 +118,7 @@ def test_regularizer_and_constraint_settings_survive(tmp_path):
 
 def test_round_trip_on_backend(backend, tmp_path):
     gpunn.manual_seed(0)
-    model = L.Sequential([L.Conv2D(3, 3, activation="relu", input_shape=IMG), L.BatchNorm(), L.Flatten(), L.Dense(2)])
+    model = gpunn.Sequential([L.Conv2D(3, 3, activation="relu", input_shape=IMG), L.BatchNorm(), L.Flatten(), L.Dense(2)])
     x = np.random.default_rng(0).normal(size=(8, *IMG)).astype(np.float32)
     y = np.arange(8) % 2
     model.compile(loss="softmax_cross_entropy", optimizer="adam", metrics=["accuracy"])
@@ -131,8 +132,8 @@ def test_round_trip_on_backend(backend, tmp_path):
 
 
 # -- resuming ---------------------------------------------------------------------------------
-def resumable_model() -> L.Sequential:
-    model = L.Sequential([L.Dense(12, activation="relu", input_shape=VEC), L.BatchNorm(), L.Dropout(0.25), L.Dense(3)])
+def resumable_model() -> gpunn.Sequential:
+    model = gpunn.Sequential([L.Dense(12, activation="relu", input_shape=VEC), L.BatchNorm(), L.Dropout(0.25), L.Dense(3)])
     model.compile(loss="softmax_cross_entropy", optimizer="adam", metrics=["accuracy"], lr=0.01, weight_decay=1e-4)
     return model
 
@@ -219,7 +220,7 @@ def test_damaged_files_give_clear_errors(saved, tmp_path, case, damage, match):
 
 def test_wrong_architecture_is_named_and_model_unchanged(tmp_path):
     model, _ = make("Dense")
-    other = L.Sequential([L.Dense(7, input_shape=VEC)])
+    other = gpunn.Sequential([L.Dense(7, input_shape=VEC)])
     other.build(VEC)
     other.save_weights(tmp_path / "other.safetensors")
     state = model.state_dict()
@@ -234,10 +235,10 @@ def test_wrong_architecture_is_named_and_model_unchanged(tmp_path):
     assert_unchanged(model, state)
 
     # same keys and shapes, different layer class: the owning layer is compared too
-    bn = L.Sequential([L.BatchNorm(track_running_stats=False, input_shape=VEC)])
+    bn = gpunn.Sequential([L.BatchNorm(track_running_stats=False, input_shape=VEC)])
     bn.build(VEC)
     bn.save_weights(tmp_path / "bn.safetensors")
-    ln = L.Sequential([L.LayerNorm(input_shape=VEC)])
+    ln = gpunn.Sequential([L.LayerNorm(input_shape=VEC)])
     ln.build(VEC)
     assert set(bn.state_dict()) == set(ln.state_dict())
     ln_state = ln.state_dict()
@@ -248,7 +249,7 @@ def test_wrong_architecture_is_named_and_model_unchanged(tmp_path):
 
 def test_wrong_dtype_is_named(tmp_path):
     model, _ = make("Dense")
-    wide = L.Sequential([L.Dense(5, input_shape=VEC)])
+    wide = gpunn.Sequential([L.Dense(5, input_shape=VEC)])
     wide._dtype = np.dtype(np.float64)
     wide.build(VEC)
     wide.save_weights(tmp_path / "f64.safetensors")
@@ -273,7 +274,7 @@ def test_foreign_and_misused_files(tmp_path, saved):
     with pytest.raises(FileNotFoundError, match="path"):
         gpunn.load_model(tmp_path / "nope.safetensors")
     with pytest.raises(RuntimeError, match="not built"):
-        L.Sequential([L.Dense(2)]).save(tmp_path / "x.safetensors")
+        gpunn.Sequential([L.Dense(2)]).save(tmp_path / "x.safetensors")
 
 
 def test_nan_weights_are_rejected(tmp_path):
@@ -348,7 +349,7 @@ def test_custom_layers_need_custom_objects(tmp_path):
         def _backward(self, dy, saved):
             return dy * self.factor
 
-    model = L.Sequential([L.Dense(3, input_shape=VEC), Scale(3.0)])
+    model = gpunn.Sequential([L.Dense(3, input_shape=VEC), Scale(3.0)])
     model.build(VEC)
     model.save(tmp_path / "c.safetensors")
     with pytest.raises(CheckpointError, match="custom_objects"):

@@ -17,7 +17,7 @@ import pytest
 import gpunn
 from gpunn import layers as L
 from gpunn.io import CheckpointError, ConfigError, model_from_config, read_safetensors, register_serializable
-from gpunn.train import safetensors as st
+from gpunn.io import safetensors as st
 
 CHECKSUM = "gpunn.sha256"
 
@@ -26,7 +26,7 @@ CHECKSUM = "gpunn.sha256"
 def trained(tmp_path):
     """A small compiled model trained two steps (so the file holds Adam's moments), saved."""
     gpunn.manual_seed(0)
-    model = L.Sequential([L.Dense(4, activation="relu", input_shape=(3,)), L.Dropout(0.2), L.Dense(2)])
+    model = gpunn.Sequential([L.Dense(4, activation="relu", input_shape=(3,)), L.Dropout(0.2), L.Dense(2)])
     model.compile(loss="softmax_cross_entropy", optimizer="adam", metrics=["accuracy"])
     x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
     model.fit(x, np.arange(8) % 2, epochs=1, batch_size=4, verbose=0)
@@ -63,7 +63,7 @@ def listing(folder) -> dict:
 # -- fault 1: classes come from the registry only -------------------------------------------------
 CHAINS = [
     pytest.param("gpunn.emu.build", "subprocess.Popen", "args", id="popen"),
-    pytest.param("gpunn.train.config", "np.memmap", "filename", id="memmap"),
+    pytest.param("gpunn.io.config", "np.memmap", "filename", id="memmap"),
     pytest.param("gpunn.emu.rawkernel", "ctypes.CDLL", "name", id="cdll"),
 ]
 
@@ -201,7 +201,7 @@ def test_registered_user_classes_round_trip(tmp_path):
         def _backward(self, dy, saved):
             return 2 * dy
 
-    model = L.Sequential([L.Dense(2, input_shape=(3,)), Doubler()])
+    model = gpunn.Sequential([L.Dense(2, input_shape=(3,)), Doubler()])
     model.build((3,))
     model.save(tmp_path / "m.safetensors")
     assert model.get_config()["config"]["layers"][1]["__layer__"]["class"] == "tests>Doubler"
@@ -260,7 +260,7 @@ def test_huge_declared_sizes_fail_in_bounded_memory(tmp_path, trained, edit):
 def test_a_huge_layer_into_load_weights_fails_in_bounded_memory(tmp_path, trained):
     _, _, path = trained
     rewrite(path, tmp_path / "big.safetensors", lambda m: first_layer(m)["config"].update(units=20_000_000))
-    victim = L.Sequential([L.Dense(20_000_000, activation="relu"), L.Dropout(0.2), L.Dense(2)])
+    victim = gpunn.Sequential([L.Dense(20_000_000, activation="relu"), L.Dropout(0.2), L.Dense(2)])
     peak = peak_while_refused(lambda: victim.load_weights(tmp_path / "big.safetensors"), "more than")
     assert peak < 20 * 2 ** 20 and not victim.built
 
@@ -296,7 +296,7 @@ def test_a_file_of_another_safetensors_tool_loads_with_verify_false(tmp_path, tr
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     model, x, _ = trained
     safetensors_numpy.save_file(model.state_dict(), str(tmp_path / "hf.safetensors"))
-    fresh = L.Sequential([L.Dense(4, activation="relu"), L.Dropout(0.2), L.Dense(2)])
+    fresh = gpunn.Sequential([L.Dense(4, activation="relu"), L.Dropout(0.2), L.Dense(2)])
     fresh.build((3,))
     with pytest.raises(CheckpointError, match="verify=False"):
         fresh.load_weights(tmp_path / "hf.safetensors")
@@ -406,10 +406,10 @@ def test_wrong_json_types_and_missing_keys_are_a_checkpoint_error(tmp_path, trai
 
 
 def test_load_weights_compares_the_stored_architecture(tmp_path):
-    relu = L.Sequential([L.Dense(4, activation="relu", input_shape=(3,)), L.Dense(2)])
+    relu = gpunn.Sequential([L.Dense(4, activation="relu", input_shape=(3,)), L.Dense(2)])
     relu.build((3,))
     relu.save_weights(tmp_path / "relu.safetensors")
-    tanh = L.Sequential([L.Dense(4, activation="tanh", input_shape=(3,)), L.Dense(2)])
+    tanh = gpunn.Sequential([L.Dense(4, activation="tanh", input_shape=(3,)), L.Dense(2)])
     tanh.build((3,))
     state = tanh.state_dict()
     with pytest.raises(CheckpointError, match=r"layer model.layers\[0\].activation is ReLU in the file but Tanh"):

@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from gpunn.backend import kernel_source
-from gpunn.backend.kernel_backend import KERNEL_OPS, resolve_use_kernels
+from gpunn.backend.cuda import source as kernel_source
+from gpunn.backend.cuda.kernel_ops import KERNEL_OPS, resolve_use_kernels
 from gpunn.errors import BackendUnavailableError
 from tests.kernel_support import get_kernel_backend, reference
 
 
 def _fresh(use_kernels=True):
     get_kernel_backend("emulated")  # skip cleanly without the emulator
-    from gpunn.backend.emulated import EmulatedBackend
+    from gpunn.backend.cuda.emulated import EmulatedBackend
     return EmulatedBackend(use_kernels=use_kernels)
 
 
@@ -67,14 +67,14 @@ def test_emulated_backend_is_registered():
 
 
 def test_emulated_backend_needs_gpp(monkeypatch):
-    from gpunn.backend import emulated
+    from gpunn.backend.cuda import emulated
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(BackendUnavailableError, match="g\\+\\+"):
         emulated.EmulatedBackend()
 
 
 def test_importing_the_backends_imports_no_cupy_and_compiles_nothing():
-    code = ("import sys, gpunn.backend.cupy_backend, gpunn.backend.emulated, gpunn.backend.cuda_ops; "
+    code = ("import sys, gpunn.backend.cuda.cupy_backend, gpunn.backend.cuda.emulated, gpunn.backend.cuda.launchers; "
             "print('cupy' in sys.modules, 'gpunn.emu' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpunn.backend import cuda_ops
+from gpunn.backend.cuda import launchers
 from tests.kernel_support import (KERNEL_SETTINGS, assert_close, device_backend, kernel_backend,  # noqa: F401
                                   reference, to_device, to_host)
 
@@ -91,8 +91,8 @@ def test_float4_path_and_unaligned_views(device_backend, offsets):
 
 def test_chunked_launches_and_grid_stride(device_backend, monkeypatch):
     """Buffers above ADAM_CHUNK are updated in several launches, each grid-striding."""
-    monkeypatch.setattr(cuda_ops, "ADAM_CHUNK", 1000)
-    monkeypatch.setattr(cuda_ops, "MAX_GRID", 1)
+    monkeypatch.setattr(launchers, "ADAM_CHUNK", 1000)
+    monkeypatch.setattr(launchers, "MAX_GRID", 1)
     bufs = _buffers(2777, np.float32, seed=2)
     hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, step=5, decoupled=False)
     expected = _run(reference(), bufs, hyper, True)
@@ -123,25 +123,25 @@ def test_launcher_rejects_bad_inputs(device_backend):
     p, g, m, v = to_device(be, *_buffers(10, np.float32))
     hyper = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=1, decoupled=False)
     with pytest.raises(TypeError, match="'m' must have dtype float32"):
-        cuda_ops.adam_step(k, xp, p, g, m.astype(np.float64), v, **hyper)
+        launchers.adam_step(k, xp, p, g, m.astype(np.float64), v, **hyper)
     with pytest.raises(ValueError, match="'v' must have shape \\(10,\\)"):
-        cuda_ops.adam_step(k, xp, p, g, m, v[:5].copy(), **hyper)
+        launchers.adam_step(k, xp, p, g, m, v[:5].copy(), **hyper)
     with pytest.raises(ValueError, match="'param' must have 1 dimensions"):
-        cuda_ops.adam_step(k, xp, p.reshape(2, 5), g, m, v, **hyper)
+        launchers.adam_step(k, xp, p.reshape(2, 5), g, m, v, **hyper)
     wide = be.asarray(np.zeros(20, np.float32))
     with pytest.raises(ValueError, match="'grad' must be C-contiguous"):
-        cuda_ops.adam_step(k, xp, p, wide[::2], m, v, **hyper)
+        launchers.adam_step(k, xp, p, wide[::2], m, v, **hyper)
     with pytest.raises(TypeError, match="'param' must be float32 or float64"):
-        cuda_ops.adam_step(k, xp, p.astype(np.float16), g.astype(np.float16), m.astype(np.float16),
+        launchers.adam_step(k, xp, p.astype(np.float16), g.astype(np.float16), m.astype(np.float16),
                            v.astype(np.float16), **hyper)
     with pytest.raises(ValueError, match="'step' must be an int >= 1"):
-        cuda_ops.adam_step(k, xp, p, g, m, v, **{**hyper, "step": 0})
+        launchers.adam_step(k, xp, p, g, m, v, **{**hyper, "step": 0})
     with pytest.raises(ValueError, match="'step' must be an int >= 1"):
-        cuda_ops.adam_step(k, xp, p, g, m, v, **{**hyper, "step": 1.5})
+        launchers.adam_step(k, xp, p, g, m, v, **{**hyper, "step": 1.5})
     with pytest.raises(ValueError, match="'beta2' must be in \\[0, 1\\)"):
-        cuda_ops.adam_step(k, xp, p, g, m, v, **{**hyper, "beta2": 1.0})
+        launchers.adam_step(k, xp, p, g, m, v, **{**hyper, "beta2": 1.0})
     with pytest.raises(ValueError, match="'lr' must be a finite number"):
-        cuda_ops.adam_step(k, xp, p, g, m, v, **{**hyper, "lr": float("nan")})
+        launchers.adam_step(k, xp, p, g, m, v, **{**hyper, "lr": float("nan")})
 
 
 def test_read_only_param_is_refused():
@@ -150,5 +150,5 @@ def test_read_only_param_is_refused():
     p, g, m, v = _buffers(10, np.float32)
     p.flags.writeable = False
     with pytest.raises(ValueError, match="'param' is updated in place and must be writable"):
-        cuda_ops.adam_step(be.kernels, np, p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+        launchers.adam_step(be.kernels, np, p, g, m, v, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                            weight_decay=0.0, step=1, decoupled=False)

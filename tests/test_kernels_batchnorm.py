@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpunn.backend import cuda_ops
+from gpunn.backend.cuda import launchers
 from tests.kernel_support import (KERNEL_SETTINGS, assert_close, device_backend, kernel_backend,  # noqa: F401
                                   reference, to_device, to_host)
 
@@ -85,7 +85,7 @@ def test_batchnorm_infer_matches_numpy(kernel_backend, case):
 
 def test_more_channels_than_blocks_and_long_channels(device_backend, monkeypatch):
     """C > grid: the channel loop strides; m >> 256: every thread sums many elements."""
-    monkeypatch.setattr(cuda_ops, "MAX_GRID", 2)
+    monkeypatch.setattr(launchers, "MAX_GRID", 2)
     x, gamma, beta, rm, rv, dy = _data((4, 5, 16, 20), np.float32, 1.0, seed=2)
     ref = reference()
     rm_ref, rv_ref = rm.copy(), rv.copy()
@@ -110,10 +110,10 @@ def test_more_channels_than_blocks_and_long_channels(device_backend, monkeypatch
 def test_channels_split_into_parts_match_numpy(device_backend, monkeypatch, shape, min_part, target_blocks,
                                                max_grid):
     """Several blocks per channel, merged with Chan's formula (statistics) or in order (gradients)."""
-    monkeypatch.setattr(cuda_ops, "BN_MIN_PART", min_part)
-    monkeypatch.setattr(cuda_ops, "BN_TARGET_BLOCKS", target_blocks)
-    monkeypatch.setattr(cuda_ops, "MAX_GRID", max_grid)
-    assert cuda_ops.bn_parts(shape[1], shape[0] * int(np.prod(shape[2:]))) > 1
+    monkeypatch.setattr(launchers, "BN_MIN_PART", min_part)
+    monkeypatch.setattr(launchers, "BN_TARGET_BLOCKS", target_blocks)
+    monkeypatch.setattr(launchers, "MAX_GRID", max_grid)
+    assert launchers.bn_parts(shape[1], shape[0] * int(np.prod(shape[2:]))) > 1
     x, gamma, beta, rm, rv, dy = _data(shape, np.float64, 3.0, seed=4)
     ref = reference()
     rm_ref, rv_ref = rm.copy(), rv.copy()
@@ -144,26 +144,26 @@ def test_launcher_rejects_bad_inputs(device_backend):
     x, gamma, beta, rm, rv, dy = (be.asarray(a) for a in _data((2, 3, 4, 4), np.float32, 0.0))
     k = be.kernels
     with pytest.raises(TypeError, match="'gamma' must have dtype float32"):
-        cuda_ops.batchnorm_forward_train(k, xp, x, gamma.astype(np.float64), beta, rm, rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x, gamma.astype(np.float64), beta, rm, rv, 0.1, 1e-5)
     with pytest.raises(ValueError, match="'beta' must have shape \\(3,\\)"):
-        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta[:2].copy(), rm, rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x, gamma, beta[:2].copy(), rm, rv, 0.1, 1e-5)
     with pytest.raises(ValueError, match="'running_mean' must be C-contiguous"):
         wide = be.asarray(np.zeros(6, np.float32))
-        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, wide[::2], rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x, gamma, beta, wide[::2], rv, 0.1, 1e-5)
     with pytest.raises(ValueError, match="both be arrays or both None"):
-        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, rm, None, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x, gamma, beta, rm, None, 0.1, 1e-5)
     with pytest.raises(ValueError, match="'x' must have at least 2 dimensions"):
-        cuda_ops.batchnorm_forward_train(k, xp, x[0, 0, 0], gamma, beta, rm, rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x[0, 0, 0], gamma, beta, rm, rv, 0.1, 1e-5)
     with pytest.raises(ValueError, match="'x' must be non-empty"):
-        cuda_ops.batchnorm_forward_train(k, xp, x[:0], gamma, beta, rm, rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x[:0], gamma, beta, rm, rv, 0.1, 1e-5)
     with pytest.raises(ValueError, match="'momentum'"):
-        cuda_ops.batchnorm_forward_train(k, xp, x, gamma, beta, rm, rv, 1.5, 1e-5)
+        launchers.batchnorm_forward_train(k, xp, x, gamma, beta, rm, rv, 1.5, 1e-5)
     with pytest.raises(ValueError, match="'eps'"):
-        cuda_ops.batchnorm_forward_infer(k, xp, x, gamma, beta, rm, rv, 0.0)
+        launchers.batchnorm_forward_infer(k, xp, x, gamma, beta, rm, rv, 0.0)
     with pytest.raises(ValueError, match="'dy' must have shape"):
-        cuda_ops.batchnorm_backward(k, xp, dy[:1].copy(), x, gamma, rm, rv)
+        launchers.batchnorm_backward(k, xp, dy[:1].copy(), x, gamma, rm, rv)
     with pytest.raises(TypeError, match="'invstd' must have dtype float32"):
-        cuda_ops.batchnorm_backward(k, xp, dy, x, gamma, rm, rv.astype(np.float64))
+        launchers.batchnorm_backward(k, xp, dy, x, gamma, rm, rv.astype(np.float64))
 
 
 def test_read_only_running_stats_are_refused_on_numpy_arrays():
@@ -172,11 +172,11 @@ def test_read_only_running_stats_are_refused_on_numpy_arrays():
     x, gamma, beta, rm, rv, _ = _data((2, 3), np.float32, 0.0)
     rm.flags.writeable = False
     with pytest.raises(ValueError, match="'running_mean' is updated in place and must be writable"):
-        cuda_ops.batchnorm_forward_train(be.kernels, np, x, gamma, beta, rm, rv, 0.1, 1e-5)
+        launchers.batchnorm_forward_train(be.kernels, np, x, gamma, beta, rm, rv, 0.1, 1e-5)
 
 
 def test_channels_too_long_for_32_bit_indexing_are_refused():
     """The kernels index within a channel in 32 bits: N*S past int32 gets an error naming it (no
     memory is needed to reach the check: it runs on the shape)."""
     with pytest.raises(ValueError, match=r"batchnorm_backward: 'N\*S \(elements per channel\)' = 4294967296"):
-        cuda_ops._bn_plan("batchnorm_backward", 1 << 16, 3, 1 << 16)
+        launchers._bn_plan("batchnorm_backward", 1 << 16, 3, 1 << 16)

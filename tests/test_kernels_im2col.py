@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gpunn.backend import cuda_ops
+from gpunn.backend.cuda import launchers
 from gpunn.backend.ops.geometry import conv_output_size
 from tests.kernel_support import (KERNEL_SETTINGS, assert_close, device_backend, get_kernel_backend,  # noqa: F401
                                   kernel_backend, reference, to_device, to_host)
@@ -60,13 +60,13 @@ def test_col2im_matches_numpy(kernel_backend, case):
 
 def test_many_blocks_and_grid_stride(device_backend, monkeypatch):
     """More elements than the grid has threads: the grid-stride loop must cover the rest."""
-    monkeypatch.setattr(cuda_ops, "MAX_GRID", 3)  # 3 blocks x 256 threads for ~12k elements
+    monkeypatch.setattr(launchers, "MAX_GRID", 3)  # 3 blocks x 256 threads for ~12k elements
     x = np.random.default_rng(2).standard_normal((2, 7, 13, 11)).astype(np.float32)
     args = (3, 3, (1, 1), (1, 1), (1, 1))
     expected = reference().im2col(x, *args)
     (xd,) = to_device(device_backend, x)
     cols = device_backend.im2col(xd, *args)
-    assert cols.size > 3 * cuda_ops.BLOCK * 4
+    assert cols.size > 3 * launchers.BLOCK * 4
     np.testing.assert_array_equal(to_host(device_backend, cols), expected)
     back = to_host(device_backend, device_backend.col2im(cols, x.shape, *args))
     assert_close(back, np.ascontiguousarray(reference().col2im(expected, x.shape, *args)), "col2im")
@@ -105,21 +105,21 @@ def test_launcher_rejects_bad_inputs(device_backend):
     x = be.asarray(np.zeros((1, 2, 5, 5), np.float32))
     geo = ((1, 1), (0, 0), (1, 1))
     with pytest.raises(TypeError, match="'x'.*float32 or float64"):
-        cuda_ops.im2col(be.kernels, xp, x.astype(np.int32), 3, 3, *geo)
+        launchers.im2col(be.kernels, xp, x.astype(np.int32), 3, 3, *geo)
     with pytest.raises(ValueError, match="'x'.*C-contiguous"):
-        cuda_ops.im2col(be.kernels, xp, x[:, :, :, ::2], 2, 2, *geo)
+        launchers.im2col(be.kernels, xp, x[:, :, :, ::2], 2, 2, *geo)
     with pytest.raises(ValueError, match="'x'.*4 dimensions"):
-        cuda_ops.im2col(be.kernels, xp, x[0], 3, 3, *geo)
+        launchers.im2col(be.kernels, xp, x[0], 3, 3, *geo)
     with pytest.raises(TypeError, match="'x'.*ndarray"):
-        cuda_ops.im2col(be.kernels, xp, [[1.0]], 3, 3, *geo)
+        launchers.im2col(be.kernels, xp, [[1.0]], 3, 3, *geo)
     with pytest.raises(ValueError, match="'stride'"):
-        cuda_ops.im2col(be.kernels, xp, x, 3, 3, (0, 1), (0, 0), (1, 1))
+        launchers.im2col(be.kernels, xp, x, 3, 3, (0, 1), (0, 0), (1, 1))
     with pytest.raises(ValueError, match="empty output"):
-        cuda_ops.im2col(be.kernels, xp, x, 7, 7, *geo)
+        launchers.im2col(be.kernels, xp, x, 7, 7, *geo)
     with pytest.raises(ValueError, match="'cols' must have shape"):
-        cuda_ops.col2im(be.kernels, xp, be.asarray(np.zeros((1, 18, 10), np.float32)), (1, 2, 5, 5), 3, 3, *geo)
+        launchers.col2im(be.kernels, xp, be.asarray(np.zeros((1, 18, 10), np.float32)), (1, 2, 5, 5), 3, 3, *geo)
     with pytest.raises(ValueError, match="'x_shape'"):
-        cuda_ops.col2im(be.kernels, xp, be.asarray(np.zeros((1, 18, 9), np.float32)), (1, 2, 5), 3, 3, *geo)
+        launchers.col2im(be.kernels, xp, be.asarray(np.zeros((1, 18, 9), np.float32)), (1, 2, 5), 3, 3, *geo)
 
 
 def test_raw_kernel_refuses_python_int_scalars():
@@ -140,19 +140,19 @@ def test_launch_plans_are_cached_per_shape_and_launch_constants(monkeypatch):
     """Plans are memoized (they cost as much as a small kernel to recompute), but never stale:
     the launch constants are part of the key, lists still work, errors are raised every time."""
     args = ("im2col", 2, 3, 40, 40, 3, 3, (1, 1), (1, 1), (1, 1))
-    first = cuda_ops._unfold_plan(*args)
-    assert cuda_ops._unfold_plan(*args) is first
-    monkeypatch.setattr(cuda_ops, "PLANE_BLOCKS", 4)
-    assert cuda_ops._unfold_plan(*args)[2] != first[2]
-    assert cuda_ops._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, [1, 1], [1, 1], [1, 1])[:2] == first[:2]
+    first = launchers._unfold_plan(*args)
+    assert launchers._unfold_plan(*args) is first
+    monkeypatch.setattr(launchers, "PLANE_BLOCKS", 4)
+    assert launchers._unfold_plan(*args)[2] != first[2]
+    assert launchers._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, [1, 1], [1, 1], [1, 1])[:2] == first[:2]
     for _ in range(2):
         with pytest.raises(ValueError, match="im2col: argument 'stride' must be >= 1"):
-            cuda_ops._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, (0, 1), (1, 1), (1, 1))
+            launchers._unfold_plan("im2col", 2, 3, 40, 40, 3, 3, (0, 1), (1, 1), (1, 1))
 
 
 def test_row_counts_past_int32_are_refused():
     """plane_launch's rows and positions are kernel ints: a count past int32 is refused by name."""
     with pytest.raises(ValueError, match="im2col: 'a plane or row count' = 4294967296 does not fit"):
-        cuda_ops.plane_launch("im2col", 1 << 32, 100)
+        launchers.plane_launch("im2col", 1 << 32, 100)
     with pytest.raises(ValueError, match="col2im: 'a plane or row count' = 2147483648"):
-        cuda_ops.plane_launch("col2im", 4, 1 << 31)
+        launchers.plane_launch("col2im", 4, 1 << 31)

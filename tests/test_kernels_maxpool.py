@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gpunn.backend import cuda_ops
+from gpunn.backend.cuda import launchers
 from gpunn.backend.ops.geometry import conv_output_size
 from tests.kernel_support import (KERNEL_SETTINGS, assert_close, device_backend, kernel_backend,  # noqa: F401
                                   reference, to_device, to_host)
@@ -71,7 +71,7 @@ def test_overlapping_3x3_stride_2_routes_every_gradient_once(device_backend):
 
 
 def test_many_blocks_and_grid_stride(device_backend, monkeypatch):
-    monkeypatch.setattr(cuda_ops, "MAX_GRID", 2)
+    monkeypatch.setattr(launchers, "MAX_GRID", 2)
     x = _input((3, 5, 17, 19), np.float32, ties=True, seed=5)
     y_ref, arg_ref = reference().maxpool2d_forward(x, 3, 3, (2, 2), (1, 1))
     (xd,) = to_device(device_backend, x)
@@ -80,7 +80,7 @@ def test_many_blocks_and_grid_stride(device_backend, monkeypatch):
     np.testing.assert_array_equal(to_host(device_backend, y), y_ref)
     dy = np.random.default_rng(6).standard_normal(y_ref.shape).astype(np.float32)
     dx = device_backend.maxpool2d_backward(device_backend.asarray(dy), arg, x.shape, 3, 3, (2, 2), (1, 1))
-    assert x.size > 2 * cuda_ops.BLOCK * 4
+    assert x.size > 2 * launchers.BLOCK * 4
     assert_close(to_host(device_backend, dx),
                  np.ascontiguousarray(reference().maxpool2d_backward(dy, arg_ref, x.shape, 3, 3, (2, 2), (1, 1))))
 
@@ -97,16 +97,16 @@ def test_launcher_rejects_bad_inputs(device_backend):
     be, xp = device_backend, device_backend.xp
     x = be.asarray(np.zeros((1, 2, 6, 6), np.float32))
     with pytest.raises(TypeError, match="'x'.*float32 or float64"):
-        cuda_ops.maxpool2d_forward(be.kernels, xp, x.astype(np.float16), 2, 2, (2, 2), (0, 0))
+        launchers.maxpool2d_forward(be.kernels, xp, x.astype(np.float16), 2, 2, (2, 2), (0, 0))
     with pytest.raises(ValueError, match="'x'.*C-contiguous"):
-        cuda_ops.maxpool2d_forward(be.kernels, xp, x[:, :, ::2], 2, 2, (2, 2), (0, 0))
+        launchers.maxpool2d_forward(be.kernels, xp, x[:, :, ::2], 2, 2, (2, 2), (0, 0))
     dy = be.asarray(np.zeros((1, 2, 3, 3), np.float32))
     arg = be.asarray(np.zeros((1, 2, 3, 3), np.int32))
     with pytest.raises(TypeError, match="'argmax'.*int32"):
-        cuda_ops.maxpool2d_backward(be.kernels, xp, dy, arg.astype(np.int64), (1, 2, 6, 6), 2, 2, (2, 2), (0, 0))
+        launchers.maxpool2d_backward(be.kernels, xp, dy, arg.astype(np.int64), (1, 2, 6, 6), 2, 2, (2, 2), (0, 0))
     with pytest.raises(ValueError, match="'dy' must have shape"):
-        cuda_ops.maxpool2d_backward(be.kernels, xp, dy, arg, (1, 2, 8, 8), 2, 2, (2, 2), (0, 0))
+        launchers.maxpool2d_backward(be.kernels, xp, dy, arg, (1, 2, 8, 8), 2, 2, (2, 2), (0, 0))
     with pytest.raises(ValueError, match="'argmax' must have shape"):
-        cuda_ops.maxpool2d_backward(be.kernels, xp, dy, arg[:, :1].copy(), (1, 2, 6, 6), 2, 2, (2, 2), (0, 0))
+        launchers.maxpool2d_backward(be.kernels, xp, dy, arg[:, :1].copy(), (1, 2, 6, 6), 2, 2, (2, 2), (0, 0))
     with pytest.raises(ValueError, match="'padding'"):
-        cuda_ops.maxpool2d_forward(be.kernels, xp, x, 2, 2, (2, 2), (-1, 0))
+        launchers.maxpool2d_forward(be.kernels, xp, x, 2, 2, (2, 2), (-1, 0))

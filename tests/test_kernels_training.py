@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from gpunn.losses import SoftmaxCrossEntropy
 from tests.kernel_support import assert_close, get_kernel_backend
 

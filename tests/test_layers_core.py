@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gpunn
-from gpunn.layers import (AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential, Sigmoid,
-                          Softmax, Tanh)
+from gpunn import Sequential
+from gpunn.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh
 from gpunn.testing import gradcheck
 
 

@@ -9,7 +9,8 @@ import pytest
 
 import gpunn
 from gpunn.callbacks import TrainingMonitor
-from gpunn.layers import Dense, ReLU, Sequential, Sigmoid
+from gpunn import Sequential
+from gpunn.layers import Dense, ReLU, Sigmoid
 
 
 def data(n=32, seed=0):

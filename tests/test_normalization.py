@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunn.layers import BatchNorm, Conv2D, Dense, GroupNorm, InstanceNorm, LayerNorm, ReLU, Sequential, WeightNorm
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, GroupNorm, InstanceNorm, LayerNorm, ReLU, WeightNorm
 from gpunn.testing import gradcheck
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunn.backend.numpy_backend import NumpyBackend
-from gpunn.backend.numpy_conv import _FrameCache
-from gpunn.layers import Conv2D, MaxPool2D, Sequential
+from gpunn.backend.cpu.backend import NumpyBackend
+from gpunn.backend.cpu.conv import _FrameCache
+from gpunn import Sequential
+from gpunn.layers import Conv2D, MaxPool2D
 from gpunn.testing import gradcheck
 
 FAST, GENERIC = NumpyBackend(), NumpyBackend(fast_paths=False)
@@ -153,10 +154,10 @@ def test_conv_fused_relu_matches_conv_then_relu(case, backend):
 
 @pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["rebuild_cols", "keep_cols"])
 def test_conv_backward_with_and_without_kept_columns(monkeypatch, keep_bytes):
-    from gpunn.backend import numpy_conv
-    monkeypatch.setattr(numpy_conv, "_KEEP_COLS_BYTES", keep_bytes)
+    from gpunn.backend.cpu import conv as cpu_conv
+    monkeypatch.setattr(cpu_conv, "_KEEP_COLS_BYTES", keep_bytes)
     for name in ("DIRECT_MAX_WEIGHTS", "DIRECT_DW_MAX_WEIGHTS", "DIRECT_DX_MAX_WEIGHTS"):
-        monkeypatch.setattr(numpy_conv, name, 0)  # the GEMM paths, which use the columns
+        monkeypatch.setattr(cpu_conv, name, 0)  # the GEMM paths, which use the columns
     xs, (f, kh, kw), pad, dil = CONV_CASES[0]
     x, w, b = _rand(xs, 0), _rand((f, xs[1], kh, kw), 1), _rand((f,), 2)
     geo = ((1, 1), pad, dil)

@@ -64,7 +64,8 @@ def test_packing_keeps_values_and_rebinds_views(backend, cls, kw):
 
 
 def test_model_is_collected_lazily_and_trains(backend):
-    from gpunn.layers import Dense, Sequential
+    from gpunn import Sequential
+    from gpunn.layers import Dense
     model = Sequential([Dense(4, activation="tanh"), Dense(1)])
     opt = Adam(model, lr=0.01)  # not built yet: parameters() is empty until the first forward
     x = backend.asarray(np.random.default_rng(0).standard_normal((8, 3)))
@@ -249,7 +250,8 @@ def test_frozen_parameters_stay_unchanged(backend, cls, kw):
 
 
 def test_frozen_layer_in_model(backend):
-    from gpunn.layers import Dense, Sequential
+    from gpunn import Sequential
+    from gpunn.layers import Dense
     model = Sequential([Dense(3), Dense(1)])
     x = backend.asarray(np.random.default_rng(1).standard_normal((4, 2)))
     model.forward(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import gpunn.backend.ops.optim as optim_ops
+import gpunn.backend.cpu.backend as cpu_backend
 
 
 def reference(p, g, m, v, lr, b1, b2, eps, wd, t, decoupled, max_v=None):
@@ -71,7 +71,7 @@ def test_chunked_and_threaded_paths_equal_one_pass(monkeypatch, threads):
     max_v = np.zeros(n, np.float32)
     one = [a.copy() for a in (p, g, m, v, max_v)]
     backend.adam_step(*one[:4], 0.01, 0.9, 0.999, 1e-8, 0.1, 4, False, max_v=one[4])
-    monkeypatch.setattr(optim_ops, "CPU_CHUNK", 16)
+    monkeypatch.setattr(cpu_backend, "ADAM_CHUNK", 16)
     monkeypatch.setenv("GPUNN_NUM_THREADS", threads)
     many = [a.copy() for a in (p, g, m, v, max_v)]
     backend.adam_step(*many[:4], 0.01, 0.9, 0.999, 1e-8, 0.1, 4, False, max_v=many[4])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.layers import Dense, Sequential
+from gpunn import Sequential
+from gpunn.layers import Dense
 from gpunn.losses import MSE
 from gpunn.optim import SGD, Adadelta, Adagrad, Adam, AdamW, Nadam, RMSprop, get_optimizer
 from gpunn.optim.schedules import CosineAnnealing, ReduceLROnPlateau

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from gpunn.constraints import MaxNorm, apply_constraints, get_constraint
-from gpunn.layers import Conv2D, Dense, ReLU, Sequential, WeightNorm
+from gpunn import Sequential
+from gpunn.layers import Conv2D, Dense, ReLU, WeightNorm
 from gpunn.losses import MSE
 from gpunn.regularizers import L1, L2, L1L2, get_regularizer, regularization_loss
 from gpunn.testing import numerical_grad

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunn.layers import BatchNorm, Conv2D, Dense, ReLU, Residual, Sequential, basic_block, projection_shortcut
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, ReLU, Residual, basic_block, projection_shortcut
 from gpunn.testing import gradcheck
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpunn.layers import Dense, Sequential, Sigmoid
+from gpunn import Sequential
+from gpunn.layers import Dense, Sigmoid
 from gpunn.losses import MSE
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.layers import BatchNorm, Dense, Dropout, Sequential
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Dense, Dropout
 
 
 def blobs(n: int = 160, seed: int = 0, features: int = 4):

@@ -8,7 +8,8 @@ import pytest
 
 import gpunn
 from gpunn.callbacks import EarlyStopping, ModelCheckpoint
-from gpunn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
+from gpunn import Sequential
+from gpunn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 pytest.importorskip("sklearn")
 

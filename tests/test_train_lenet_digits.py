@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.layers import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+from gpunn import Sequential
+from gpunn.layers import Conv2D, Dense, Flatten, MaxPool2D
 from gpunn.losses import SoftmaxCrossEntropy
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import gpunn
-from gpunn.layers import Dense, Sequential, Softmax
+from gpunn import Sequential
+from gpunn.layers import Dense, Softmax
 from gpunn.tune import Choice, LogUniform, Uniform, random_search
 
 

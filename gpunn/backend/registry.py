@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from gpunn.backend.base import Backend
 from gpunn.backend.detect import cuda_status
 from gpunn.errors import BackendUnavailableError
+from gpunn.random import current_seed, on_seed
 
 log = logging.getLogger("gpunn")
 
@@ -18,7 +19,7 @@ ENV_VAR = "GPUNN_BACKEND"
 
 
 def _make_numpy() -> Backend:
-    from gpunn.backend.numpy_backend import NumpyBackend
+    from gpunn.backend.cpu.backend import NumpyBackend
     return NumpyBackend()
 
 
@@ -27,13 +28,13 @@ def _make_cupy() -> Backend:
     if not status.usable:
         raise BackendUnavailableError(
             f"the 'cupy' backend cannot run here: missing {status.missing} - {status.reason}")
-    from gpunn.backend.cupy_backend import CupyBackend
+    from gpunn.backend.cuda.cupy_backend import CupyBackend
     return CupyBackend()
 
 
 def _make_emulated() -> Backend:
     # The CUDA-emulator backend: the CupyBackend launchers and kernels, run on NumPy arrays on the CPU.
-    from gpunn.backend.emulated import EmulatedBackend
+    from gpunn.backend.cuda.emulated import EmulatedBackend
     return EmulatedBackend()
 
 
@@ -73,7 +74,6 @@ def _instance(key: str) -> Backend:
     with _lock:
         if key not in _instances:
             backend = _FACTORIES[key]()
-            from gpunn.random import current_seed
             seed = current_seed()
             if seed is not None:
                 backend.manual_seed(seed)
@@ -140,9 +140,13 @@ def selection_reason() -> str:
 
 
 def reseed_all(seed: int) -> None:
+    """Seed every backend built so far (gpunn.manual_seed calls this)."""
     with _lock:
         for backend in _instances.values():
             backend.manual_seed(seed)
+
+
+on_seed(reseed_all)
 
 
 def _reset_for_tests() -> None:

@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
-import gpunn
-from gpunn.cli import backend_name
+from gpunn.backend import BackendUnavailableError, get_backend, set_backend
+from gpunn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from gpunn.data import DataLoader, load_cifar10, load_digits, load_fashion_mnist, load_mnist, train_test_split
 from gpunn.data import transforms as T
+from gpunn.jobs.arguments import backend_name
 from gpunn.models import MODELS, get_model
 from gpunn.optim import OPTIMIZERS, CosineAnnealing, MultiStep
-from gpunn.train.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from gpunn.random import manual_seed
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 
@@ -299,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     _check_out(parser, args)
     wall = time.perf_counter()
     try:
-        backend = gpunn.set_backend(args.backend) if args.backend else gpunn.get_backend()
-    except (gpunn.BackendUnavailableError, ValueError) as exc:
+        backend = set_backend(args.backend) if args.backend else get_backend()
+    except (BackendUnavailableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    gpunn.manual_seed(args.seed)
+    manual_seed(args.seed)
 
     try:
         (x_train, y_train), (x_test, y_test) = load_dataset(args.dataset, args.data_dir, args.download, args.seed)

@@ -3,7 +3,7 @@ from gpunn.layers.activations import (ELU, GELU, SELU, Activation, CReLU, LeakyR
                                       ReLU6, Sigmoid, SiLU, Softmax, Softplus, Softsign, Swish, Tanh, get_activation,
                                       register_activation)
 from gpunn.layers.base import Layer
-from gpunn.layers.container import Sequential
+from gpunn.layers.container import Chain
 from gpunn.layers.conv import Conv2D
 from gpunn.layers.dense import Dense
 from gpunn.layers.dropout import Dropout
@@ -14,8 +14,26 @@ from gpunn.layers.reshape import Flatten
 from gpunn.layers.residual import Residual, basic_block, projection_shortcut
 from gpunn.layers.weight_norm import WeightNorm
 
-__all__ = ["ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Conv2D", "Dense", "Dropout",
+__all__ = ["ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Chain", "Conv2D", "Dense", "Dropout",
            "Flatten", "GroupNorm", "InstanceNorm", "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
-           "MaxPool2D", "Maxout", "PReLU", "ReLU", "ReLU6", "Residual", "Sequential", "SiLU", "Sigmoid",
+           "MaxPool2D", "Maxout", "PReLU", "ReLU", "ReLU6", "Residual", "SiLU", "Sigmoid",
            "Softmax", "Softplus", "Softsign", "Swish", "Tanh", "WeightNorm", "basic_block", "get_activation",
            "projection_shortcut", "register_activation"]
+
+
+def __getattr__(name: str) -> object:
+    """`gpunn.layers.Sequential`, the name earlier releases documented, still resolves (with a
+    DeprecationWarning) to the model, whose home is now gpunn.Sequential (gpunn/train/).
+
+    It is looked up, not imported: gpunn.layers sits below gpunn.train, and `import gpunn`, which
+    runs before any `from gpunn.layers import ...`, has already loaded it."""
+    if name == "Sequential":
+        import sys
+        import warnings
+
+        module = sys.modules.get("gpunn.train.sequential")
+        if module is not None:
+            warnings.warn("gpunn.layers.Sequential has moved: use gpunn.Sequential (or gpunn.train.Sequential); "
+                          "gpunn.layers.Chain is the plain container", DeprecationWarning, stacklevel=2)
+            return module.Sequential
+    raise AttributeError(f"module 'gpunn.layers' has no attribute {name!r}")

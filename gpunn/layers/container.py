@@ -1,15 +1,18 @@
-"""Sequential: a chain of layers; forward in order, backward in reverse. No tape."""
+"""Chain: a plain container of layers; forward in order, backward in reverse. No tape.
+
+Residual branches and blocks such as basic_block are Chains. gpunn.Sequential (gpunn/train/
+sequential.py) is a Chain that is also a Keras-style model, with compile / fit / save."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
 from gpunn.layers.base import Layer
-from gpunn.train.model import TrainingMixin
+from gpunn.regularizers import regularization_loss
 
 
-class Sequential(TrainingMixin, Layer):
-    """Also a full Keras-style model: compile, fit, evaluate, predict, save (see gpunn.train.model)."""
+class Chain(Layer):
+    """Layers run one after another: the output of each is the input of the next."""
 
     def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None, dtype: Any = None) -> None:
         """`dtype`: what every layer computes and keeps its parameters in, float32 (the backend's
@@ -19,9 +22,9 @@ class Sequential(TrainingMixin, Layer):
         for layer in layers or []:
             self.add(layer)
 
-    def add(self, layer: Layer) -> Sequential:
+    def add(self, layer: Layer) -> Chain:
         if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
+            raise TypeError(f"{type(self).__name__}.add: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
         self.children[str(len(self.layers))] = layer
         self.layers.append(layer)
         if self.input_shape is None and len(self.layers) == 1 and layer.input_shape is not None:
@@ -98,5 +101,4 @@ class Sequential(TrainingMixin, Layer):
 
     def regularization_loss(self) -> float:
         """The summed weight penalties (kernel_regularizer) of every layer: add it to the data loss."""
-        from gpunn.regularizers import regularization_loss  # late: regularizers is above layers
         return regularization_loss(self)

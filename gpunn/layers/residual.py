@@ -6,7 +6,7 @@ from typing import Any
 from gpunn._checks import pair, positive_int
 from gpunn.layers.activations import ReLU
 from gpunn.layers.base import Layer
-from gpunn.layers.container import Sequential
+from gpunn.layers.container import Chain
 from gpunn.layers.conv import Conv2D
 from gpunn.layers.normalization import BatchNorm
 
@@ -74,9 +74,9 @@ class Residual(Layer):
         return dx + (self.shortcut.backward(dy) if self.shortcut is not None else dy)
 
 
-def projection_shortcut(filters: int, strides: int | tuple[int, int] = 1) -> Sequential:
+def projection_shortcut(filters: int, strides: int | tuple[int, int] = 1) -> Chain:
     """The ResNet option-B shortcut: a 1x1 Conv2D with strides (no bias), then BatchNorm."""
-    return Sequential([Conv2D(filters, 1, strides=strides, use_bias=False), BatchNorm()], name="shortcut")
+    return Chain([Conv2D(filters, 1, strides=strides, use_bias=False), BatchNorm()], name="shortcut")
 
 
 class _BasicShortcut(Layer):
@@ -114,15 +114,15 @@ class _BasicShortcut(Layer):
         return dy if self._identity else self.children["projection"].backward(dy)
 
 
-def basic_block(filters: int, strides: int | tuple[int, int] = 1, name: str | None = None) -> Sequential:
+def basic_block(filters: int, strides: int | tuple[int, int] = 1, name: str | None = None) -> Chain:
     """A ResNet basic block: conv3x3(strides)-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU.
 
     The shortcut is the identity when the shape is kept, else a 1x1 conv with strides plus BN
     (option B of the paper). Convolutions have no bias: the BN after each makes it redundant."""
     filters = positive_int(filters, "filters", "basic_block")
     strides = pair(strides, "strides", "basic_block", minimum=1)
-    body = Sequential([
+    body = Chain([
         Conv2D(filters, 3, strides=strides, padding=1, use_bias=False), BatchNorm(), ReLU(),
         Conv2D(filters, 3, strides=1, padding=1, use_bias=False), BatchNorm(),
     ], name="body")
-    return Sequential([Residual(body, _BasicShortcut(filters, strides)), ReLU()], name=name or "basic_block")
+    return Chain([Residual(body, _BasicShortcut(filters, strides)), ReLU()], name=name or "basic_block")

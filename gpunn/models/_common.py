@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.layers import Layer, Sequential
+from gpunn.layers import Layer
+from gpunn.train import Sequential
 
 
 def check_shape(input_shape: Any, where: str, ndim: int | None = None) -> tuple[int, ...]:

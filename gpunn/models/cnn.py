@@ -1,8 +1,9 @@
 """Convolutional reference networks: LeNet-5, a small VGG, a scaled-down AlexNet."""
 from __future__ import annotations
 
-from gpunn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Sequential, Tanh
+from gpunn.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Tanh
 from gpunn.models._common import check_classes, check_rate, check_shape, finish
+from gpunn.train import Sequential
 
 
 def _act(name: str) -> Layer:

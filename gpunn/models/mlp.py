@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gpunn.layers import BatchNorm, Dense, Dropout, Flatten, Sequential, get_activation
+from gpunn.layers import BatchNorm, Dense, Dropout, Flatten, get_activation
 from gpunn.models._common import check_classes, check_rate, check_shape, finish
+from gpunn.train import Sequential
 
 _HE = {"relu", "leaky_relu", "elu", "relu6", "prelu", "gelu", "silu", "swish"}
 

@@ -1,8 +1,9 @@
 """ResNet for 32x32 input (He et al. 2016, section 4.2): depth = 6n + 2."""
 from __future__ import annotations
 
-from gpunn.layers import AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer, ReLU, Sequential, basic_block
+from gpunn.layers import AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, Layer, ReLU, basic_block
 from gpunn.models._common import check_classes, check_shape, finish
+from gpunn.train import Sequential
 
 
 def resnet_small(depth: int = 20, num_classes: int = 10, input_shape: tuple[int, int, int] = (3, 32, 32),

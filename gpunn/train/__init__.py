@@ -1,30 +1,12 @@
-"""The Keras-style training workflow: TrainingMixin (compile/fit/evaluate/predict), callbacks,
-metrics, history plots, safe checkpoints, diagnostics, random search and ensembles.
+"""The training workflow, the top of gpunn's stack: TrainingMixin (compile / fit / evaluate /
+predict / to / save, in model.py), Sequential = TrainingMixin + the layer Chain (sequential.py),
+and Ensemble (ensemble.py).
 
-gpunn.layers.container imports gpunn.train.model while gpunn.layers is still initialising, so
-this package imports nothing eagerly; its public names are resolved on first access.
+It drives what sits below it: gpunn.layers, gpunn.optim, gpunn.losses, gpunn.callbacks, gpunn.io
+and gpunn.metrics. Nothing below imports it.
 """
-from __future__ import annotations
+from gpunn.train.ensemble import Ensemble
+from gpunn.train.model import TrainingMixin
+from gpunn.train.sequential import Sequential
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "TrainingMixin": "model",
-    "Callback": "callbacks", "CallbackList": "callbacks", "EarlyStopping": "callbacks", "ModelCheckpoint": "callbacks",
-    "LearningRateScheduler": "callbacks", "ReduceLROnPlateau": "callbacks", "TerminateOnNaN": "callbacks",
-    "CSVLogger": "callbacks", "LambdaCallback": "callbacks", "ProgbarLogger": "callbacks",
-    "History": "history", "TrainingMonitor": "monitor",
-    "save_model": "io", "load_model": "io", "save_weights": "io", "load_weights": "io", "CheckpointError": "io",
-    "read_safetensors": "safetensors", "write_safetensors": "safetensors", "SafetensorsError": "safetensors",
-    "random_search": "tune", "LogUniform": "tune", "Uniform": "tune", "Choice": "tune", "SearchResult": "tune",
-    "Ensemble": "ensemble",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"gpunn.train.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'gpunn.train' has no attribute {name!r}")
+__all__ = ["Ensemble", "Sequential", "TrainingMixin"]

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gpunn.layers.activations import Sigmoid, Softmax
+from gpunn.metrics import accuracy, mse
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -24,7 +26,6 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def _output_kind(model: Any) -> str:
-    from gpunn.layers.activations import Sigmoid, Softmax
     last = model.layers[-1] if getattr(model, "layers", None) else None
     act = getattr(last, "children", {}).get("activation") if last is not None else None
     if isinstance(last, (Softmax, Sigmoid)) or isinstance(act, (Softmax, Sigmoid)):
@@ -74,7 +75,6 @@ class Ensemble:
         return np.tensordot(self.weights, np.stack(probs), axes=1)
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, Any]:
-        from gpunn.train.metrics import accuracy, mse
         probs = self.member_probabilities(x, batch_size)
         mean = np.tensordot(self.weights, np.stack(probs), axes=1)
         y = np.asarray(y.get() if hasattr(y, "get") else y)

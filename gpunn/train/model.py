@@ -2,7 +2,8 @@
 
 compile / fit / evaluate / predict / train_on_batch / test_on_batch, summary, moving a model
 between backends, freezing for transfer learning, and save / load. The container (layers,
-forward, backward) lives in gpunn.layers.container; this file only drives it.
+forward, backward) is gpunn.layers.container.Chain; gpunn/train/sequential.py
+joins the two, and this file only drives the container.
 
 Reproducibility: the shuffle order of epoch e depends only on (shuffle_seed, e), and the seed is
 saved in checkpoints, so a run resumed with fit(..., initial_epoch=model.epoch) sees the same
@@ -19,7 +20,19 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_finite
+from gpunn.backend import use_backend
 from gpunn.backend.base import native_byte_order
+from gpunn.callbacks.base import CallbackList
+from gpunn.callbacks.builtin import ProgbarLogger
+from gpunn.callbacks.history import History
+from gpunn.io.checkpoint import load_weights, optimizer_config, save_model, save_weights
+from gpunn.io.config import model_to_config
+from gpunn.layers.normalization import BatchNorm
+from gpunn.losses import Loss, get_loss
+from gpunn.metrics import get_metric
+from gpunn.optim import Optimizer, get_optimizer
+from gpunn.random import host_rng
+from gpunn.regularizers import regularization_loss
 
 _NO_METRICS: tuple = ()
 
@@ -84,7 +97,6 @@ def _walk(layer: Any) -> Iterator[Any]:
 def _batchnorms_on_single_values(model: Any) -> list[Any]:
     """The built BatchNorm layers that would see one value per channel in a training batch of one
     sample: (N, C) or (N, C, 1) inputs, normalized with batch statistics."""
-    from gpunn.layers.normalization import BatchNorm  # late: the layers import this module
     return [m for m in _walk(model) if isinstance(m, BatchNorm) and m.built
             and (m.trainable or not m.track_running_stats) and math.prod(m.input_shape[1:]) == 1]
 
@@ -141,12 +153,13 @@ class TrainingMixin:
     stop_training: bool = False
     history: Any = None
     _backend_name: str | None = None
+    #: get_config() returns the whole architecture (for model_from_config), not constructor kwargs
+    config_is_architecture = True
 
     # -- backend placement ----------------------------------------------------------------------
     def _backend_scope(self) -> contextlib.AbstractContextManager:
         if self._backend_name is None:
             return contextlib.nullcontext()
-        from gpunn.backend import use_backend
         return use_backend(self._backend_name)
 
     def to(self, backend_name: str) -> TrainingMixin:
@@ -154,7 +167,6 @@ class TrainingMixin:
 
         The model's own methods (fit, evaluate, predict, ...) then run on that backend; call
         forward() directly inside `gpunn.use_backend(...)`."""
-        from gpunn.backend import use_backend
         with use_backend(backend_name) as new:  # validates the name and that the backend can run
             pass
         opt_state = None
@@ -182,8 +194,7 @@ class TrainingMixin:
 
     def _rebuild_optimizer(self, opt: Any) -> Any:
         """A fresh optimizer of the same class and settings over this model (re-packed on first use)."""
-        from gpunn.train.io import _optimizer_config
-        cfg = _optimizer_config(opt)
+        cfg = optimizer_config(opt)
         new = type(opt)(self, **cfg["config"])
         new.lr = opt.lr
         return new
@@ -193,9 +204,6 @@ class TrainingMixin:
                 metrics: Iterable[Any] | str | None = None, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
         or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...)."""
-        from gpunn.losses import Loss, get_loss
-        from gpunn.optim import Optimizer, get_optimizer
-        from gpunn.train.metrics import get_metric
         where = "compile"
         try:
             loss_obj = get_loss(loss)
@@ -232,7 +240,6 @@ class TrainingMixin:
             raise ValueError(f"{where}: argument 'metrics' has duplicate names {names}")
         self.loss, self.optimizer, self.metric_fns = loss_obj, opt, tuple(fns)
         if self.shuffle_seed is None:
-            from gpunn.random import host_rng
             self.shuffle_seed = int(host_rng().integers(2**62))
         self.compiled = True
 
@@ -257,7 +264,6 @@ class TrainingMixin:
         reg = getattr(self, "regularization_loss", None)
         if callable(reg):
             return value + float(reg())
-        from gpunn.regularizers import regularization_loss  # penalties' values (their grads come from backward)
         return value + float(regularization_loss(self))
 
     def _metric_values(self, y: Any, out: Any) -> dict[str, float]:
@@ -344,8 +350,6 @@ class TrainingMixin:
         "loss", each metric and their "val_" forms to per-epoch lists.
 
         `x` may also be a DataLoader (or any re-iterable of (x, y) batches) with y=None."""
-        from gpunn.train.callbacks import CallbackList, ProgbarLogger
-        from gpunn.train.history import History
         where = "fit"
         self._require_compiled(where)
         epochs = _int_arg(epochs, "epochs", where, 0)
@@ -460,7 +464,6 @@ class TrainingMixin:
         if batch_size != 1 and n_train % batch_size != 1:
             return
         if not getattr(self, "built", False):
-            from gpunn.layers.normalization import BatchNorm  # late: the layers import this module
             if not any(isinstance(m, BatchNorm) for m in _walk(self)):
                 return
             with self._backend_scope():  # build from one sample, as the first batch would (no state changes)
@@ -575,17 +578,14 @@ class TrainingMixin:
         """The architecture as a JSON-able dict (layers, input shape, dtype); no weights.
 
         `gpunn.io.model_from_config(config)` rebuilds the model from it, as load_model does."""
-        from gpunn.train.config import model_to_config
         return model_to_config(self)
 
     def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
         """Architecture, weights, compile settings and optimizer state in one safetensors file (atomic)."""
-        from gpunn.train.io import save_model
         with self._backend_scope():
             save_model(self, path, include_optimizer=include_optimizer)
 
     def save_weights(self, path: str | os.PathLike) -> None:
-        from gpunn.train.io import save_weights
         with self._backend_scope():
             save_weights(self, path)
 
@@ -593,6 +593,5 @@ class TrainingMixin:
         """Load weights saved by save or save_weights; a mismatch raises and leaves the model unchanged.
 
         `verify=False` skips the checksum, for a safetensors file written by another tool."""
-        from gpunn.train.io import load_weights
         with self._backend_scope():
             load_weights(self, path, verify=verify)

@@ -1,5 +1,5 @@
 """Matrix products for the dense layers, so a backend can schedule them (the CPU backend splits
-them over its own threads, see gpunn/backend/cpu_threads.py)."""
+them over its own threads, see gpunn/backend/cpu/threads.py)."""
 from __future__ import annotations
 
 from typing import Any

@@ -22,20 +22,40 @@ The NumPy path evaluates the last line in the algebraically equal form
 agree to a few ulps. A kernel may use either form.
 
 Scalars (lr, betas, eps, weight_decay) arrive as Python floats and `step` as an int >= 1; the
-host computes bc1/bc2 in float64 and a kernel may take the derived constants in the array dtype.
+host computes bc1/bc2 in float64 once, in `adam_constants` (every Adam path, generic, numba and
+CUDA, takes its constants from there), and a kernel may take them in the array dtype.
+
+The generic op here makes one pass over the whole buffer against `xp`; a backend changes how the
+buffer is walked by overriding `_adam_update` (the NumPy backend: cache-sized chunks over its CPU
+threads) and keeps this validation.
 """
 from __future__ import annotations
 
+import math
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from gpunn.backend import cpu_threads
 
-#: elements per chunk on the CPU: the ~5 float32 arrays a chunk touches (256 KiB each) stay in a
-#: 2 MiB L2 across the dozen elementwise passes, instead of streaming DRAM a dozen times.
-CPU_CHUNK = 65536
+class AdamConstants(NamedTuple):
+    """The host-side constants of one Adam step, in float64.
+
+    Two algebraically equal forms of the update use them:
+    `param -= lr_t * m / (sqrt(u) / sqrt_bc2 + eps)` (the CUDA kernel) and
+    `param -= step_size * m / (sqrt(u) + eps_hat)` (the NumPy and numba paths: one pass fewer)."""
+    bc1: float  # 1 - beta1**step
+    sqrt_bc2: float  # sqrt(1 - beta2**step)
+    lr_t: float  # lr / bc1
+    step_size: float  # lr * sqrt_bc2 / bc1
+    eps_hat: float  # eps * sqrt_bc2
+
+
+def adam_constants(lr: float, beta1: float, beta2: float, eps: float, step: int) -> AdamConstants:
+    """Bias corrections for update number `step` (1-based), computed once on the host."""
+    bc1 = 1.0 - float(beta1) ** int(step)
+    sqrt_bc2 = math.sqrt(1.0 - float(beta2) ** int(step))
+    return AdamConstants(bc1, sqrt_bc2, float(lr) / bc1, float(lr) * sqrt_bc2 / bc1, float(eps) * sqrt_bc2)
 
 
 def _check_flat(where: str, ref: Any, **arrays: Any) -> None:
@@ -84,26 +104,16 @@ class OptimOps:
         n = int(param.shape[0])
         if n == 0:
             return
-        bc1 = 1.0 - float(beta1) ** int(step)
-        sqrt_bc2 = (1.0 - float(beta2) ** int(step)) ** 0.5
-        consts = (float(beta1), float(beta2), float(eps) * sqrt_bc2, float(lr) * sqrt_bc2 / bc1,
-                  float(weight_decay), bool(decoupled), float(lr), bool(zero_grad))
-        if self.xp is not np:
-            # A device array library: one pass over the whole buffer (a kernel overrides this anyway).
-            x, y = self._optim_scratch(param.dtype, n, 2)
-            _adam_range(self.xp, param, grad, m, v, max_v, x, y, 0, n, n, consts)
-            return
-        # Contiguous, chunk-aligned slices over gpunn's CPU threads (below 4 chunks: one slice),
-        # each with its own scratch.
-        threads = cpu_threads.get_num_threads() if n >= 4 * CPU_CHUNK else 1
-        ranges = cpu_threads.split(n, threads, align=CPU_CHUNK)
-        scratch = self._optim_scratch(param.dtype, min(n, CPU_CHUNK), 2 * len(ranges))
-        slot = {lo: i for i, (lo, _) in enumerate(ranges)}
+        c = adam_constants(lr, beta1, beta2, eps, step)
+        consts = (float(beta1), float(beta2), c.eps_hat, c.step_size, float(weight_decay), bool(decoupled),
+                  float(lr), bool(zero_grad))
+        self._adam_update(param, grad, m, v, max_v, consts)
 
-        def part(lo: int, hi: int) -> None:
-            i = slot[lo]
-            _adam_range(np, param, grad, m, v, max_v, scratch[2 * i], scratch[2 * i + 1], lo, hi, CPU_CHUNK, consts)
-        cpu_threads.run(part, ranges)
+    def _adam_update(self, param: Any, grad: Any, m: Any, v: Any, max_v: Any, consts: tuple) -> None:
+        """Apply a validated update (consts as `adam_range` takes them): one pass over the buffer."""
+        n = int(param.shape[0])
+        x, y = self._optim_scratch(param.dtype, n, 2)
+        adam_range(self.xp, param, grad, m, v, max_v, x, y, 0, n, n, consts)
 
 
 def update_moments(xp: Any, m: Any, v: Any, g: Any, beta1: float, beta2: float, scratch: Any) -> None:
@@ -117,7 +127,7 @@ def update_moments(xp: Any, m: Any, v: Any, g: Any, beta1: float, beta2: float, 
     v += scratch
 
 
-def _adam_range(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x_full: Any, y_full: Any,
+def adam_range(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x_full: Any, y_full: Any,
                 lo: int, hi: int, chunk: int, consts: tuple) -> None:
     """Update elements [lo, hi) chunk by chunk; every pass is in place into a chunk-sized scratch."""
     beta1, beta2, eps_hat, step_size, wd, decoupled, lr, zero_grad = consts

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.train.callbacks import Callback
+from gpunn.callbacks.builtin import Callback
+from gpunn.layers.activations import ReLU, ReLU6
+from gpunn.callbacks.history import _pyplot, _save
 
 
 def _host(a: Any) -> np.ndarray:
@@ -28,7 +30,6 @@ def _host(a: Any) -> np.ndarray:
 
 
 def _is_relu_output(layer: Any) -> bool:
-    from gpunn.layers.activations import ReLU, ReLU6
     if isinstance(layer, (ReLU, ReLU6)):
         return True
     act = getattr(layer, "children", {}).get("activation")
@@ -146,7 +147,6 @@ class TrainingMonitor(Callback):
         """Gradient norms (log scale), activation percentiles and dead-ReLU shares over time, to a PNG."""
         if not self.records:
             raise ValueError("TrainingMonitor.plot: nothing recorded yet; train with this callback first")
-        from gpunn.train.history import _pyplot, _save
         plt = _pyplot()
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
         steps = [r["step"] for r in self.records]

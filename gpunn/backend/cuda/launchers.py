@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import pair
-from gpunn.backend.kernel_source import KernelCache
+from gpunn.backend.cuda.source import KernelCache
 from gpunn.backend.ops.geometry import conv_output_size
+from gpunn.backend.ops.optim import adam_constants
 
 Pair = tuple[int, int]
 
@@ -338,12 +339,11 @@ def adam_step(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: A
             raise ValueError(f"{where}: argument '{name}' must be a finite number >= 0, got {val!r}")
     t = param.dtype.type
     # Bias corrections in double on the host, once; the kernel only multiplies and divides.
-    step_size = float(lr) / (1.0 - float(beta1) ** int(step))
-    bc2_sqrt = math.sqrt(1.0 - float(beta2) ** int(step))
+    c = adam_constants(lr, beta1, beta2, eps, step)
     l2 = 0.0 if decoupled else float(weight_decay)
     decay = 1.0 - float(lr) * float(weight_decay) if decoupled else 1.0
-    scalars = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(eps), t(step_size),
-               t(bc2_sqrt), t(l2), t(decay), np.int32(1 if zero_grad else 0))
+    scalars = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(eps), t(c.lr_t),
+               t(c.sqrt_bc2), t(l2), t(decay), np.int32(1 if zero_grad else 0))
     fn = kernels.function("adam", f"adam_step_{sfx}")
     total = param.size
     for start in range(0, total, ADAM_CHUNK):

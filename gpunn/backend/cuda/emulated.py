@@ -1,7 +1,7 @@
 """The emulated CUDA backend: NumPy arrays, with the kernels of kernels/*.cu compiled by the host
 C++ compiler against gpunn/emu/cuda_emu.h and run on the CPU.
 
-It runs the very launcher code CupyBackend runs (gpunn/backend/cuda_ops.py), so the tests and CI
+It runs the very launcher code CupyBackend runs (gpunn/backend/cuda/launchers.py), so the tests and CI
 prove the CUDA path (grids, argument packing, kernel arithmetic) without a GPU. It is slow: one
 fiber per CUDA thread. Use it for tests, not for training.
 """
@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 
 from gpunn.backend.base import Backend
-from gpunn.backend.kernel_backend import KernelOpsMixin, UseKernels
+from gpunn.backend.cuda.kernel_ops import KernelOpsMixin, UseKernels
 from gpunn.errors import BackendUnavailableError
 
 

@@ -7,7 +7,7 @@ Keras). Values are encoded with explicit markers so that tuples, nested layers a
 (regularizers, constraints) come back as they went in.
 
 Decoding treats the config as hostile:
-- a class is looked up by its registered name only (gpunn.train.registry, or the caller's
+- a class is looked up by its registered name only (gpunn.io.registry, or the caller's
   `custom_objects`), and must be of the kind the position asks for (a layer, a loss, ...);
 - the config's keys are checked against the constructor's parameters before anything is built;
 - nesting is capped, and rebuilding a model may allocate only a bounded number of elements.
@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.layers.base import AllocationBudgetError, Layer, allocation_budget
-from gpunn.train import registry
-from gpunn.train.model import TrainingMixin
+from gpunn.io import registry
 
 
 class ConfigError(ValueError):
@@ -131,7 +130,7 @@ def _user_config(obj: Any) -> dict[str, Any] | None:
 
     A model's get_config() returns its whole architecture (for model_from_config), not kwargs."""
     get_config = getattr(obj, "get_config", None)
-    if not callable(get_config) or isinstance(obj, TrainingMixin):
+    if not callable(get_config) or getattr(obj, "config_is_architecture", False):
         return None
     return {k: encode_value(v) for k, v in get_config().items()}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gpunn.train.callbacks import Callback
+from gpunn.callbacks.builtin import Callback
 
 
 class History(Callback):

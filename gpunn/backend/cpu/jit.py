@@ -1,9 +1,25 @@
-"""Optional numba-compiled CPU kernels for the NumPy backend's memory-bound ops.
+"""Optional numba-compiled CPU kernels for the NumPy backend: one module for every numba path.
 
+numba is optional (the `cpu-jit` extra). It is imported on the first call, never at
+`import gpunn`; without it, or when a kernel fails to compile, `disable()` turns the JIT off for
+the process and every caller runs its NumPy path.
+
+## Adam
+NumPy's chunked adam_step (gpunn/backend/ops/optim.py) still makes a dozen elementwise passes
+per chunk and one core cannot stream the 28 bytes/parameter of a step fast enough. Here the whole
+update is one loop, split over gpunn's CPU threads (threads.py): each element is read and
+written once.
+
+Numerics: the loop performs the same IEEE operations in the same order and dtype as the chunked
+path (constants rounded to the array dtype as NumPy does with Python scalars; fastmath off, so
+no FMA contraction or reassociation), so the two agree bit for bit on this machine; the tests
+allow 2 ulps. AMSGrad (max_v) is not compiled here: the caller falls back to the chunked path.
+
+## The memory-bound ops
 NumPy spends most of a small CNN's step moving memory: a tiled max-pool is a dozen strided passes,
 batch norm a dozen elementwise passes. Here each op is one or two passes. The kernels are serial
 and nogil; `_launch(..., split=...)` cuts their arrays along the first axis (planes, channels,
-elements) and runs the pieces on gpunn's CPU threads (gpunn/backend/cpu_threads.py). numba's own
+elements) and runs the pieces on gpunn's CPU threads (gpunn/backend/cpu/threads.py). numba's own
 parallel=True is not used: its workers and OpenBLAS's spinning threads fought for the cores
 (measured: LeNet-5 step 40 ms parallel vs 26 ms serial), while one pool that also runs the GEMMs
 (with BLAS held to one thread) keeps every core busy with one thing.
@@ -18,22 +34,155 @@ parallel=True is not used: its workers and OpenBLAS's spinning threads fought fo
   gpunn/backend/ops/norm.py; results agree with it to rounding.
 
 Every function returns None when it does not apply (numba missing or failing to compile, a dtype
-other than float32/float64); the caller then runs the NumPy path. numba is imported on the first
-call only (gpunn/backend/cpu_jit.py probes it).
+other than float32/float64); the caller then runs the NumPy path.
 """
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit, cpu_threads
+from gpunn.backend.cpu import threads as cpu_threads
+from gpunn.backend.ops.optim import adam_constants
 
 log = logging.getLogger(__name__)
 
+#: the NumPy backend's Adam chunk without numba (cpu/backend.py): it splits over threads from 4 chunks
+ADAM_CHUNK = 65536
+#: below this many elements the serial kernel runs: a parallel launch costs more than it saves
+#: (the same threshold the chunked path uses before it starts worker threads)
+PARALLEL_MIN = 4 * ADAM_CHUNK
+
 _lock = threading.Lock()
+_state: dict[str, Any] = {}  # "ok": bool once probed; "kernel": the Adam dispatcher once built
+
+
+def numba_available() -> bool:
+    """Whether numba imports here (probed once, cached; never raises)."""
+    ok = _state.get("ok")
+    if ok is None:
+        with _lock:
+            ok = _state.get("ok")
+            if ok is None:
+                try:
+                    import numba  # noqa: F401, PLC0415 - optional, and slow to import: only on first use
+                    ok = True
+                except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
+                    log.debug("numba unavailable, CPU adam_step uses the chunked NumPy path: %s", exc)
+                    ok = False
+                _state["ok"] = ok
+    return bool(ok)
+
+
+def disable() -> None:
+    """Turn the JIT off for this process (a kernel failed to compile): every caller then runs
+    its NumPy path instead of retrying the compiler on every call."""
+    _state["ok"] = False
+
+
+def _adam_body(p, g, m, v, beta1, omb1, beta2, omb2, eps_hat, step_size, l2, shrink, coupled, decoupled,
+               zero_grad):  # pragma: no cover - compiled by numba, see _build
+    # Each statement mirrors one in-place pass of ops.optim.adam_range, in the same order.
+    for i in range(p.shape[0]):
+        gi = g[i]
+        pi = p[i]
+        if coupled:
+            gi = pi * l2 + gi
+        if decoupled:
+            pi = pi * shrink
+        mi = m[i] * beta1 + gi * omb1
+        vi = v[i] * beta2 + (gi * gi) * omb2
+        m[i] = mi
+        v[i] = vi
+        if zero_grad:
+            g[i] = 0
+        p[i] = pi - (mi / (np.sqrt(vi) + eps_hat)) * step_size
+
+
+def compile_kernel(fn: Callable[..., Any], **options: Any) -> Any:
+    """numba.njit(fn): nogil (gpunn's CPU threads run kernels side by side), error_model="numpy"
+    (IEEE division without Python's zero-divisor branch, which kept loops from vectorizing: the
+    Adam step went 3.1 -> 0.7 ns per element), and cached on disk where numba finds a writable
+    cache location (else compiled once per process). Compilation itself happens on the first call."""
+    import numba  # noqa: PLC0415 - optional, imported on first use
+
+    opts = dict(nogil=True, error_model="numpy", **options)
+    try:
+        return numba.njit(cache=True, **opts)(fn)
+    except RuntimeError:  # no writable cache location here
+        return numba.njit(cache=False, **opts)(fn)
+
+
+def _build() -> Any:
+    """The compile-on-call Adam dispatcher (serial; cpu_threads splits the buffers). Types are
+    fixed per call by the arguments."""
+    kernel = _state.get("kernel")
+    if kernel is None:
+        with _lock:
+            kernel = _state.get("kernel")
+            if kernel is None:
+                kernel = _state["kernel"] = compile_kernel(_adam_body, fastmath=False)
+    return kernel
+
+
+def _applies(arrays: tuple[Any, ...]) -> bool:
+    """True when every buffer is a writable, contiguous 1-D float32/float64 NumPy array with
+    param's shape and dtype. Anything else goes to the chunked path, which raises the errors."""
+    p = arrays[0]
+    if not isinstance(p, np.ndarray) or p.ndim != 1 or p.dtype not in (np.float32, np.float64):
+        return False
+    return all(isinstance(a, np.ndarray) and a.shape == p.shape and a.dtype == p.dtype
+               and a.flags.c_contiguous and a.flags.writeable for a in arrays)
+
+
+def adam_step(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float,
+              weight_decay: float, step: int, decoupled: bool, zero_grad: bool = False) -> bool:
+    """One fused Adam/AdamW update in place (contract: gpunn/backend/ops/optim.py).
+
+    Returns False, having changed nothing, when it does not apply (numba missing or failing to
+    compile, unusual arrays, a bad `step`); the caller then runs the chunked path, which also
+    reports bad input."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        return False
+    if not _applies((param, grad, m, v)) or not numba_available():
+        return False
+    n = int(param.shape[0])
+    if n == 0:
+        return True
+    t = param.dtype.type
+    # Host-side constants, computed in float64 exactly as the chunked path computes them and then
+    # rounded to the array dtype (what NumPy does with a Python float against a float32 array).
+    c = adam_constants(lr, beta1, beta2, eps, step)
+    wd = float(weight_decay)
+    coupled = wd != 0.0 and not decoupled
+    shrink_on = bool(decoupled) and wd != 0.0
+    args = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(c.eps_hat),
+            t(c.step_size), t(wd), t(1.0 - float(lr) * wd if shrink_on else 1.0),
+            coupled, shrink_on, bool(zero_grad))
+    try:
+        kernel = _build()
+
+        def part(lo: int, hi: int) -> None:
+            kernel(param[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi], *args)
+        # below PARALLEL_MIN elements one thread: a hand-off costs more than it saves
+        cpu_threads.parallel_for(part, n, work=n if n >= PARALLEL_MIN else 0, align=4096)
+        return True
+    except Exception as exc:
+        from numba.core.errors import NumbaError  # noqa: PLC0415
+
+        if not isinstance(exc, NumbaError):
+            raise
+        # Compilation failed (nothing was written: typing/lowering precede the loop). Disable the
+        # JIT for this process and let the chunked path do this and every later step.
+        log.warning("numba could not compile the fused Adam kernel; using the chunked NumPy path: %s", exc)
+        disable()
+        return False
+
+
+# -- the memory-bound ops (pool, batch norm, stride-1 conv, ReLU) ------------------------------
 _kernels: dict[str, Any] = {}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -357,12 +506,12 @@ def _kernel(name: str) -> Any:
     k = _kernels.get(name)
     if k is not None:
         return k
-    if not cpu_jit.numba_available():
+    if not numba_available():
         return None
     with _lock:
         k = _kernels.get(name)
         if k is None:
-            k = _kernels[name] = cpu_jit.compile_kernel(_BODIES[name], fastmath=_FASTMATH.get(name, False))
+            k = _kernels[name] = compile_kernel(_BODIES[name], fastmath=_FASTMATH.get(name, False))
     return k
 
 
@@ -370,7 +519,7 @@ def _launch(name: str, *args: Any, split: tuple[int, ...] = ()) -> bool:
     """Run kernel `name`; False (nothing written that the caller keeps) when numba cannot.
 
     `split` names the arguments cut along their first axis into one range per thread
-    (gpunn/backend/cpu_threads.py); the kernels are serial and nogil, so the ranges run at once."""
+    (gpunn/backend/cpu/threads.py); the kernels are serial and nogil, so the ranges run at once."""
     k = _kernel(name)
     if k is None:
         return False
@@ -389,14 +538,14 @@ def _launch(name: str, *args: Any, split: tuple[int, ...] = ()) -> bool:
             raise
         log.warning("numba could not compile %s; using the NumPy path: %s", name, exc)
         _kernels[name] = None
-        cpu_jit._state["ok"] = False  # noqa: SLF001 - stop trying in this process
+        disable()  # stop trying in this process
         return False
 
 
 # -- entry points --------------------------------------------------------------------------------
 def maxpool_tiled_forward(planes: np.ndarray, kh: int, kw: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(y, argmax) over (P, H, W) planes for kh x kw windows at stride (kh, kw), or None."""
-    if planes.dtype not in _FLOATS or not cpu_jit.numba_available():
+    if planes.dtype not in _FLOATS or not numba_available():
         return None
     p, h, w = planes.shape
     y = np.empty((p, h // kh, w // kw), dtype=planes.dtype)
@@ -410,7 +559,7 @@ def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int, k
                            kw: int) -> np.ndarray | None:
     """dx planes (P, H, W) from dy and argmax planes (P, OH, OW), or None. Every window is disjoint,
     so each input pixel receives at most one share."""
-    if dy.dtype not in _FLOATS or argmax.dtype != np.int32 or not cpu_jit.numba_available():
+    if dy.dtype not in _FLOATS or argmax.dtype != np.int32 or not numba_available():
         return None
     dx = np.empty((dy.shape[0], h, w), dtype=dy.dtype)
     if kh == kw == 2:
@@ -420,7 +569,7 @@ def maxpool_tiled_backward(dy: np.ndarray, argmax: np.ndarray, h: int, w: int, k
 
 def batchnorm_stats(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-channel (mean, biased var) in float64 over x3 (C, N, HW), or None."""
-    if x3.dtype not in _FLOATS or not cpu_jit.numba_available():
+    if x3.dtype not in _FLOATS or not numba_available():
         return None
     mean = np.empty(x3.shape[0], dtype=np.float64)
     var = np.empty(x3.shape[0], dtype=np.float64)
@@ -431,7 +580,7 @@ def batchnorm_apply(x3: np.ndarray, mean: np.ndarray, scale: np.ndarray, shift: 
                     y3: np.ndarray, relu: bool = False) -> bool:
     """y3 = (x3 - mean) * scale + shift per channel (all (C,) in x's dtype), then max(., 0) when
     `relu`; False if not run."""
-    return x3.dtype in _FLOATS and cpu_jit.numba_available() and _launch(
+    return x3.dtype in _FLOATS and numba_available() and _launch(
         "bn_apply", x3, mean, scale, shift, bool(relu), y3, split=(0, 1, 2, 3, 5))
 
 
@@ -440,7 +589,7 @@ def batchnorm_backward(dy3: np.ndarray, x3: np.ndarray, mean: np.ndarray, invstd
                        relu_y3: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """Writes dx3 and returns float64 (dgamma, dbeta), or None when it did not run. With relu_y3
     (a fused ReLU's output) dy3 counts only where relu_y3 > 0."""
-    if x3.dtype not in _FLOATS or dy3.dtype != x3.dtype or not cpu_jit.numba_available():
+    if x3.dtype not in _FLOATS or dy3.dtype != x3.dtype or not numba_available():
         return None
     dgamma = np.empty(x3.shape[0], dtype=np.float64)
     dbeta = np.empty(x3.shape[0], dtype=np.float64)
@@ -455,7 +604,7 @@ def frame_corr(src: np.ndarray, base: int, offsets: np.ndarray, w: np.ndarray, c
     """out[f, p] = sum_{o, r} w[f, o*R + r] * src[r, base + p + offsets[o]] for p < count (R =
     src rows); every index must be in range (the caller's frame geometry guarantees it). False
     when it did not run."""
-    if src.dtype not in _FLOATS or not (src.dtype == w.dtype == out.dtype) or not cpu_jit.numba_available():
+    if src.dtype not in _FLOATS or not (src.dtype == w.dtype == out.dtype) or not numba_available():
         return False
     return _launch("frame_corr", src, base, offsets, w, count, frame or count, span or frame or count, out)
 
@@ -465,20 +614,20 @@ def frame_dw(dy: np.ndarray, dbase: int, src: np.ndarray, sbase: int, offsets: n
     """dw[f, o*R + r] = sum_{p < count} dy[f, dbase + p] * src[r, sbase + p + offsets[o]]; False when it did
     not run. Pass C-contiguous arrays (strided ones compile to scalar code)."""
     if src.dtype not in _FLOATS or not (src.dtype == dy.dtype == dw.dtype) or count < 1 \
-            or not cpu_jit.numba_available():
+            or not numba_available():
         return False
     return _launch("frame_dw", dy, dbase, src, sbase, offsets, count, frame or count, span or frame or count, dw)
 
 
 def relu_forward(x: np.ndarray, y: np.ndarray) -> bool:
     """y = max(x, 0) over 1-D arrays, NaN propagating; False when it did not run."""
-    return x.dtype in _FLOATS and y.dtype == x.dtype and cpu_jit.numba_available() \
+    return x.dtype in _FLOATS and y.dtype == x.dtype and numba_available() \
         and _launch("relu_fwd", x, y, split=(0, 1))
 
 
 def relu_backward(dy: np.ndarray, y: np.ndarray, dx: np.ndarray) -> bool:
     """dx = dy where y > 0, else 0, over 1-D arrays; False when it did not run."""
-    return dy.dtype in _FLOATS and dy.dtype == y.dtype == dx.dtype and cpu_jit.numba_available() \
+    return dy.dtype in _FLOATS and dy.dtype == y.dtype == dx.dtype and numba_available() \
         and _launch("relu_bwd", dy, y, dx, split=(0, 1, 2))
 
 
@@ -486,12 +635,12 @@ def im2col_window(x: np.ndarray, s0: int, kernel: tuple[int, int], dilation: tup
                   out_hw: tuple[int, int], cols: np.ndarray) -> bool:
     """Fill cols (kh*kw*C, m*OH*OW) from padded frames x (C, N, Hp, Wp), samples s0..s0+m;
     False when it did not run."""
-    return x.dtype in _FLOATS and cols.dtype == x.dtype and cpu_jit.numba_available() \
+    return x.dtype in _FLOATS and cols.dtype == x.dtype and numba_available() \
         and _launch("im2col_win", x, s0, *kernel, *dilation, *out_hw, cols)
 
 
 def col2im_window(dcols: np.ndarray, kernel: tuple[int, int], dilation: tuple[int, int], out_hw: tuple[int, int],
                   dx: np.ndarray) -> bool:
     """dx (C, m, Hp, Wp) = the adjoint of im2col_window applied to dcols; False when it did not run."""
-    return dx.dtype in _FLOATS and dcols.dtype == dx.dtype and cpu_jit.numba_available() \
+    return dx.dtype in _FLOATS and dcols.dtype == dx.dtype and numba_available() \
         and _launch("col2im_win", dcols, *kernel, *dilation, *out_hw, dx)

@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.train.checkpoint_meta import CheckpointError, Meta
-from gpunn.train.config import (ConfigError, build_as_configured, build_model, model_to_config, object_from_config,
+from gpunn.io.meta import CheckpointError, Meta
+from gpunn.io.config import (ConfigError, build_as_configured, build_model, model_to_config, object_from_config,
                                 object_to_config, optimizer_from_config)
-from gpunn.train.registry import registered_name
-from gpunn.train.safetensors import SafetensorsError, read_safetensors, write_safetensors
+from gpunn.io.registry import registered_name
+from gpunn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
+from gpunn.backend import get_backend
+from gpunn.metrics import get_metric
 
 FORMAT_VERSION = "2"  # 2: the checksum covers the header (metadata) too
 _READABLE_VERSIONS = ("1", "2")  # version 1 files carry a tensor-only checksum: read with verify=False
@@ -63,7 +65,7 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[
     return scalars, {_OPT_PREFIX + k: np.asarray(v) for k, v in buffers.items()}
 
 
-def _optimizer_config(opt: Any) -> dict[str, Any]:
+def optimizer_config(opt: Any) -> dict[str, Any]:
     cls = type(opt)
     accepted = {p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
     settings = dict(opt.hyperparams()) if hasattr(opt, "hyperparams") else {}
@@ -75,7 +77,6 @@ def _optimizer_config(opt: Any) -> dict[str, Any]:
 
 
 def _rng_state() -> dict[str, Any] | None:
-    from gpunn.backend import get_backend
     bitgen = getattr(get_backend().rng, "bit_generator", None)
     state = getattr(bitgen, "state", None)
     return state if isinstance(state, dict) else None
@@ -83,7 +84,6 @@ def _rng_state() -> dict[str, Any] | None:
 
 def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, Any] | None:
     """`state` if the current generator can take it (tried on a fresh generator of its type), else None."""
-    from gpunn.backend import get_backend
     bitgen = getattr(get_backend().rng, "bit_generator", None)
     if not state or bitgen is None or not isinstance(getattr(bitgen, "state", None), dict) \
             or bitgen.state.get("bit_generator") != state.get("bit_generator"):
@@ -96,7 +96,6 @@ def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, An
 
 
 def _restore_rng(state: dict[str, Any] | None) -> None:
-    from gpunn.backend import get_backend
     if state:
         get_backend().rng.bit_generator.state = state
 
@@ -124,7 +123,7 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     if getattr(model, "compiled", False):
         opt = model.optimizer
         compile_cfg = {"loss": object_to_config(model.loss), "metrics": [name for name, _ in model.metric_fns],
-                       "optimizer": _optimizer_config(opt)}
+                       "optimizer": optimizer_config(opt)}
         meta["gpunn.compile"] = json.dumps(compile_cfg)
         # an optimizer that has not stepped holds only its initial state, which compile recreates
         if include_optimizer and getattr(opt, "step_count", 0) > 0:
@@ -295,7 +294,6 @@ def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
         if custom_objects and name in custom_objects:
             metrics.append(custom_objects[name])
             continue
-        from gpunn.train.metrics import get_metric
         try:
             get_metric(name)
             metrics.append(name)

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit, cpu_jit_ops, cpu_threads
+from gpunn.backend.cpu import jit as cpu_jit
+from gpunn.backend.cpu import threads as cpu_threads
 from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
 from gpunn.backend.ops.geometry import conv_output_size
 
@@ -42,7 +43,7 @@ _CHUNK_BYTES = 4 << 20
 _KEEP_COLS_BYTES = 16 << 20
 # Frame positions per group of samples when the numba direct kernels run (no columns to fit in cache).
 _DIRECT_GROUP = 1 << 15
-# With numba installed, small convolutions run direct kernels (cpu_jit_ops.frame_corr/frame_dw)
+# With numba installed, small convolutions run direct kernels (cpu_jit.frame_corr/frame_dw)
 # instead of building columns for a starved GEMM. Measured at batch 128, 2 threads, best of 40
 # (GEMM on window columns -> direct): LeNet-5's first conv (150 weights) forward 1.4 -> 0.9 ms,
 # dW 2.9 -> 1.3 ms; its second (2400 weights) forward 1.1 -> 1.4 ms, backward 2.6 -> 2.8 ms with
@@ -101,7 +102,7 @@ class FrameConvOps:
                        out: np.ndarray, direct: bool, frame: int = 0, span: int = 0) -> None:
         """out[:, q] = w @ cols[:, q] for q < count, cols as in _frame_chunks (out contiguous):
         the numba kernel without columns when `direct`, else chunked GEMMs."""
-        if direct and cpu_jit_ops.frame_corr(src, base, np.array(offsets), w, count, out, frame, span):
+        if direct and cpu_jit.frame_corr(src, base, np.array(offsets), w, count, out, frame, span):
             return
         for start, stop, cols in self._frame_chunks(src, base, offsets, count, out.dtype):
             np.matmul(w, cols, out=out[:, start:stop])
@@ -116,7 +117,7 @@ class FrameConvOps:
         m = s1 - s0
         cols = out if out is not None else \
             self._flat_scratch("wcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, xbuf.dtype)
-        if cpu_jit_ops.im2col_window(xbuf, s0, kernel, dilation, out_hw, cols):
+        if cpu_jit.im2col_window(xbuf, s0, kernel, dilation, out_hw, cols):
             return cols
         cv = cols.view()
         cv.shape = (kh * kw, c, m, oh, ow)  # raises rather than copy
@@ -264,7 +265,7 @@ class FrameConvOps:
                 if need_frame:
                     dyg[:, lead:].reshape(f, group, hp, wp)[:, :m, :oh, :ow] = dyw.reshape(f, m, oh, ow)
                 count = m * frame_len - lead  # dy is zero past it
-                if direct_dw and cpu_jit_ops.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part,
+                if direct_dw and cpu_jit.frame_dw(dyg, lead, xflat, s0 * frame_len, offs, count, part,
                                                       frame_len, span):
                     dwacc += part.T
                 else:
@@ -286,7 +287,7 @@ class FrameConvOps:
                     dcols = self._flat_scratch("dcols", kh * kw * c, m * oh * ow, kh * kw * c * group * oh * ow, dtype)
                     np.matmul(wmat_s, dyw, out=dcols)
                     dxv = dxg.reshape(c, m, hp, wp)
-                    if not cpu_jit_ops.col2im_window(dcols, (kh, kw), (dh, dw), (oh, ow), dxv):
+                    if not cpu_jit.col2im_window(dcols, (kh, kw), (dh, dw), (oh, ow), dxv):
                         dcv = dcols.reshape(kh * kw, c, m, oh, ow)
                         dxv[...] = 0
                         for i in range(kh):

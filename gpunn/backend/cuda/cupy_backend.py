@@ -1,6 +1,6 @@
 """The GPU backend: CuPy. Imported only when this backend is selected, never by `import gpunn`.
 
-The ops that have a CUDA kernel (kernels/*.cu) run through the launchers in cuda_ops.py; the
+The ops that have a CUDA kernel (kernels/*.cu) run through the launchers in launchers.py; the
 kernels compile with NVRTC through cupy.RawModule on first use. `CupyBackend(use_kernels=False)`
 (or a set of op names) routes ops back to the generic CuPy implementation, for comparisons.
 """
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend.base import Backend, native_byte_order
-from gpunn.backend.kernel_backend import KernelOpsMixin, UseKernels
+from gpunn.backend.cuda.kernel_ops import KernelOpsMixin, UseKernels
 
 # NVRTC options for every kernel module: C++17, and no fast-math so results track the reference.
 NVRTC_OPTIONS = ("--std=c++17",)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # .../gpunn
+_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../gpunn
 KERNEL_FAMILIES = ("im2col", "maxpool", "batchnorm", "adam")
 
 # A loader takes the CUDA source text and returns an object with get_function(name).

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gpunn.backend import cuda_ops
-from gpunn.backend.kernel_source import KernelCache, ModuleLoader
+from gpunn.backend.cuda import launchers
+from gpunn.backend.cuda.source import KernelCache, ModuleLoader
 
 KERNEL_OPS: frozenset[str] = frozenset({
     "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
@@ -62,7 +62,7 @@ class KernelOpsMixin:
         if op not in self._kernel_ops:
             return False
         dtypes = {a.dtype for a in arrays if a is not None}
-        return len(dtypes) == 1 and dtypes.pop() in cuda_ops.SUPPORTED_DTYPES
+        return len(dtypes) == 1 and dtypes.pop() in launchers.SUPPORTED_DTYPES
 
     def _contig(self, a: Any) -> Any:
         """Read-only inputs may arrive as strided views; the kernels index flat buffers."""
@@ -72,7 +72,7 @@ class KernelOpsMixin:
     def im2col(self, x: Any, kh: int, kw: int, stride: Any, padding: Any, dilation: Any) -> Any:
         if not self._kernel_for("im2col", x):
             return super().im2col(x, kh, kw, stride, padding, dilation)  # type: ignore[misc]
-        return cuda_ops.im2col(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding, dilation)
+        return launchers.im2col(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding, dilation)
 
     def col2im(self, cols: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int, stride: Any,
                padding: Any, dilation: Any) -> Any:
@@ -81,19 +81,19 @@ class KernelOpsMixin:
         n, c = x_shape[0], x_shape[1]
         # The generic accepts any layout that reshapes to (N, C*kh*kw, OH*OW); so does this.
         cols = self._contig(cols).reshape(n, c * kh * kw, -1)
-        return cuda_ops.col2im(self.kernels, self.xp, cols, x_shape, kh, kw, stride, padding, dilation)
+        return launchers.col2im(self.kernels, self.xp, cols, x_shape, kh, kw, stride, padding, dilation)
 
     # -- pooling ----------------------------------------------------------------------------
     def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Any, padding: Any) -> tuple[Any, Any]:
         if not self._kernel_for("maxpool2d_forward", x):
             return super().maxpool2d_forward(x, kh, kw, stride, padding)  # type: ignore[misc]
-        return cuda_ops.maxpool2d_forward(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding)
+        return launchers.maxpool2d_forward(self.kernels, self.xp, self._contig(x), kh, kw, stride, padding)
 
     def maxpool2d_backward(self, dy: Any, argmax: Any, x_shape: tuple[int, int, int, int], kh: int, kw: int,
                            stride: Any, padding: Any) -> Any:
         if not self._kernel_for("maxpool2d_backward", dy):
             return super().maxpool2d_backward(dy, argmax, x_shape, kh, kw, stride, padding)  # type: ignore[misc]
-        return cuda_ops.maxpool2d_backward(self.kernels, self.xp, self._contig(dy), self._contig(argmax), x_shape,
+        return launchers.maxpool2d_backward(self.kernels, self.xp, self._contig(dy), self._contig(argmax), x_shape,
                                            kh, kw, stride, padding)
 
     # -- batch norm -------------------------------------------------------------------------
@@ -104,7 +104,7 @@ class KernelOpsMixin:
                 x, gamma, beta, running_mean, running_var, momentum, eps)
         # Running statistics are updated in place, so they are passed as they are (the launcher
         # rejects a non-contiguous one rather than silently updating a copy).
-        return cuda_ops.batchnorm_forward_train(self.kernels, self.xp, self._contig(x), self._contig(gamma),
+        return launchers.batchnorm_forward_train(self.kernels, self.xp, self._contig(x), self._contig(gamma),
                                                 self._contig(beta), running_mean, running_var, momentum, eps)
 
     def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
@@ -113,14 +113,14 @@ class KernelOpsMixin:
             return super().batchnorm_forward_infer(  # type: ignore[misc]
                 x, gamma, beta, running_mean, running_var, eps)
         c = self._contig
-        return cuda_ops.batchnorm_forward_infer(self.kernels, self.xp, c(x), c(gamma), c(beta), c(running_mean),
+        return launchers.batchnorm_forward_infer(self.kernels, self.xp, c(x), c(gamma), c(beta), c(running_mean),
                                                 c(running_var), eps)
 
     def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
         if not self._kernel_for("batchnorm_backward", dy, x, gamma, mean, invstd):
             return super().batchnorm_backward(dy, x, gamma, mean, invstd)  # type: ignore[misc]
         c = self._contig
-        return cuda_ops.batchnorm_backward(self.kernels, self.xp, c(dy), c(x), c(gamma), c(mean), c(invstd))
+        return launchers.batchnorm_backward(self.kernels, self.xp, c(dy), c(x), c(gamma), c(mean), c(invstd))
 
     # -- optimizers -------------------------------------------------------------------------
     def adam_step(self, param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float,
@@ -131,6 +131,6 @@ class KernelOpsMixin:
             return super().adam_step(  # type: ignore[misc]
                 param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, zero_grad=zero_grad,
                 max_v=max_v)
-        cuda_ops.adam_step(self.kernels, self.xp, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
+        launchers.adam_step(self.kernels, self.xp, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                            decoupled, zero_grad)
         return None

@@ -5,7 +5,7 @@ class a user registered). Nothing else is ever resolved: no module path from the
 and no dotted attribute chain is followed, so a file cannot reach `subprocess.Popen` or
 `ctypes.CDLL` through a module that gpunn happens to import.
 
-gpunn's own classes are registered from an explicit list of modules (each class *defined* in one
+gpunn's own classes are registered, at import, from an explicit list of modules (each class *defined* in one
 of them that derives from the kind's base class); users register theirs with
 `register_serializable`, as Keras does with `register_keras_serializable`, or pass them per call
 in `custom_objects`. Each entry carries its kind (layer, loss, optimizer, regularizer,
@@ -13,34 +13,33 @@ constraint), so that a config asking for a layer can only ever construct a Layer
 """
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
+
+from gpunn import constraints, losses, regularizers
+from gpunn.layers import (activations, container, conv, dense, dropout, maxout, normalization, pooling, reshape,
+                          residual, weight_norm)
+from gpunn.layers.base import Layer
+from gpunn.optim import adadelta, adagrad, adam, nadam, rmsprop, sgd
+from gpunn.optim.base import Optimizer
 
 KINDS = ("layer", "loss", "optimizer", "regularizer", "constraint")
 
-# kind -> (module of the base class, base class name, modules whose classes gpunn serializes)
-_GPUNN_MODULES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "layer": ("gpunn.layers.base", "Layer", tuple(f"gpunn.layers.{m}" for m in (
-        "activations", "container", "conv", "dense", "dropout", "maxout", "normalization", "pooling", "reshape",
-        "residual", "weight_norm"))),
-    "loss": ("gpunn.losses", "Loss", ("gpunn.losses",)),
-    "optimizer": ("gpunn.optim.base", "Optimizer", tuple(f"gpunn.optim.{m}" for m in (
-        "sgd", "adagrad", "rmsprop", "adadelta", "adam", "nadam"))),
-    "regularizer": ("gpunn.regularizers", "Regularizer", ("gpunn.regularizers",)),
-    "constraint": ("gpunn.constraints", "Constraint", ("gpunn.constraints",)),
+# kind -> (base class, the modules whose classes gpunn serializes)
+_GPUNN_MODULES: dict[str, tuple[type, tuple[ModuleType, ...]]] = {
+    "layer": (Layer, (activations, container, conv, dense, dropout, maxout, normalization, pooling, reshape,
+                      residual, weight_norm)),
+    "loss": (losses.Loss, (losses,)),
+    "optimizer": (Optimizer, (sgd, adagrad, rmsprop, adadelta, adam, nadam)),
+    "regularizer": (regularizers.Regularizer, (regularizers,)),
+    "constraint": (constraints.Constraint, (constraints,)),
 }
 
 _lock = threading.Lock()
 _by_name: dict[str, tuple[str, type]] = {}  # registered name -> (kind, class)
 _by_class: dict[type, str] = {}
-_loaded = False
-
-
-def _base(kind: str) -> type:
-    module, name, _ = _GPUNN_MODULES[kind]
-    return getattr(importlib.import_module(module), name)
 
 
 def _add(name: str, kind: str, cls: type) -> None:
@@ -52,29 +51,35 @@ def _add(name: str, kind: str, cls: type) -> None:
     _by_class[cls] = name
 
 
-def _ensure_loaded() -> None:
-    """Register gpunn's own classes, once (lazily: gpunn.layers imports this package's siblings)."""
-    global _loaded
-    if _loaded:
-        return
+def _register_gpunn_classes() -> None:
+    """Each class *defined* in one of the listed modules that derives from its kind's base."""
+    for kind, (base, modules) in _GPUNN_MODULES.items():
+        for module in modules:
+            for value in vars(module).values():
+                if isinstance(value, type) and issubclass(value, base) and value is not base \
+                        and value.__module__ == module.__name__:
+                    _add(value.__name__, kind, value)
+
+
+_register_gpunn_classes()
+
+
+def register_builtin(cls: type) -> type:
+    """Register one of gpunn's own classes that lives above this package (gpunn.Sequential) under
+    its bare class name, as gpunn's other classes are."""
+    kind = kind_of(cls)
+    if kind is None or not cls.__module__.startswith("gpunn."):
+        raise TypeError(f"register_builtin: argument 'cls' must be a gpunn Layer, Loss, Optimizer, Regularizer "
+                        f"or Constraint defined in gpunn, got {cls!r}; users call register_serializable")
     with _lock:
-        if _loaded:
-            return
-        for kind, (_, _, modules) in _GPUNN_MODULES.items():
-            base = _base(kind)
-            for module_name in modules:
-                module = importlib.import_module(module_name)
-                for value in vars(module).values():
-                    if isinstance(value, type) and issubclass(value, base) and value is not base \
-                            and value.__module__ == module_name:
-                        _add(value.__name__, kind, value)
-        _loaded = True
+        _add(cls.__name__, kind, cls)
+    return cls
 
 
 def kind_of(cls: type) -> str | None:
     """The kind whose base class `cls` derives from, or None."""
     for kind in KINDS:
-        if isinstance(cls, type) and issubclass(cls, _base(kind)):
+        if isinstance(cls, type) and issubclass(cls, _GPUNN_MODULES[kind][0]):
             return kind
     return None
 
@@ -94,7 +99,6 @@ def register_serializable(cls: type | None = None, *, name: str | None = None, p
             if value is not None and (not isinstance(value, str) or not value or ">" in value):
                 raise ValueError(f"register_serializable: argument {arg!r} must be a non-empty str without '>', "
                                  f"got {value!r}")
-        _ensure_loaded()
         with _lock:
             _add(f"{package}>{name or klass.__name__}", kind, klass)
         return klass
@@ -103,7 +107,6 @@ def register_serializable(cls: type | None = None, *, name: str | None = None, p
 
 def registered_name(cls: type) -> str | None:
     """The name `cls` is saved under, or None when it is not registered."""
-    _ensure_loaded()
     return _by_class.get(cls)
 
 
@@ -114,7 +117,6 @@ def resolve(name: Any, kinds: tuple[str, ...], custom_objects: dict[str, Any] | 
     Raises `error(message)` for a name that is not registered, not a class, or of another kind."""
     if not isinstance(name, str):
         raise error(f"{where}: the class name must be a str, got {type(name).__name__}")
-    _ensure_loaded()
     if custom_objects and name in custom_objects:
         cls = custom_objects[name]
         if not isinstance(cls, type):

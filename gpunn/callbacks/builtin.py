@@ -1,7 +1,5 @@
-"""Callbacks: hooks that fit() calls at the start and end of training, of each epoch and each batch.
-
-`logs` at epoch end hold "loss", each metric, and their "val_" forms; at batch end, the batch's
-"loss" and metrics. A callback stops training by setting `model.stop_training = True`.
+"""The standard callbacks: EarlyStopping, ModelCheckpoint, LearningRateScheduler,
+ReduceLROnPlateau, TerminateOnNaN, CSVLogger and ProgbarLogger (what fit(verbose=...) uses).
 """
 from __future__ import annotations
 
@@ -10,69 +8,12 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-
-class Callback:
-    def __init__(self) -> None:
-        self.model: Any = None
-        self.params: dict[str, Any] = {}
-
-    def set_model(self, model: Any) -> None:
-        self.model = model
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def on_train_begin(self, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_end(self, logs: dict[str, float] | None = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
-
-
-class CallbackList:
-    def __init__(self, callbacks: list[Callback]) -> None:
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"fit: argument 'callbacks[{i}]' must be a gpunn Callback, got {type(cb).__name__}")
-        self.callbacks = list(callbacks)
-
-    def set_model(self, model: Any) -> None:
-        for cb in self.callbacks:
-            cb.set_model(model)
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        for cb in self.callbacks:
-            cb.set_params(params)
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_train_begin(logs)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(logs)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_begin(epoch, logs)
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(epoch, logs)
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_train_batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        for cb in self.callbacks:
-            cb.on_train_batch_end(batch, logs)
+from gpunn.callbacks.base import Callback
+from gpunn.optim.schedules import ReduceLROnPlateau as Plateau
 
 
 def _resolve_mode(mode: str, monitor: str, where: str) -> str:
@@ -294,7 +235,6 @@ class ReduceLROnPlateau(_Monitoring):
         self._impl: Any = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from gpunn.optim.schedules import ReduceLROnPlateau as Plateau
         self._impl = Plateau(self.model.optimizer, mode=self.mode, factor=self.factor, patience=self.patience,
                              min_lr=self.min_lr, threshold=self.min_delta, threshold_mode="abs",
                              cooldown=self.cooldown)
@@ -366,19 +306,6 @@ class CSVLogger(Callback):
                 self._keys = sorted(logs)
                 writer.writerow(["epoch", *self._keys])
             writer.writerow([epoch, *(logs.get(k, "") for k in self._keys)])
-
-
-class LambdaCallback(Callback):
-    """Callbacks from plain functions: on_epoch_end(epoch, logs), on_train_batch_end(batch, logs), ..."""
-
-    def __init__(self, **hooks: Callable) -> None:
-        super().__init__()
-        allowed = {"on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end", "on_train_batch_begin",
-                   "on_train_batch_end"}
-        for name, fn in hooks.items():
-            if name not in allowed or not callable(fn):
-                raise ValueError(f"LambdaCallback: argument {name!r} must be one of {sorted(allowed)} and callable")
-            setattr(self, name, fn)
 
 
 class ProgbarLogger(Callback):

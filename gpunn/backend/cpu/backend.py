@@ -5,7 +5,7 @@ The generic ops (gpunn/backend/ops/*.py) keep the layouts the CUDA kernels imple
 memory reshuffling, not arithmetic, so this backend overrides the ops whose cache the layers treat
 as opaque:
 
-- **Convolution at stride 1**: gpunn/backend/numpy_conv.py (FrameConvOps, mixed in here).
+- **Convolution at stride 1**: gpunn/backend/cpu/conv.py (FrameConvOps, mixed in here).
 - **Max-pooling with non-overlapping windows** (stride == window, no padding) works on contiguous
   planes in whichever layout the input has (channel-major from the convs), one numba pass each
   way; the NumPy fallback reads the window offsets as strided views and tracks the winner with
@@ -14,7 +14,7 @@ as opaque:
   or two numba passes, split by channels, elements or rows.
 Anything else (strided convolutions, overlapping or padded pools) runs the generic op.
 
-The numba kernels (the `cpu-jit` extra) live in gpunn/backend/cpu_jit_ops.py and cpu_jit.py, each
+The numba kernels (the `cpu-jit` extra) live in gpunn/backend/cpu/jit.py, each
 with a NumPy fallback here; `fast_paths=False` routes every op to the generic implementation.
 Results agree with the generic path to rounding (the GEMMs sum in another order); the parity
 tests in tests/test_numpy_fast_paths.py and tests/test_cpu_jit_ops.py pin that down in float64.
@@ -26,12 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import cpu_jit, cpu_jit_ops, cpu_threads
+from gpunn.backend.cpu import jit as cpu_jit
+from gpunn.backend.cpu import threads as cpu_threads
 from gpunn.backend.base import Backend
-from gpunn.backend.numpy_conv import FrameConvOps
+from gpunn.backend.cpu.conv import FrameConvOps
 from gpunn.backend.ops.activation import check_relu_grad
 from gpunn.backend.ops.dense import check_matmul
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
+from gpunn.backend.ops.optim import adam_range
 
 Pair = tuple[int, int]
 
@@ -52,6 +54,10 @@ def _flat(a: Any) -> np.ndarray | None:
 # above about 256 * cpu_threads.MIN_WORK (33M) of them: a LeNet-5 dense layer's GEMMs stay on one
 # thread, where a pool hand-off costs more than it saves (measured 16 and 4: no gain or slower)
 _MATMUL_WORK_DIV = 256
+
+#: Adam's elements per chunk without numba: the ~5 float32 arrays a chunk touches (256 KiB each)
+#: stay in a 2 MiB L2 across the dozen elementwise passes, instead of streaming DRAM a dozen times.
+ADAM_CHUNK = cpu_jit.ADAM_CHUNK
 
 
 class NumpyBackend(FrameConvOps, Backend):
@@ -87,13 +93,27 @@ class NumpyBackend(FrameConvOps, Backend):
     def adam_step(self, param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, beta2: float, eps: float,
                   weight_decay: float, step: int, decoupled: bool, zero_grad: bool = False,
                   max_v: Any = None) -> None:
-        """The fused numba kernel (gpunn/backend/cpu_jit.py) when numba is installed; otherwise,
+        """The fused numba kernel (gpunn/backend/cpu/jit.py) when numba is installed; otherwise,
         and for AMSGrad or unusual arrays, the generic chunked path (which also reports bad input)."""
         if self.fast_paths and max_v is None and cpu_jit.adam_step(
                 param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, zero_grad=zero_grad):
             return
         super().adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
                           zero_grad=zero_grad, max_v=max_v)
+
+    def _adam_update(self, param: Any, grad: Any, m: Any, v: Any, max_v: Any, consts: tuple) -> None:
+        """The generic update walked in ADAM_CHUNK pieces: contiguous, chunk-aligned slices over
+        gpunn's CPU threads (below 4 chunks: one slice), each with its own scratch."""
+        n = int(param.shape[0])
+        threads = cpu_threads.get_num_threads() if n >= 4 * ADAM_CHUNK else 1
+        ranges = cpu_threads.split(n, threads, align=ADAM_CHUNK)
+        scratch = self._optim_scratch(param.dtype, min(n, ADAM_CHUNK), 2 * len(ranges))
+        slot = {lo: i for i, (lo, _) in enumerate(ranges)}
+
+        def part(lo: int, hi: int) -> None:
+            i = slot[lo]
+            adam_range(np, param, grad, m, v, max_v, scratch[2 * i], scratch[2 * i + 1], lo, hi, ADAM_CHUNK, consts)
+        cpu_threads.run(part, ranges)
 
     # -- dense and activations ----------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Any:
@@ -110,12 +130,12 @@ class NumpyBackend(FrameConvOps, Backend):
         return out
 
     def relu_forward(self, x: Any) -> Any:
-        y = self._flat_op(cpu_jit_ops.relu_forward, x)
+        y = self._flat_op(cpu_jit.relu_forward, x)
         return super().relu_forward(x) if y is None else y
 
     def relu_backward(self, dy: Any, y: Any) -> Any:
         check_relu_grad(dy, y)
-        dx = self._flat_op(cpu_jit_ops.relu_backward, dy, y)
+        dx = self._flat_op(cpu_jit.relu_backward, dy, y)
         return super().relu_backward(dy, y) if dx is None else dx
 
     def _flat_op(self, kernel: Any, *arrays: Any) -> np.ndarray | None:
@@ -161,7 +181,7 @@ class NumpyBackend(FrameConvOps, Backend):
         n, c, h, w = x.shape
         oh, ow = h // kh, w // kw
         planes, cmajor = self._planes(x)
-        jit = cpu_jit_ops.maxpool_tiled_forward(planes, kh, kw)  # one fused pass when numba is here
+        jit = cpu_jit.maxpool_tiled_forward(planes, kh, kw)  # one fused pass when numba is here
         if jit is not None:
             return self._unplanes(jit[0], n, c, cmajor), self._unplanes(jit[1], n, c, cmajor)
         planes = planes[:, :oh * kh, :ow * kw]
@@ -213,7 +233,7 @@ class NumpyBackend(FrameConvOps, Backend):
         amp, cmajor = self._planes(argmax)
         dyp = np.ascontiguousarray(dy.transpose(1, 0, 2, 3) if cmajor else dy).reshape(amp.shape)
         if argmax.dtype == np.int32:
-            jit = cpu_jit_ops.maxpool_tiled_backward(dyp, amp, h, w, kh, kw)
+            jit = cpu_jit.maxpool_tiled_backward(dyp, amp, h, w, kh, kw)
             if jit is not None:
                 return self._unplanes(jit, n, c, cmajor)
         rel = amp - self._pool_origin(oh, ow, kh, kw, w)  # winner's i*W + j in its window
@@ -269,7 +289,7 @@ class NumpyBackend(FrameConvOps, Backend):
         if not (self._bn_jit_ok(x, gamma, beta) and x.shape[1] == gamma.shape[0] == beta.shape[0]):
             return None
         x3, cmajor = self._channel3(x)
-        stats = cpu_jit_ops.batchnorm_stats(x3)
+        stats = cpu_jit.batchnorm_stats(x3)
         if stats is None:
             return None
         acc = stat_dtype(x.dtype)
@@ -277,7 +297,7 @@ class NumpyBackend(FrameConvOps, Backend):
         invstd = 1.0 / np.sqrt(var + acc.type(eps))
         scale = gamma.astype(acc, copy=False) * invstd
         y, y3 = self._like3(x.shape, x.dtype, cmajor)
-        if not cpu_jit_ops.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3, relu=relu):
+        if not cpu_jit.batchnorm_apply(x3, mean, scale, beta.astype(acc), y3, relu=relu):
             return None
         update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
         return y, mean, invstd
@@ -306,7 +326,7 @@ class NumpyBackend(FrameConvOps, Backend):
         y3 = None if y is None else self._channel3(y)[0]
         dx, dx3 = self._like3(x.shape, x.dtype, cmajor)
         k_scale = gamma.astype(acc, copy=False) * invstd
-        sums = cpu_jit_ops.batchnorm_backward(dy3, x3, mean, invstd, k_scale, dx3, relu_y3=y3)
+        sums = cpu_jit.batchnorm_backward(dy3, x3, mean, invstd, k_scale, dx3, relu_y3=y3)
         if sums is None:
             return None
         return dx, sums[0].astype(gamma.dtype), sums[1].astype(gamma.dtype)

@@ -1,0 +1,20 @@
+"""Saving and loading models and weights: safetensors plus JSON, never pickle.
+
+- checkpoint.py: save_model / load_model / save_weights / load_weights, the file format;
+- config.py: architectures as plain JSON (get_config / model_from_config), checked before
+  anything is constructed;
+- registry.py: the only classes a config or checkpoint may name;
+- meta.py: CheckpointError and the validation of a checkpoint's metadata;
+- safetensors.py: the tensor file, with gpunn's checksum and atomic write.
+
+It sits below gpunn.train: a model is saved through the methods it has, and gpunn.train
+registers Sequential here so that a checkpoint can name it.
+"""
+from gpunn.io.checkpoint import load_model, load_weights, save_model, save_weights
+from gpunn.io.config import ConfigError, model_from_config
+from gpunn.io.meta import CheckpointError
+from gpunn.io.registry import register_serializable
+from gpunn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
+
+__all__ = ["CheckpointError", "ConfigError", "SafetensorsError", "load_model", "load_weights", "model_from_config",
+           "read_safetensors", "register_serializable", "save_model", "save_weights", "write_safetensors"]
