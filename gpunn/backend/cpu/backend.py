@@ -17,7 +17,7 @@ Anything else (strided convolutions, overlapping or padded pools) runs the gener
 The numba kernels (the `cpu-jit` extra) live in gpunn/backend/cpu/jit.py, each
 with a NumPy fallback here; `fast_paths=False` routes every op to the generic implementation.
 Results agree with the generic path to rounding (the GEMMs sum in another order); the parity
-tests in tests/test_numpy_fast_paths.py and tests/test_cpu_jit_ops.py pin that down in float64.
+tests in tests/backend/cpu/test_backend.py and tests/backend/cpu/test_jit.py pin that down in float64.
 """
 from __future__ import annotations
 

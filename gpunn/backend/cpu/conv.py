@@ -19,8 +19,8 @@ group's padding, columns, products and epilogue stay in its core's cache:
 - **Fused ReLU.** `relu=True` applies it to each group in cache, and `relu_y` masks dy per group.
 
 Outputs are NCHW views of channel-major (C, N, H, W) memory, so the next layer's copies read
-long rows. Results agree with the generic ops to rounding (tests/test_numpy_fast_paths.py,
-tests/test_cpu_jit_ops.py and tests/test_cpu_threads.py pin that down in float64).
+long rows. Results agree with the generic ops to rounding (tests/backend/cpu/test_backend.py,
+tests/backend/cpu/test_jit.py and tests/backend/cpu/test_threads.py pin that down in float64).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ GPU is needed (CuPy's compile path needs a driver). The CUBIN is built with `--p
 whose log gives the registers, shared memory and spills per kernel; an NVRTC too old for that
 option still gets the compile check, and the spill check is skipped with a reason.
 
-Run `python tests/test_nvrtc_gate.py` to print the per-kernel table.
+Run `python tests/backend/cuda/test_nvrtc_gate.py` to print the per-kernel table.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
+KERNEL_DIR = Path(__file__).resolve().parents[3] / "kernels"
 ARCHS = ("sm_80", "sm_90")
 BASE_OPTIONS = ("--std=c++17",)
 

@@ -11,7 +11,7 @@ import pytest
 import gpunn
 from gpunn.jobs.train import augmentation, main
 
-SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+SHARED_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 
 
 def _final_acc(text: str) -> float:

@@ -13,7 +13,7 @@ from gpunn.data import (ChecksumError, DatasetNotFoundError, IdxFormatError, loa
 from gpunn.data import mnist as mnist_mod
 from gpunn.data.idx import md5_hex, parse_idx
 
-SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
+SHARED_MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
 
 
 def _idx_bytes(arr: np.ndarray, code: int) -> bytes:

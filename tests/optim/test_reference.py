@@ -11,7 +11,7 @@ import pytest
 from gpunn import Parameter
 from gpunn.optim import get_optimizer
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "optim_reference.npz"
+FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "optim_reference.npz"
 DATA = dict(np.load(FIXTURE, allow_pickle=False))
 META = json.loads(str(DATA["meta_json"]))
 CASES = [(problem, name, opt, kw) for problem in ("quadratic", "rosenbrock") for name, opt, kw in META["configs"]]
