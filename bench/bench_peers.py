@@ -2,7 +2,8 @@
 CUDA when a device is present. Skipped cleanly when torch does not import; torch is never a test
 dependency.
 
-    /tmp/torchvenv/bin/python -m pytest bench/bench_peers.py --benchmark-enable
+    path/to/python -m pytest bench/bench_peers.py --benchmark-enable    # an interpreter that has torch
+    python -m gpunn bench --python path/to/python                       # or GPUNN_PEER_PYTHON=path/to/python
 
 Run it in its own process (`python -m gpunn bench` does, alternating with the gpunn suites):
 measured here, torch and NumPy in one process slowed torch by about 30%. The thread count is

@@ -1,9 +1,15 @@
 """gpunn: neural-network training on NVIDIA GPUs (CuPy + custom CUDA kernels) with a NumPy fallback.
 
 `import gpunn` never imports CuPy or touches CUDA; the backend is chosen on first use. The stack
-runs one way, each package importing only those below it:
-train -> callbacks, io, metrics -> layers -> optim, losses, data -> backend -> emu
-(README's "Where things live" and CONTRIBUTING.md say what each package owns).
+runs one way: no module imports one above it and no two import each other (tests/test_import_graph.py
+holds the levels and enforces them):
+
+    models -> train -> callbacks, io, metrics, tune -> layers -> optim, losses, data
+      -> init, regularizers, constraints, testing -> backend -> emu, random, parameter, errors, _checks
+
+This package re-exports the public surface (Sequential's home is gpunn/train/sequential.py);
+gpunn/jobs/ and gpunn/cli.py sit above it. CONTRIBUTING.md's "Where things live" says what each
+package owns.
 """
 from gpunn import (callbacks, constraints, data, init, io, layers, losses, metrics, models, optim, regularizers,
                    train, tune)

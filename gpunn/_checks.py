@@ -1,7 +1,18 @@
-"""Argument validation shared by every layer: one place that words the errors.
+"""Argument validation for the whole package: one place that words the errors.
 
-Each error names the function, the argument and what was expected, so a user can fix the
-call without reading our source.
+Each error names the function (`where`), the argument (`name`) and what was expected, so a user
+can fix the call without reading our source:
+
+    "{where}: argument '{name}' must be {what was expected}, got {the value}"
+
+This module is the bottom of the import stack: it imports nothing from gpunn.
+
+Numbers: `int_arg` / `positive_int` for ints; `real_arg` (any bounds), `nonneg_real`,
+`positive_real` and `finite_real` for real numbers (ints or floats, returned as float); `pair` /
+`real_pair` for a number or a pair of them. A bool is never a number here (True would silently
+be 1). `numpy=False` refuses NumPy scalars other than np.float64 (a float subclass), for
+arguments that have only ever taken Python numbers; `is_int` / `is_real` are the bare type
+tests, for callers that report in their own words.
 """
 from __future__ import annotations
 
@@ -10,25 +21,126 @@ from typing import Any
 
 import numpy as np
 
+_INTS: tuple[type, ...] = (int, np.integer)
+_REALS: tuple[type, ...] = (int, float, np.integer, np.floating)
+
+
+def is_int(value: Any, numpy: bool = True) -> bool:
+    """An int (or a NumPy integer, unless `numpy` is False), but not a bool."""
+    return isinstance(value, _INTS if numpy else int) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value: Any, numpy: bool = True) -> bool:
+    """An int or a float (or a NumPy integer or floating scalar, unless `numpy` is False), but not
+    a bool. NaN and inf pass: finiteness is real_arg's business."""
+    return isinstance(value, _REALS if numpy else (int, float)) and not isinstance(value, (bool, np.bool_))
+
+
+def _refuse(where: str, name: str, want: str, value: Any) -> str:
+    return f"{where}: argument '{name}' must be {want}, got {value!r}"
+
+
+def int_arg(value: Any, name: str, where: str, minimum: int | None = None, *, want: str | None = None,
+            numpy: bool = True) -> int:
+    """An int >= `minimum` (any int when None), returned as a Python int.
+
+    Anything else, a bool or a float such as 2.0 included, is a ValueError
+    "{where}: argument '{name}' must be an int >= {minimum}, got {value!r}"; `want` rewords the
+    expectation ("a positive int", "an int >= 1 (the count after increment)")."""
+    if not is_int(value, numpy) or (minimum is not None and value < minimum):
+        if want is None:
+            want = "an int" if minimum is None else f"an int >= {minimum}"
+        raise ValueError(_refuse(where, name, want, value))
+    return int(value)
+
+
+def positive_int(value: Any, name: str, where: str, *, numpy: bool = True) -> int:
+    """An int >= 1 (a size, a count); ValueError "... must be a positive int, got ..." otherwise."""
+    return int_arg(value, name, where, 1, want="a positive int", numpy=numpy)
+
+
+def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
+    """The default wording of real_arg's expectation. Bounds print as given: 0 as "0", 0.0 as "0.0"."""
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi}"
+    return "a finite float"
+
+
+def real_arg(value: Any, name: str, where: str, lo: float | None = None, hi: float | None = None, *,
+             lo_open: bool = False, hi_open: bool = False, want: str | None = None, numpy: bool = True,
+             type_error: bool = False) -> float:
+    """A finite real number (not a bool, not NaN or inf) within the given bounds, as a Python float.
+
+    `lo` / `hi` bound it, inclusive unless `lo_open` / `hi_open`; None leaves that side open.
+    A value that is not a number is a TypeError when `type_error`, else a ValueError (each caller
+    keeps the exception type its argument has always had); a NaN, an inf or a value out of bounds
+    is a ValueError. The message says "must be {want}", `want` defaulting to the bounds as given
+    ("in [0.0, 1.0)", "in (0, 1)", ">= 0", "> 0"), or "a finite float" when unbounded; for a value
+    of the wrong type a bare bound reads "a float in [0.0, 1.0)", "a float >= 0", ..."""
+    if want is None:
+        want = _interval(lo, hi, lo_open, hi_open)
+    if not is_real(value, numpy):
+        typed = want if want.startswith(("a ", "an ")) else f"a float {want}"
+        if type_error:
+            raise TypeError(f"{where}: argument '{name}' must be {typed}, got {type(value).__name__} {value!r}")
+        raise ValueError(_refuse(where, name, typed, value))
+    out = float(value)
+    ok = math.isfinite(out)
+    if ok and lo is not None:
+        ok = out > lo if lo_open else out >= lo
+    if ok and hi is not None:
+        ok = out < hi if hi_open else out <= hi
+    if not ok:
+        raise ValueError(_refuse(where, name, want, value))
+    return out
+
+
+def nonneg_real(value: Any, name: str, where: str, *, numpy: bool = True) -> float:
+    """A finite real number >= 0 (a rate, a margin, a slope); ValueError "... must be a
+    non-negative float, got ..." for anything else."""
+    return real_arg(value, name, where, 0, want="a non-negative float", numpy=numpy)
+
+
+def positive_real(value: Any, name: str, where: str, *, numpy: bool = True) -> float:
+    """A finite real number > 0 (an epsilon, a norm bound); ValueError "... must be a positive
+    float, got ..." for anything else."""
+    return real_arg(value, name, where, 0, lo_open=True, want="a positive float", numpy=numpy)
+
 
 def pair(value: Any, name: str, where: str, minimum: int = 0) -> tuple[int, int]:
-    """Normalise an int or a pair of ints (kernel size, stride, padding, dilation)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    """Normalise an int or a pair of ints (kernel size, stride, padding, dilation), each >= minimum.
+
+    TypeError "... must be an int or a pair of ints" for anything else; ValueError "... must be
+    >= {minimum}" for a small one."""
+    if is_int(value):
         out = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         out = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{where}: argument '{name}' must be an int or a pair of ints, got {value!r}")
     if min(out) < minimum:
-        raise ValueError(f"{where}: argument '{name}' must be >= {minimum}, got {value!r}")
+        raise ValueError(_refuse(where, name, f">= {minimum}", value))
     return out
 
 
-def positive_int(value: Any, name: str, where: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{where}: argument '{name}' must be a positive int, got {value!r}")
-    return int(value)
+def real_pair(value: Any, name: str, where: str, minimum: float = 0.0) -> tuple[float, float]:
+    """A number or a pair of numbers (a range, a fraction per axis), each finite and >= minimum.
+
+    TypeError "... must be a number or a pair of numbers" for anything else; ValueError "... must
+    be finite and >= {minimum}" for a small or non-finite one."""
+    if is_real(value):
+        out = (float(value), float(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(is_real(v) for v in value):
+        out = (float(value[0]), float(value[1]))
+    else:
+        raise TypeError(f"{where}: argument '{name}' must be a number or a pair of numbers, got {value!r}")
+    if not all(math.isfinite(v) and v >= minimum for v in out):
+        raise ValueError(_refuse(where, name, f"finite and >= {minimum}", value))
+    return out
 
 
 def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...] | None = None,
@@ -76,8 +188,8 @@ def model_dtype(value: Any, name: str, where: str) -> np.dtype:
 def axis_arg(value: Any, name: str, where: str) -> int:
     """An int naming an array axis (negative counts from the end); its range is checked at use,
     against the rank of the array it applies to (see check_axis)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}: argument '{name}' must be an int, got {value!r}")
+    if not is_int(value):
+        raise TypeError(_refuse(where, name, "an int", value))
     return int(value)
 
 
@@ -122,7 +234,7 @@ def shape_arg(shape: Any, where: str) -> tuple[int, ...]:
     except TypeError:
         raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r}") from None
     for i, s in enumerate(entries):
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+        if not is_int(s):
             raise TypeError(f"{where}: argument 'shape' must be a tuple of ints, got {shape!r} "
                             f"(entry {i} is a {type(s).__name__})")
     out = tuple(int(s) for s in entries)
@@ -144,13 +256,13 @@ def float_dtype(dtype: Any, where: str) -> np.dtype:
 
 
 def finite_real(value: Any, name: str, where: str, minimum: float | None = None, strict: bool = False) -> float:
-    """A finite real number (not a bool, not NaN or inf); >= minimum, or > minimum when strict."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: argument '{name}' must be a finite float, got {type(value).__name__} {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{where}: argument '{name}' must be a finite float, got {value!r}")
+    """A finite real number (not a bool, not NaN or inf); >= minimum, or > minimum when strict.
+
+    Unlike real_arg it words the two failures apart: TypeError / ValueError "... must be a finite
+    float" for a non-number or a NaN / inf, then ValueError "... must be >= {minimum}" (or "a
+    positive float (> {minimum})" when strict) for a small one."""
+    out = real_arg(value, name, where, type_error=True)
     if minimum is not None and (out <= minimum if strict else out < minimum):
         want = f"a positive float (> {minimum:g})" if strict else f">= {minimum:g}"
-        raise ValueError(f"{where}: argument '{name}' must be {want}, got {value!r}")
+        raise ValueError(_refuse(where, name, want, value))
     return out

@@ -4,13 +4,18 @@ A constraint is a callable `c(w) -> w'`. Layers list theirs through `Layer.const
 ((parameter, constraint) pairs, recursively); `apply_constraints(model)` writes c(p.data) back
 in place, which keeps optimizer views into flat buffers valid. An optimizer calls it (or loops
 over model.constraints() itself) right after updating the weights.
+
+Placement: a constraint computes on the current backend. Its callers make that the weight's
+owner's: an optimizer applies constraints with its backend current, apply_constraints with the
+model's.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Any
 
-from gpunn.backend import get_backend
+from gpunn._checks import is_int, positive_real
+from gpunn.backend import Backend, get_backend, use_backend
 
 
 class Constraint:
@@ -25,14 +30,10 @@ class MaxNorm(Constraint):
     (filters, channels, kh, kw) use axis=(1, 2, 3)."""
 
     def __init__(self, max_value: float = 2.0, axis: int | tuple[int, ...] = 0) -> None:
-        if isinstance(max_value, bool) or not isinstance(max_value, (int, float)) or not math.isfinite(max_value) \
-                or max_value <= 0:
-            raise ValueError(f"MaxNorm: argument 'max_value' must be a positive float, got {max_value!r}")
-        axes = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else axis
-        if not isinstance(axes, (tuple, list)) or not axes or not all(
-                isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        self.max_value = positive_real(max_value, "max_value", "MaxNorm", numpy=False)
+        axes = (axis,) if is_int(axis, numpy=False) else axis
+        if not isinstance(axes, (tuple, list)) or not axes or not all(is_int(a, numpy=False) for a in axes):
             raise TypeError(f"MaxNorm: argument 'axis' must be an int or a tuple of ints, got {axis!r}")
-        self.max_value = float(max_value)
         self.axis = tuple(axes)
 
     def __call__(self, w: Any) -> Any:
@@ -64,6 +65,10 @@ def get_constraint(spec: str | Constraint | None) -> Constraint | None:
 
 
 def apply_constraints(model: Any) -> None:
-    """Project every constrained parameter of `model` in place; call after each optimizer step."""
-    for param, constraint in model.constraints():
-        param.data[...] = constraint(param.data)
+    """Project every constrained parameter of `model` in place, with the model's backend current;
+    call after each optimizer step."""
+    owner = getattr(model, "backend", None)
+    placed = isinstance(owner, Backend) and owner is not get_backend()
+    with use_backend(owner) if placed else contextlib.nullcontext():
+        for param, constraint in model.constraints():
+            param.data[...] = constraint(param.data)

@@ -12,16 +12,20 @@ scalar multiplier.
 
 Class-label targets may be ints or floats holding integer values; one-hot (or soft) targets are
 accepted where they make sense. Sums are accumulated in float32 or wider.
+
+Placement: a loss computes on the current backend, and moves pred, target and dloss there from
+any backend (or the host). A model's training loop (fit, evaluate, train_on_batch, ...) runs with
+the model's backend current, so its loss runs where the model does; to call a loss by hand on the
+output of a model placed elsewhere, wrap it in `gpunn.use_backend(model.backend)`.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from gpunn._checks import check_float_array
-from gpunn.backend import get_backend
+from gpunn._checks import check_float_array, nonneg_real, positive_real, real_arg
+from gpunn.backend import get_backend, to_host
 from gpunn.backend.base import native_byte_order
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -31,16 +35,23 @@ def _acc(dtype: Any) -> np.dtype:
     return np.promote_types(np.dtype(dtype), np.float32)
 
 
-def _nonneg(value: Any, name: str, where: str, positive: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        want = "a positive" if positive else "a non-negative"
-        raise ValueError(f"{where}: argument '{name}' must be {want} float, got {value!r}")
-    return float(value)
-
-
 class Loss:
+    """Base class: subclasses implement `forward(pred, target)` (see the module docstring).
+
+    `from_logits` declares what `pred` is, for whoever reads the model's output next to the loss
+    (compile() gives it to the metrics: binary_accuracy thresholds logits at 0, other values at
+    0.5). True: logits, pre-activation scores that the loss maps to probabilities itself
+    (SoftmaxCrossEntropy, BinaryCrossEntropy by default). False, the default a user's subclass
+    inherits: values compared with the target as they are (regression outputs, probabilities,
+    hinge scores). A subclass that takes logits sets `from_logits = True`.
+
+    `output_kind` says how to turn `pred` into what the loss compares with the target, for whoever
+    needs probabilities (gpunn.Ensemble): "logits" (softmax over the last axis), "binary_logits"
+    (sigmoid), "probabilities" or "values" (as they are; the default)."""
+
     default_reduction = "mean"
+    from_logits: bool = False
+    output_kind: str = "values"
 
     def __init__(self, reduction: str | None = None) -> None:
         reduction = self.default_reduction if reduction is None else reduction
@@ -67,7 +78,7 @@ class Loss:
             if dloss is None:
                 return grad
             be = get_backend()
-            d = dloss if be.is_native(dloss) else be.asarray(np.asarray(dloss))
+            d = dloss if be.is_native(dloss) else be.asarray(to_host(dloss))
             if tuple(d.shape) != tuple(per_shape):
                 raise ValueError(f"{self.name}.backward: argument 'dloss' must have the shape of the unreduced loss "
                                  f"{tuple(per_shape)}, got {tuple(d.shape)}")
@@ -92,7 +103,7 @@ class Loss:
         if isinstance(pred, (list, tuple)):
             pred = np.asarray(pred)
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
-        return pred if be.is_native(pred) else be.asarray(native_byte_order(pred))
+        return pred if be.is_native(pred) else be.asarray(native_byte_order(to_host(pred)))
 
     def _class_inputs(self, pred: Any, target: Any) -> tuple[Any, Any]:
         """Validated (N, classes) scores and their raw targets, for the class losses."""
@@ -102,7 +113,7 @@ class Loss:
         be = get_backend()
         if isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
             target = np.asarray(target)
-        target = target if be.is_native(target) else be.asarray(native_byte_order(target))
+        target = target if be.is_native(target) else be.asarray(native_byte_order(to_host(target)))
         if target.dtype.kind == "f" and bool(be.xp.isnan(target).any()):
             raise ValueError(f"{self.name}.forward: argument 'target' contains NaN")
         if target.dtype.kind not in "fiub":
@@ -184,11 +195,12 @@ class SoftmaxCrossEntropy(Loss):
     `label_smoothing` = eps mixes the target with the uniform distribution, as PyTorch does:
     q = (1 - eps) * target + eps / C."""
 
+    from_logits = True
+    output_kind = "logits"
+
     def __init__(self, label_smoothing: float = 0.0, reduction: str | None = None) -> None:
         super().__init__(reduction)
-        self.label_smoothing = _nonneg(label_smoothing, "label_smoothing", self.name)
-        if self.label_smoothing > 1:
-            raise ValueError(f"{self.name}: argument 'label_smoothing' must be in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = real_arg(label_smoothing, "label_smoothing", self.name, 0, 1, numpy=False)
 
     def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"
@@ -210,6 +222,8 @@ class SoftmaxCrossEntropy(Loss):
 class MSE(Loss):
     """Mean squared error over all elements."""
 
+    from_logits = False
+
     def forward(self, pred: Any, target: Any) -> Any:
         pred = self._pred(pred)
         diff = pred - self._same_shape_target(pred, target)
@@ -218,6 +232,8 @@ class MSE(Loss):
 
 class MAE(Loss):
     """Mean absolute error over all elements; the subgradient at 0 is 0."""
+
+    from_logits = False
 
     def forward(self, pred: Any, target: Any) -> Any:
         pred = self._pred(pred)
@@ -229,9 +245,11 @@ class MAE(Loss):
 class Huber(Loss):
     """0.5 d^2 for |d| <= delta, else delta * (|d| - 0.5 delta): PyTorch's HuberLoss, mean over elements."""
 
+    from_logits = False
+
     def __init__(self, delta: float = 1.0, reduction: str | None = None) -> None:
         super().__init__(reduction)
-        self.delta = _nonneg(delta, "delta", self.name, positive=True)
+        self.delta = positive_real(delta, "delta", self.name, numpy=False)
 
     def forward(self, pred: Any, target: Any) -> Any:
         pred = self._pred(pred)
@@ -248,6 +266,7 @@ class SumSquaredError(Loss):
     every non-batch axis); the default reduction is "sum" over the batch, "mean" divides by N."""
 
     default_reduction = "sum"
+    from_logits = False
 
     def forward(self, pred: Any, target: Any) -> Any:
         pred = self._pred(pred)
@@ -262,14 +281,16 @@ class BinaryCrossEntropy(Loss):
     from_logits=True (the default) takes logits z and uses the stable form
     max(z, 0) - z t + log1p(exp(-|z|)); from_logits=False takes probabilities in [0, 1], clipped
     to [eps, 1 - eps] as Keras does (the gradient is 0 where the clip is active). Targets have
-    pred's shape and values in [0, 1] (soft labels allowed)."""
+    pred's shape and values in [0, 1] (soft labels allowed). The instance's `from_logits` is the
+    argument's, so compile() reads probabilities as probabilities."""
+
+    from_logits = True
 
     def __init__(self, from_logits: bool = True, eps: float = 1e-7, reduction: str | None = None) -> None:
         super().__init__(reduction)
         self.from_logits = bool(from_logits)
-        self.eps = _nonneg(eps, "eps", self.name, positive=True)
-        if self.eps >= 0.5:
-            raise ValueError(f"{self.name}: argument 'eps' must be below 0.5, got {eps!r}")
+        self.output_kind = "binary_logits" if self.from_logits else "probabilities"
+        self.eps = real_arg(eps, "eps", self.name, 0, 0.5, lo_open=True, hi_open=True, numpy=False)
 
     def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"
@@ -297,11 +318,14 @@ class BinaryCrossEntropy(Loss):
 class MulticlassHinge(Loss):
     """The multiclass SVM loss (Weston-Watkins form, as in CS231n): per sample
     L_i = sum over j != y_i of max(0, s_j - s_{y_i} + margin), averaged over the batch.
-    Targets are labels (N,) or one-hot rows (N, C)."""
+    Targets are labels (N,) or one-hot rows (N, C). The scores are not logits of a probability
+    (no sigmoid or softmax maps them), so from_logits is False."""
+
+    from_logits = False
 
     def __init__(self, margin: float = 1.0, reduction: str | None = None) -> None:
         super().__init__(reduction)
-        self.margin = _nonneg(margin, "margin", self.name)
+        self.margin = nonneg_real(margin, "margin", self.name, numpy=False)
 
     def forward(self, pred: Any, target: Any) -> Any:
         where = f"{self.name}.forward"

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import positive_int, real_arg
+
 MetricFn = Callable[[Any, Any], float]
 
 
@@ -67,11 +69,10 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
 def top_k_accuracy(y_true: Any, y_pred: Any, k: int = 5) -> float:
     """Share of samples whose label is among the k highest scores (ties broken by class order)."""
     where = "top_k_accuracy"
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"{where}: argument 'k' must be a positive int, got {k!r}")
+    k = positive_int(k, "k", where)
     pred = _scores(_host(y_pred, "y_pred", where), where)
     labels = _labels(_host(y_true, "y_true", where), pred.shape[0], pred.shape[1], where)
-    k = min(int(k), pred.shape[1])
+    k = min(k, pred.shape[1])
     # a label is in the top k when fewer than k classes score strictly higher
     label_score = pred[np.arange(pred.shape[0]), labels][:, None]
     higher = (pred > label_score).sum(axis=1)
@@ -83,8 +84,7 @@ def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> float:
 
     Use threshold=0.0 when y_pred are logits (sigmoid(z) > 0.5 iff z > 0)."""
     where = "binary_accuracy"
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
-        raise ValueError(f"{where}: argument 'threshold' must be a finite float, got {threshold!r}")
+    threshold = real_arg(threshold, "threshold", where, numpy=False)
     pred = _host(y_pred, "y_pred", where)
     true = _host(y_true, "y_true", where)
     if true.shape != pred.shape:
@@ -131,8 +131,7 @@ def confusion_matrix(y_true: Any, y_pred: Any, num_classes: int | None = None) -
     labels = _labels(_host(y_true, "y_true", where), pred_labels.shape[0], None, where)
     if num_classes is None:
         num_classes = int(max(labels.max(), pred_labels.max())) + 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"{where}: argument 'num_classes' must be a positive int, got {num_classes!r}")
+    num_classes = positive_int(num_classes, "num_classes", where)
     for name, arr in (("y_true", labels), ("y_pred", pred_labels)):
         if arr.min() < 0 or arr.max() >= num_classes:
             raise ValueError(f"{where}: argument '{name}' has labels outside [0, {num_classes})")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gpunn._checks import int_arg
+
 _host_rng = np.random.default_rng()
 _seed: int | None = None
 _listeners: list[Callable[[int], None]] = []
@@ -19,9 +21,7 @@ _listeners: list[Callable[[int], None]] = []
 def manual_seed(seed: int) -> None:
     """Seed the host generator and every backend's device generator."""
     global _host_rng, _seed
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"manual_seed: argument 'seed' must be a non-negative int, got {seed!r}")
-    _seed = int(seed)
+    _seed = int_arg(seed, "seed", "manual_seed", 0, want="a non-negative int")
     _host_rng = np.random.default_rng(_seed)
     for listener in list(_listeners):
         listener(_seed)

@@ -7,23 +7,23 @@ How the penalty reaches training:
   backward call, so any optimizer sees the full gradient without extra calls;
 - its *value* is not part of a Loss's forward(); add `regularization_loss(model)` (or
   `model.regularization_loss()` on a Sequential) to the data loss when reporting the objective.
+
+Placement: a regularizer computes on the current backend. Its callers make that the layer's own:
+a layer's backward runs with its backend current (gpunn.layers.base), and regularization_loss
+evaluates each layer's penalty with that layer's backend current.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Any
 
-from gpunn.backend import get_backend
-
-
-def _rate(value: Any, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: argument '{name}' must be a non-negative float, got {value!r}")
-    return float(value)
+from gpunn._checks import nonneg_real
+from gpunn.backend import Backend, get_backend, use_backend
 
 
 class Regularizer:
-    """`penalty(w)` -> float, `gradient(w)` -> array like w."""
+    """`penalty(w)` -> float, `gradient(w)` -> array like w, both on the current backend (which
+    gpunn's callers make the weight's layer's, see the module docstring)."""
 
     def penalty(self, w: Any) -> float:
         raise NotImplementedError
@@ -37,8 +37,8 @@ class Regularizer:
 
 class L1L2(Regularizer):
     def __init__(self, l1: float = 0.0, l2: float = 0.0) -> None:
-        self.l1 = _rate(l1, "l1", type(self).__name__)
-        self.l2 = _rate(l2, "l2", type(self).__name__)
+        self.l1 = nonneg_real(l1, "l1", type(self).__name__, numpy=False)
+        self.l2 = nonneg_real(l2, "l2", type(self).__name__, numpy=False)
 
     def penalty(self, w: Any) -> float:
         xp = get_backend().xp
@@ -62,7 +62,7 @@ class L1L2(Regularizer):
 
 class L1(L1L2):
     def __init__(self, l: float = 0.01) -> None:  # noqa: E741 (Keras's name for the rate)
-        super().__init__(l1=_rate(l, "l", "L1"))
+        super().__init__(l1=nonneg_real(l, "l", "L1", numpy=False))
 
     def __repr__(self) -> str:
         return f"L1(l={self.l1})"
@@ -70,7 +70,7 @@ class L1(L1L2):
 
 class L2(L1L2):
     def __init__(self, l: float = 0.01) -> None:  # noqa: E741
-        super().__init__(l2=_rate(l, "l", "L2"))
+        super().__init__(l2=nonneg_real(l, "l", "L2", numpy=False))
 
     def __repr__(self) -> str:
         return f"L2(l={self.l2})"
@@ -97,12 +97,16 @@ def get_regularizer(spec: str | Regularizer | None) -> Regularizer | None:
 
 
 def regularization_loss(model: Any) -> float:
-    """The sum of every weight penalty in `model` and its sublayers (0.0 when there are none)."""
+    """The sum of every weight penalty in `model` and its sublayers (0.0 when there are none),
+    each computed with its layer's backend current."""
     total = 0.0
     reg = getattr(model, "kernel_regularizer", None)
     weight = getattr(model, "params", {}).get("weight")
     if reg is not None and weight is not None:
-        total += reg.penalty(weight.data)
+        owner = getattr(model, "backend", None)
+        placed = isinstance(owner, Backend) and owner is not get_backend()
+        with use_backend(owner) if placed else contextlib.nullcontext():
+            total += reg.penalty(weight.data)
     for child in getattr(model, "children", {}).values():
         total += regularization_loss(child)
     return total

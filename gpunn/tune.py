@@ -15,14 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import int_arg, positive_int, real_arg
 from gpunn.random import manual_seed
 
 
 def _finite(value: Any, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise ValueError(f"{where}: argument '{name}' must be a finite number, got {value!r}")
-    return float(value)
+    return real_arg(value, name, where, want="a finite number")
 
 
 class Distribution:
@@ -134,10 +132,8 @@ def random_search(build_fn: Callable[..., Any], space: dict[str, Any], trials: i
     if not isinstance(space, dict) or not space or not all(isinstance(k, str) for k in space):
         raise ValueError(f"{where}: argument 'space' must be a non-empty dict of name -> distribution, got {space!r}")
     for name, arg in (("trials", trials), ("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(arg, bool) or not isinstance(arg, int) or arg < 1:
-            raise ValueError(f"{where}: argument '{name}' must be a positive int, got {arg!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{where}: argument 'seed' must be a non-negative int, got {seed!r}")
+        positive_int(arg, name, where, numpy=False)
+    int_arg(seed, "seed", where, 0, want="a non-negative int")
     if x is None or y is None:
         raise ValueError(f"{where}: arguments 'x' and 'y' (training data) are required")
     if validation_data is None:

@@ -1,10 +1,12 @@
-"""SoftmaxCrossEntropy and MSE: values, gradients in float64, target forms, bad inputs."""
+"""SoftmaxCrossEntropy and MSE: values, gradients in float64, target forms, bad inputs; what every
+loss declares it takes (from_logits) and its argument checks."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gpunn.losses import MSE, SoftmaxCrossEntropy, get_loss
+import gpunn.losses as losses_module
+from gpunn.losses import MSE, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy, get_loss
 from gpunn.testing import gradcheck_loss
 
 
@@ -78,3 +80,59 @@ def test_get_loss_by_name():
     assert isinstance(get_loss("mse"), MSE)
     with pytest.raises(ValueError, match="argument 'loss' must be a Loss or one of"):
         get_loss("nope")
+
+
+# -- what each loss takes as pred: Loss.from_logits ------------------------------------------------
+FROM_LOGITS = {"SoftmaxCrossEntropy": True, "BinaryCrossEntropy": True, "MSE": False, "MAE": False,
+               "Huber": False, "SumSquaredError": False, "MulticlassHinge": False}
+
+
+def gpunn_losses() -> list[type]:
+    return [c for c in vars(losses_module).values()
+            if isinstance(c, type) and issubclass(c, Loss) and c is not Loss and c.__module__ == losses_module.__name__]
+
+
+def test_every_loss_declares_from_logits():
+    found = {c.__name__ for c in gpunn_losses()}
+    assert found == set(FROM_LOGITS), "a new loss: declare its from_logits and add it to FROM_LOGITS"
+    for cls in gpunn_losses():
+        assert "from_logits" in vars(cls), f"{cls.__name__} does not declare from_logits itself"
+        assert vars(cls)["from_logits"] is FROM_LOGITS[cls.__name__], cls.__name__
+        assert cls().from_logits is FROM_LOGITS[cls.__name__], cls.__name__
+
+
+def test_from_logits_default_and_the_binary_cross_entropy_argument():
+    assert Loss.from_logits is False  # what a user's subclass inherits: values, not logits
+
+    class Custom(Loss):
+        pass
+
+    assert Custom().from_logits is False
+    assert BinaryCrossEntropy().from_logits is True
+    assert BinaryCrossEntropy(from_logits=False).from_logits is False
+    assert BinaryCrossEntropy.from_logits is True  # the instance's argument does not change the class
+
+
+def test_loss_argument_checks():
+    with pytest.raises(ValueError, match=r"^SoftmaxCrossEntropy: argument 'label_smoothing' must be in \[0, 1\]"):
+        SoftmaxCrossEntropy(label_smoothing=-0.1)
+    with pytest.raises(ValueError, match=r"argument 'label_smoothing' must be a float in \[0, 1\], got True"):
+        SoftmaxCrossEntropy(label_smoothing=True)
+    with pytest.raises(ValueError, match=r"^BinaryCrossEntropy: argument 'eps' must be in \(0, 0.5\), got 0.5"):
+        BinaryCrossEntropy(eps=0.5)
+    with pytest.raises(ValueError, match="argument 'eps' must be in"):
+        BinaryCrossEntropy(eps=0)
+    assert BinaryCrossEntropy(eps=np.float64(1e-6)).eps == 1e-6
+    with pytest.raises(ValueError, match="argument 'eps'"):
+        BinaryCrossEntropy(eps=np.float32(1e-6))  # Python numbers only, as ever
+
+
+OUTPUT_KINDS = {"SoftmaxCrossEntropy": "logits", "BinaryCrossEntropy": "binary_logits"}
+
+
+def test_every_loss_says_how_its_pred_becomes_what_it_compares():
+    """output_kind, what gpunn.Ensemble reads instead of guessing from the class name."""
+    for cls in gpunn_losses():
+        assert cls().output_kind == OUTPUT_KINDS.get(cls.__name__, "values"), cls.__name__
+    assert BinaryCrossEntropy(from_logits=False).output_kind == "probabilities"
+    assert Loss.output_kind == "values"

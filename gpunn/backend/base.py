@@ -30,6 +30,20 @@ def native_byte_order(a: Any) -> Any:
     return a
 
 
+def to_host(a: Any) -> np.ndarray:
+    """`a` as a host NumPy array, whichever backend's array it is: the one way gpunn reads an array
+    back to the host (metrics, callbacks, state_dict, moving between backends).
+
+    A NumPy array comes back as it is (no copy: call .copy() to own it); a device array (CuPy, or
+    anything with `__cuda_array_interface__` and a `.get()`) is copied to the host; anything else
+    (a list, a scalar, an array-like) goes through np.asarray."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "__cuda_array_interface__") and callable(getattr(a, "get", None)):
+        return a.get()  # CuPy's device-to-host copy; np.asarray refuses a CuPy array
+    return np.asarray(a)
+
+
 class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
     name: str = "generic"
     device: str = "cpu"
@@ -46,7 +60,8 @@ class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
         return self.xp.asarray(native_byte_order(a), dtype=dtype)
 
     def to_numpy(self, a: Any) -> np.ndarray:
-        return np.asarray(a)
+        """`a` (this or any backend's array) on the host: see `to_host`."""
+        return to_host(a)
 
     def is_native(self, a: Any) -> bool:
         return isinstance(a, self.xp.ndarray)

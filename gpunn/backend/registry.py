@@ -121,9 +121,14 @@ def set_backend(name: str) -> Backend:
 
 
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[Backend]:
-    """Make `name` current in this thread for the duration of the block."""
-    backend, _ = _resolve(name)
+def use_backend(name: str | Backend) -> Iterator[Backend]:
+    """Make `name` current in this thread for the duration of the block.
+
+    Objects built in the block (layers, models, optimizers) keep that backend afterwards; an
+    object's own methods run on the backend it holds, wherever they are called. `name` may also
+    be a Backend instance, e.g. `use_backend(model.backend)` around code that should run where
+    the model lives."""
+    backend = name if isinstance(name, Backend) else _resolve(name)[0]
     stack = getattr(_local, "stack", None)
     if stack is None:
         stack = _local.stack = []

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import int_arg, real_arg
 from gpunn.callbacks.base import Callback
 from gpunn.optim.schedules import ReduceLROnPlateau as Plateau
 
@@ -31,18 +32,6 @@ def _check_monitor(monitor: Any, where: str) -> str:
     return monitor
 
 
-def _nonneg_int(value: Any, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{where}: argument '{name}' must be an int >= 0, got {value!r}")
-    return int(value)
-
-
-def _nonneg_float(value: Any, name: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{where}: argument '{name}' must be a finite float >= 0, got {value!r}")
-    return float(value)
-
-
 class _Monitoring(Callback):
     """Shared by callbacks that track the best value of one logged quantity."""
 
@@ -50,7 +39,7 @@ class _Monitoring(Callback):
         super().__init__()
         self.monitor = _check_monitor(monitor, where)
         self.mode = _resolve_mode(mode, self.monitor, where)
-        self.min_delta = _nonneg_float(min_delta, "min_delta", where)
+        self.min_delta = real_arg(min_delta, "min_delta", where, 0, want="a finite float >= 0", numpy=False)
         self.best = math.inf if self.mode == "min" else -math.inf
         self._where = where
         self._warned = False
@@ -82,7 +71,7 @@ class EarlyStopping(_Monitoring):
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, mode: str = "auto",
                  restore_best_weights: bool = False, baseline: float | None = None, verbose: int = 0) -> None:
         super().__init__(monitor, mode, min_delta, "EarlyStopping")
-        self.patience = _nonneg_int(patience, "patience", "EarlyStopping")
+        self.patience = int_arg(patience, "patience", "EarlyStopping", 0)
         self.restore_best_weights = bool(restore_best_weights)
         self.baseline = baseline
         self.verbose = verbose
@@ -225,12 +214,12 @@ class ReduceLROnPlateau(_Monitoring):
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
                  min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, verbose: int = 0) -> None:
         super().__init__(monitor, mode, min_delta, "ReduceLROnPlateau")
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau: argument 'factor' must be a float in (0, 1), got {factor!r}")
-        self.factor = float(factor)
-        self.patience = _nonneg_int(patience, "patience", "ReduceLROnPlateau")
-        self.cooldown = _nonneg_int(cooldown, "cooldown", "ReduceLROnPlateau")
-        self.min_lr = _nonneg_float(min_lr, "min_lr", "ReduceLROnPlateau")
+        where = "ReduceLROnPlateau"
+        self.factor = real_arg(factor, "factor", where, 0, 1, lo_open=True, hi_open=True, want="a float in (0, 1)",
+                               numpy=False)
+        self.patience = int_arg(patience, "patience", where, 0)
+        self.cooldown = int_arg(cooldown, "cooldown", where, 0)
+        self.min_lr = real_arg(min_lr, "min_lr", where, 0, want="a finite float >= 0", numpy=False)
         self.verbose = verbose
         self._impl: Any = None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from gpunn.callbacks.builtin import Callback
+from gpunn.callbacks.base import Callback
 
 
 class History(Callback):

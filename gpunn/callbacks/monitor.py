@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.callbacks.builtin import Callback
-from gpunn.layers.activations import ReLU, ReLU6
+from gpunn._checks import int_arg, real_arg
+from gpunn.backend import to_host
+from gpunn.callbacks.base import Callback
 from gpunn.callbacks.history import _pyplot, _save
+from gpunn.layers.activations import ReLU, ReLU6
 
 
-def _host(a: Any) -> np.ndarray:
-    if isinstance(a, np.ndarray):
-        return a
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+_host = to_host  # any backend's array on the host
 
 
 def _is_relu_output(layer: Any) -> bool:
@@ -41,16 +40,13 @@ class TrainingMonitor(Callback):
                  percentiles: tuple[float, ...] = (15.0, 50.0, 85.0), warn_ratio: float = 1e-3) -> None:
         super().__init__()
         where = "TrainingMonitor"
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"{where}: argument 'every' must be a positive int (epochs), got {every!r}")
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"{where}: argument 'every_n_steps' must be None or a positive int, got {every_n_steps!r}")
+        int_arg(every, "every", where, 1, want="a positive int (epochs)", numpy=False)
+        if every_n_steps is not None:
+            int_arg(every_n_steps, "every_n_steps", where, 1, want="None or a positive int", numpy=False)
         pct = tuple(float(p) for p in percentiles)
         if not pct or any(not 0.0 <= p <= 100.0 for p in pct):
             raise ValueError(f"{where}: argument 'percentiles' must be values in [0, 100], got {percentiles!r}")
-        if isinstance(warn_ratio, bool) or not isinstance(warn_ratio, (int, float)) or not 0 <= warn_ratio < 1:
-            raise ValueError(f"{where}: argument 'warn_ratio' must be a float in [0, 1), got {warn_ratio!r}")
+        real_arg(warn_ratio, "warn_ratio", where, 0, 1, hi_open=True, want="a float in [0, 1)", numpy=False)
         if probe is not None:
             probe = _host(probe)
             if probe.ndim == 0 or probe.shape[0] == 0 or probe.dtype.kind != "f":

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import int_arg, positive_int
 from gpunn.backend import Backend, get_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.random import host_rng
@@ -67,14 +68,12 @@ class DataLoader:
             if not hasattr(y, "shape") or len(y.shape) == 0 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"{where}: argument 'y' must have {x.shape[0]} samples on axis 0 to match x, "
                                  f"got shape {getattr(y, 'shape', None)}")
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"{where}: argument 'batch_size' must be a positive int, got {batch_size!r}")
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
-            raise ValueError(f"{where}: argument 'seed' must be a non-negative int or None, got {seed!r}")
+        positive_int(batch_size, "batch_size", where)
+        if seed is not None:
+            int_arg(seed, "seed", where, 0, want="a non-negative int or None")
         if transform is not None and not callable(transform):
             raise TypeError(f"{where}: argument 'transform' must be callable or None, got {type(transform).__name__}")
-        if not isinstance(prefetch, (int, np.integer)) or isinstance(prefetch, bool) or prefetch < 0:
-            raise ValueError(f"{where}: argument 'prefetch' must be an int >= 0, got {prefetch!r}")
+        int_arg(prefetch, "prefetch", where, 0)
         self.x, self.y = x, y
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)

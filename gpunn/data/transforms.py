@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from gpunn._checks import is_real, pair, real_arg, real_pair
+
 
 def _images(x: Any, where: str, need_float: bool = False) -> np.ndarray:
     """Validate a host NCHW batch."""
@@ -36,39 +38,16 @@ def _images(x: Any, where: str, need_float: bool = False) -> np.ndarray:
     return x
 
 
-def _pair(value: Any, name: str, where: str, minimum: float = 0, integer: bool = True) -> tuple:
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, kinds) and not isinstance(value, bool):
-        out = (value, value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, kinds) and not isinstance(v, bool) for v in value):
-        out = tuple(value)
-    else:
-        kind = "an int" if integer else "a number"
-        raise TypeError(f"{where}: argument '{name}' must be {kind} or a pair of them, got {value!r}")
-    if min(out) < minimum or not all(math.isfinite(v) for v in out):
-        raise ValueError(f"{where}: argument '{name}' must be finite and >= {minimum}, got {value!r}")
-    return tuple(int(v) if integer else float(v) for v in out)
-
-
 def _symmetric_range(value: Any, name: str, where: str) -> tuple[float, float]:
     """d -> (-d, d); (lo, hi) as given (lo <= hi)."""
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        if value < 0 or not math.isfinite(value):
-            raise ValueError(f"{where}: argument '{name}' must be finite and >= 0, got {value!r}")
-        return -float(value), float(value)
-    if (isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in value)
+    if is_real(value):
+        d = real_arg(value, name, where, 0, want="finite and >= 0")
+        return -d, d
+    if (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_real(v) for v in value)
             and value[0] <= value[1] and all(math.isfinite(v) for v in value)):
         return float(value[0]), float(value[1])
     raise ValueError(f"{where}: argument '{name}' must be a number >= 0 or a pair (lo, hi) with lo <= hi, "
                      f"got {value!r}")
-
-
-def _probability(p: Any, where: str) -> float:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
-        raise ValueError(f"{where}: argument 'p' must be a probability in [0, 1], got {p!r}")
-    return float(p)
 
 
 class Transform:
@@ -116,7 +95,7 @@ class RandomHorizontalFlip(Transform):
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__(seed)
-        self.p = _probability(p, type(self).__name__)
+        self.p = real_arg(p, "p", type(self).__name__, 0, 1, want="a probability in [0, 1]", numpy=False)
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         flip = rng.random(x.shape[0]) < self.p
@@ -155,8 +134,8 @@ class RandomCrop(Transform):
                  pad_mode: str = "constant", seed: int | None = None) -> None:
         super().__init__(seed)
         where = type(self).__name__
-        self.size = _pair(size, "size", where, minimum=1)
-        self.padding = _pair(padding, "padding", where, minimum=0)
+        self.size = pair(size, "size", where, minimum=1)
+        self.padding = pair(padding, "padding", where, minimum=0)
         if pad_mode not in _PAD_MODES:
             raise ValueError(f"{where}: argument 'pad_mode' must be one of {_PAD_MODES}, got {pad_mode!r}")
         self.fill, self.pad_mode = float(fill), pad_mode
@@ -196,7 +175,7 @@ class CenterCrop(Transform):
 
     def __init__(self, size: int | tuple[int, int]) -> None:
         super().__init__()
-        self.size = _pair(size, "size", type(self).__name__, minimum=1)
+        self.size = pair(size, "size", type(self).__name__, minimum=1)
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         h, w = self.size
@@ -271,25 +250,22 @@ class RandomAffine(Transform):
         super().__init__(seed)
         where = type(self).__name__
         self.degrees = _symmetric_range(degrees, "degrees", where)
-        self.translate = _pair(translate or 0.0, "translate", where, minimum=0.0, integer=False)
+        self.translate = real_pair(translate or 0.0, "translate", where, minimum=0.0)
         if max(self.translate) > 1.0:
             raise ValueError(f"{where}: argument 'translate' is a fraction of the size and must be <= 1, "
                              f"got {translate!r}")
-        self.scale = _pair(scale if scale is not None else 1.0, "scale", where, minimum=0.0, integer=False)
+        self.scale = real_pair(scale if scale is not None else 1.0, "scale", where, minimum=0.0)
         if self.scale[0] <= 0 or self.scale[0] > self.scale[1]:
             raise ValueError(f"{where}: argument 'scale' must be (lo, hi) with 0 < lo <= hi, got {scale!r}")
-        if not isinstance(stretch, (int, float)) or isinstance(stretch, bool) or not 0.0 <= stretch < 1.0:
-            raise ValueError(f"{where}: argument 'stretch' must be in [0, 1), got {stretch!r}")
-        self.stretch = float(stretch)
+        self.stretch = real_arg(stretch, "stretch", where, 0, 1, hi_open=True, numpy=False)
         self.shear = _symmetric_range(shear, "shear", where)
         if max(abs(s) for s in self.shear) >= 90:
             raise ValueError(f"{where}: argument 'shear' must be within (-90, 90) degrees, got {shear!r}")
         if interpolation not in _INTERPOLATIONS:
             raise ValueError(f"{where}: argument 'interpolation' must be one of {_INTERPOLATIONS}, "
                              f"got {interpolation!r}")
-        if not isinstance(fill, (int, float)) or isinstance(fill, bool) or not math.isfinite(fill):
-            raise ValueError(f"{where}: argument 'fill' must be a finite number, got {fill!r}")
-        self.interpolation, self.fill = interpolation, float(fill)
+        self.interpolation = interpolation
+        self.fill = real_arg(fill, "fill", where, want="a finite number", numpy=False)
 
     def sample_matrices(self, n: int, h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Per-sample forward matrices M (N, 2, 2) (rotate @ shear @ scale) and shifts t (N, 2)."""
@@ -340,8 +316,7 @@ class ColorJitter(Transform):
                  clip: tuple[float, float] | None = (0.0, 1.0), seed: int | None = None) -> None:
         super().__init__(seed)
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
-                raise ValueError(f"ColorJitter: argument '{name}' must be a finite number >= 0, got {value!r}")
+            real_arg(value, name, "ColorJitter", 0, want="a finite number >= 0", numpy=False)
         self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
         self.clip = clip
 
@@ -425,8 +400,8 @@ class TenCrop(TestTimeAugmentation):
 
     def __init__(self, size: int | tuple[int, int], padding: int | tuple[int, int] = 0, fill: float = 0.0,
                  flip: str | None = "horizontal") -> None:
-        self.size = _pair(size, "size", "TenCrop", minimum=1)
-        self.padding = _pair(padding, "padding", "TenCrop", minimum=0)
+        self.size = pair(size, "size", "TenCrop", minimum=1)
+        self.padding = pair(padding, "padding", "TenCrop", minimum=0)
         if flip not in ("horizontal", "vertical", None):
             raise ValueError(f"TenCrop: argument 'flip' must be 'horizontal', 'vertical' or None, got {flip!r}")
         self.fill, self.flip = float(fill), flip

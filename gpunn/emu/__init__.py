@@ -27,7 +27,7 @@ How it works
   hanging. Shared memory is filled with 0xFF (NaN) before each block, so reading shared memory no
   thread wrote shows up as NaN. `--emu-core=threads` swaps in a std::thread + std::barrier core and
   `--emu-sanitize=thread` builds it under ThreadSanitizer, which reports a missing __syncthreads as
-  a data race (the process must preload libtsan; see tests/emu/test_tsan.py).
+  a data race (the process must preload libtsan; see tests/emu/test_emu_tsan.py).
 
 Options: NVRTC options are accepted; `-D`/`-U`/`-I` are passed to g++, the rest are device-only and
 ignored. Emulator options: `--emu-core=fibers|threads`, `--emu-sanitize=thread|address|undefined`
@@ -38,6 +38,9 @@ Limits: one kernel per `extern "C" __global__` definition (no templates/name_exp
 variable per `__shared__` statement; spin-waits on other threads without a barrier never yield, so
 they hang the fiber core; `__activemask()` always answers the full warp; math comes from the host
 libm, so it matches NumPy more closely than the GPU's ulp bounds do.
+
+It sits at the bottom of gpunn's stack and imports nothing else of gpunn; its one user is the
+emulated backend (gpunn/backend/cuda/emulated.py), which imports it when that backend is chosen.
 """
 from gpunn.emu.build import EmuCacheError, EmuCompileError, build_library, cache_dir
 from gpunn.emu.rawkernel import EmuLaunchError, RawKernel, RawModule

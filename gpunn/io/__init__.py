@@ -5,7 +5,9 @@
   anything is constructed;
 - registry.py: the only classes a config or checkpoint may name;
 - meta.py: CheckpointError and the validation of a checkpoint's metadata;
-- safetensors.py: the tensor file, with gpunn's checksum and atomic write.
+- safetensors.py: the tensor file, written and read with the `safetensors` package, plus gpunn's
+  checksum and its validation (files of gpunn's earlier, hand-written codec still load);
+- atomic.py: the atomic write (a temporary file renamed over the target).
 
 It sits below gpunn.train: a model is saved through the methods it has, and gpunn.train
 registers Sequential here so that a checkpoint can name it.

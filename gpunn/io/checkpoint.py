@@ -10,7 +10,9 @@ One file holds everything, so one atomic rename publishes a checkpoint:
   state) and "gpunn.sha256" (a checksum of the whole header and the tensor bytes, so a flipped
   bit or digit anywhere is caught, not loaded).
 
-A checkpoint is hostile until validated. Nothing is unpickled and nothing a file names is imported:
+A checkpoint is hostile until validated. The `safetensors` package checks the file's structure
+before any tensor is decoded, and gpunn.io.safetensors checks the checksum (see there).
+Nothing is unpickled and nothing a file names is imported:
 arrays are raw bytes with a declared dtype and shape, configs are JSON, and only registered gpunn
 classes (or the caller's `custom_objects`) are constructed, through model_from_config. The model
 is rebuilt under an allocation budget set by the file's own tensors, so a small file declaring a
@@ -76,14 +78,22 @@ def optimizer_config(opt: Any) -> dict[str, Any]:
             "config": {k: v for k, v in settings.items() if k in accepted}}
 
 
-def _rng_state() -> dict[str, Any] | None:
-    bitgen = getattr(get_backend().rng, "bit_generator", None)
+def _model_backend(model: Any) -> Any:
+    """The backend `model` runs on (its own, see gpunn.layers.base), else the current one."""
+    backend = getattr(model, "backend", None)
+    return backend if backend is not None else get_backend()
+
+
+def _rng_state(model: Any) -> dict[str, Any] | None:
+    """The state of the random generator `model` draws from (its backend's: dropout masks)."""
+    bitgen = getattr(_model_backend(model).rng, "bit_generator", None)
     state = getattr(bitgen, "state", None)
     return state if isinstance(state, dict) else None
 
 
 def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, Any] | None:
-    """`state` if the current generator can take it (tried on a fresh generator of its type), else None."""
+    """`state` if the current backend's generator can take it (tried on a fresh generator of its
+    type), else None: load_model rebuilds the model on the current backend."""
     bitgen = getattr(get_backend().rng, "bit_generator", None)
     if not state or bitgen is None or not isinstance(getattr(bitgen, "state", None), dict) \
             or bitgen.state.get("bit_generator") != state.get("bit_generator"):
@@ -95,9 +105,9 @@ def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, An
     return state
 
 
-def _restore_rng(state: dict[str, Any] | None) -> None:
+def _restore_rng(state: dict[str, Any] | None, model: Any) -> None:
     if state:
-        get_backend().rng.bit_generator.state = state
+        _model_backend(model).rng.bit_generator.state = state
 
 
 # -- saving -----------------------------------------------------------------------------------
@@ -132,7 +142,7 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
             tensors.update(opt_tensors)
     meta["gpunn.training"] = json.dumps({"epoch": int(getattr(model, "epoch", 0)),
                                          "shuffle_seed": getattr(model, "shuffle_seed", None),
-                                         "rng": _rng_state()})
+                                         "rng": _rng_state(model)})
     write_safetensors(path, tensors, meta, _CHECKSUM)
 
 
@@ -340,5 +350,5 @@ def load_model(path: str | os.PathLike, custom_objects: dict[str, Any] | None = 
     model.epoch = training["epoch"]
     if training["shuffle_seed"] is not None:
         model.shuffle_seed = training["shuffle_seed"]
-    _restore_rng(rng_state)  # last: the only effect outside the new model, after every check passed
+    _restore_rng(rng_state, model)  # last: the only effect outside the new model, after every check passed
     return model

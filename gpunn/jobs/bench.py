@@ -15,6 +15,18 @@ Written into --out (bench/results by default), named <date>_<device>_<commit>:
   lowest and highest round medians) and the ratios GPU/CPU and gpunn/peer, as throughput
   ratios (> 1 means the first is faster); plus the BLAS kernel threadpoolctl reported;
 - .png: a bar chart of those ratios (matplotlib, imported only here).
+
+The peers' interpreter needs torch, pytest and pytest-benchmark, and gpunn's own dependencies
+(bench_adam.py imports gpunn from this checkout). It comes from the first of these that is given:
+1. `--python PATH` (a path, or a command on PATH). If it does not exist, is not executable, or cannot
+   import what the peers need, the job stops before any suite runs (exit status 2): you asked for it.
+2. the environment variable GPUNN_PEER_PYTHON (empty counts as unset). If it is bad, the job says
+   so (the variable, its value, what is wrong, how to fix it) and runs the gpunn suites without the
+   peer columns; it does not fall back to another interpreter.
+3. this interpreter, if it can import torch (and the rest). Else none: the job says which sources
+   it tried and how to name one, and runs the gpunn suites without the peer columns.
+`--no-peers` skips the look-up altogether. The report's peer_python line names the interpreter and
+where it came from, or why there was none.
 """
 from __future__ import annotations
 
@@ -28,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +48,10 @@ REPO = Path(__file__).resolve().parents[2]
 GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py")
 PEER_SUITES = ("bench_peers.py", "bench_adam.py")
 UNSET_FOR_BENCH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-DEFAULT_PEER_PYTHON = "/tmp/torchvenv/bin/python"
+PEER_PYTHON_ENV = "GPUNN_PEER_PYTHON"
+# what the peer suites import in the peer interpreter (bench_adam.py imports gpunn from this checkout)
+PEER_MODULES = ("torch", "pytest", "pytest_benchmark", "gpunn")
+PEER_PROBE_TIMEOUT = 120.0
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -56,21 +72,120 @@ def bench_env(threads: int, quick: bool, emulated: bool, base: dict[str, str] | 
     return env
 
 
-def _python_has_torch(python: str) -> bool:
+# -- the peers' interpreter --------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerPython:
+    """The interpreter the PyTorch peers run under and where it came from, or why there is none."""
+    python: str | None  # an absolute path; None: no peers run
+    source: str  # "--python", "GPUNN_PEER_PYTHON", "this interpreter" or "--no-peers"
+    value: str = ""  # what that source named
+    reason: str = ""  # when python is None: what is wrong with `value` ("does not exist", ...)
+    message: str = ""  # when python is None (not for --no-peers): the whole message, the fix included
+
+    def summary(self) -> str:
+        """The report's peer_python line."""
+        if self.python:
+            return f"{self.python} (from {self.source})"
+        if self.source == "--no-peers":
+            return "none (--no-peers)"
+        return f"none: {self.source} {self.value!r} {self.reason}"
+
+
+# Run in the candidate: one marker line with the modules it could not import (JSON), so noise a
+# sitecustomize prints does not confuse it.
+_PROBE = r"""
+import importlib, json
+missing = []
+for name in %r:
     try:
-        return subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=120).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+        importlib.import_module(name)
+    except BaseException as exc:
+        missing.append([name, type(exc).__name__ + ": " + str(exc), getattr(exc, "name", None) or name])
+print("gpunn-peer-probe:" + json.dumps(missing))
+"""
+
+_PIP_NAMES = {"pytest_benchmark": "pytest-benchmark"}
 
 
-def pick_peer_python(requested: str | None) -> str | None:
-    """The interpreter for the torch peers: --python, else this one if it has torch, else the
-    conventional /tmp/torchvenv; None when none imports torch."""
-    candidates = [requested] if requested else [sys.executable, DEFAULT_PEER_PYTHON]
-    for python in candidates:
-        if python and Path(python).exists() and _python_has_torch(python):
-            return python
-    return None
+def locate_interpreter(value: str) -> tuple[str | None, str]:
+    """(absolute path, "") for an interpreter named by a path or a command on PATH, else (None, why).
+    The path is made absolute, never resolved: a virtualenv's python is a symlink to the base one."""
+    if not value.strip():
+        return None, "is empty"
+    path = Path(value).expanduser()
+    if os.sep not in value and (os.altsep is None or os.altsep not in value) and not path.exists():
+        found = shutil.which(value)
+        if found is None:
+            return None, "does not exist (no such file, and no such command on PATH)"
+        path = Path(found)
+    if not path.exists():
+        return None, "does not exist"
+    if path.is_dir():
+        return None, "is a folder, not an interpreter (name its bin/python)"
+    if not os.access(path, os.X_OK):
+        return None, "is not executable (chmod +x it, or name the Python interpreter itself)"
+    return os.path.abspath(path), ""
+
+
+def peer_python_problem(python: str, timeout: float = PEER_PROBE_TIMEOUT) -> str:
+    """"" when `python` runs and imports everything the peer suites need; else what is wrong and
+    how to fix it. Runs the interpreter, as the suites will: with this checkout on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    try:
+        out = subprocess.run([python, "-c", _PROBE % (PEER_MODULES,)], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"did not finish importing {', '.join(PEER_MODULES)} within {timeout:.0f} s"
+    except OSError as exc:
+        return f"could not be started ({type(exc).__name__}: {exc.strerror or exc})"
+    marker = [line for line in out.stdout.splitlines() if line.startswith("gpunn-peer-probe:")]
+    if not marker:
+        last = (out.stderr.strip().splitlines() or [""])[-1]
+        return (f"is not a Python interpreter that could run the peers (it exited with status {out.returncode}"
+                + (f": {last}" if last else "") + ")")
+    missing = json.loads(marker[-1].split(":", 1)[1])
+    if not missing:
+        return ""
+    names = ", ".join(name for name, _, _ in missing)
+    details = "; ".join(error for _, error, _ in missing)
+    pip = sorted({_PIP_NAMES.get(dist, dist) for _, _, dist in missing if dist != "gpunn"})
+    fix = f" (install with: {python} -m pip install {' '.join(pip)})" if pip else ""
+    return f"cannot import {names}: {details}{fix}"
+
+
+def find_peer_python(requested: str | None, environ: dict[str, str] | None = None,
+                     current: str | None = None, timeout: float = PEER_PROBE_TIMEOUT) -> PeerPython:
+    """The peers' interpreter: `requested` (--python), else $GPUNN_PEER_PYTHON, else `current` (this
+    interpreter) if it can import torch and the rest; the first source present decides, a bad one is
+    not passed over for the next. See the module docstring for what main does with a bad one."""
+    environ = os.environ if environ is None else environ
+    current = sys.executable if current is None else current
+    if requested is not None:
+        source, value = "--python", requested
+    elif environ.get(PEER_PYTHON_ENV, "").strip():
+        source, value = PEER_PYTHON_ENV, environ[PEER_PYTHON_ENV]
+    else:
+        source, value = "this interpreter", current
+    python, problem = locate_interpreter(value)
+    if python is not None:
+        problem = peer_python_problem(python, timeout)
+    if not problem:
+        return PeerPython(python, source, value)
+    needs = "an interpreter that has torch, pytest and pytest-benchmark (and gpunn's dependencies)"
+    if source == "--python":
+        message = (f"bench: argument --python: {value!r} {problem}; nothing was run. Name {needs}, "
+                   "or pass --no-peers to run without the PyTorch peers.")
+    elif source == PEER_PYTHON_ENV:
+        message = (f"bench: {PEER_PYTHON_ENV}={value!r} (from the environment) {problem}; the PyTorch peers are "
+                   f"skipped and only the gpunn suites run. To fix, point {PEER_PYTHON_ENV} at {needs}, or pass "
+                   f"--python PATH; to run without peers and without this message, unset it or pass --no-peers.")
+    else:
+        message = (f"bench: no interpreter for the PyTorch peers: --python was not given, {PEER_PYTHON_ENV} is not "
+                   f"set, and this interpreter ({value}) {problem}. The peers are skipped and only the gpunn suites "
+                   f"run. To compare with PyTorch, pass --python PATH or set {PEER_PYTHON_ENV}=PATH, naming {needs}; "
+                   "--no-peers skips them without this message.")
+    return PeerPython(None, source, value, problem, message)
 
 
 def _k_expr(base: str | None, only: str | None) -> list[str]:
@@ -314,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small batches, few rounds: a smoke run")
     parser.add_argument("--only", default=None, help="a pytest -k expression selecting benchmarks")
-    parser.add_argument("--python", default=None, help="interpreter with torch for the peers "
-                        f"(default: this one if it has torch, else {DEFAULT_PEER_PYTHON})")
-    parser.add_argument("--no-peers", action="store_true", help="skip the PyTorch peers")
+    parser.add_argument("--python", default=None, metavar="PATH",
+                        help=f"the interpreter, with torch, for the PyTorch peers (default: ${PEER_PYTHON_ENV}, else "
+                             "this interpreter if it has torch, else none); a bad one stops the job")
+    parser.add_argument("--no-peers", action="store_true", help="skip the PyTorch peers (and the look-up)")
     parser.add_argument("--rounds", type=int, default=None, help="A/B alternations (default 3, quick 1)")
     parser.add_argument("--threads", type=int, default=None, help="threads for NumPy and torch alike "
                         "(default: the CPU count)")
@@ -343,9 +459,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: argument --out: {args.out} is an existing file, not a folder", file=sys.stderr)
         return 2
     env = bench_env(threads, args.quick, args.emulated)
-    peer_python = None if args.no_peers else pick_peer_python(args.python)
-    if not args.no_peers and peer_python is None:
-        print("bench: no interpreter with torch found (--python); peers are skipped", file=sys.stderr)
+    peer = PeerPython(None, "--no-peers") if args.no_peers else find_peer_python(args.python)
+    if peer.message:
+        print(peer.message, file=sys.stderr)
+        if peer.source == "--python":  # asked for by name: stop now, not after the gpunn suites ran
+            return 2
+    peer_python = peer.python
     gpunn_files = [bench_dir / f for f in GPUNN_SUITES if (bench_dir / f).exists()]
     peer_files = [bench_dir / f for f in PEER_SUITES if (bench_dir / f).exists()]
     runs: list[tuple[int, dict[str, Any]]] = []
@@ -366,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "commit": commit_slug(),
                 "device": device_slug(), "machine": cpu_model(), "blas": _blas_line(machine), "threads": threads,
                 "rounds": rounds, "env": f"unset {', '.join(UNSET_FOR_BENCH)} for the benchmark processes",
-                "peer_python": peer_python}
+                "peer_python": peer.summary()}
         result = write_report(runs, args.out, stem, meta)
     for kind, path in result["paths"].items():
         print(f"bench: wrote {kind}: {path}")

@@ -1,4 +1,16 @@
-"""Layers: the Layer base plus one module per family."""
+"""Layers: the Layer base plus one module per family.
+
+- base.py: Layer (build, forward, backward, parameters and buffers, state_dict, placement);
+- container.py: Chain, the plain container (Residual branches and blocks are Chains);
+- activations.py, conv.py, dense.py, dropout.py, maxout.py, normalization.py, pooling.py,
+  reshape.py, residual.py, weight_norm.py: one family each; kernel_options.py: what the
+  weight-bearing layers share (the fused activation, the kernel regularizer and constraint).
+
+The model, Sequential (Chain + compile / fit / save), lives above in gpunn.train; the name
+`gpunn.layers.Sequential` still resolves to it, with a DeprecationWarning. Layers compute through
+the backend and import only what sits below them: gpunn.backend, gpunn.init, gpunn.regularizers,
+gpunn.constraints, gpunn.parameter, gpunn.random, gpunn._checks.
+"""
 from gpunn.layers.activations import (ELU, GELU, SELU, Activation, CReLU, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                                       ReLU6, Sigmoid, SiLU, Softmax, Softplus, Softsign, Swish, Tanh, get_activation,
                                       register_activation)

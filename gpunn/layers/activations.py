@@ -9,15 +9,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from gpunn._checks import axis_arg, check_axis
+from gpunn._checks import axis_arg, check_axis, nonneg_real
 from gpunn.init import constant as init_constant
 from gpunn.layers.base import Layer
-
-
-def _check_alpha(alpha: Any, where: str) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"{where}: argument 'alpha' must be a non-negative float, got {alpha!r}")
-    return float(alpha)
 
 
 def _sigmoid(x: Any, xp: Any) -> Any:
@@ -150,7 +144,7 @@ class LeakyReLU(Activation):
 
     def __init__(self, alpha: float = 0.01, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.alpha = _check_alpha(alpha, "LeakyReLU")
+        self.alpha = nonneg_real(alpha, "alpha", "LeakyReLU", numpy=False)
 
     def _forward(self, x):
         slope = self.backend.xp.where(x > 0, 1.0, self.alpha).astype(x.dtype, copy=False)
@@ -165,7 +159,7 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.alpha = _check_alpha(alpha, type(self).__name__)
+        self.alpha = nonneg_real(alpha, "alpha", type(self).__name__, numpy=False)
         self.scale = 1.0
 
     def _forward(self, x):

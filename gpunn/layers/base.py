@@ -9,6 +9,14 @@ Shared checks, so no layer repeats them: `_prepare` casts the input to the layer
 unless `dtype=`/`to_dtype` says float64; never the data's) in native byte order and holds it to a
 declared `input_shape`; every subclass's backward checks dy against its forward's output shape
 (see `Layer.__init_subclass__`).
+
+Placement: a layer holds the backend it was built on (`layer.backend`: the current one -
+`gpunn.use_backend(...)` / `set_backend` - at construction, as a PyTorch module keeps the device of
+its parameters). `to(name)` moves its parameters and buffers, and its sublayers', and changes that
+owner. Its forward, forward_fused, backward and build run with the owner current (whoever calls
+them, from wherever), so what they call - backend ops, a kernel_regularizer, a sublayer built
+lazily at build time - runs on, or is built on, the owner. A container's sublayers run on the
+container's backend: one added (or wrapped) from another backend is moved onto it (`_adopt`).
 """
 from __future__ import annotations
 
@@ -22,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_float_array, check_grad_shape, model_dtype
-from gpunn.backend import Backend, get_backend
-from gpunn.backend.base import native_byte_order
+from gpunn.backend import Backend, BackendUnavailableError, available_names, get_backend, to_host, use_backend
 from gpunn.init import get_initializer
 from gpunn.parameter import Parameter
 from gpunn.random import host_rng
@@ -60,6 +67,50 @@ def _charge(shape: tuple[int, ...], what: str) -> None:
     state[0] -= need
 
 
+def on_backend(backend: Backend, a: Any, dtype: Any = None) -> Any:
+    """`a` (any backend's array, or a host one) as an array of `backend`, in native byte order and
+    `dtype` when given; no copy when it already is one."""
+    return backend.asarray(a if backend.is_native(a) else to_host(a), dtype=dtype)
+
+
+def backend_named(backend_name: Any, where: str) -> Backend:
+    """The backend `backend_name` names ("numpy", "emulated", "cupy", "auto"), for a `to()` call;
+    an error naming the argument when it is not a name, an unknown one, or one that cannot run
+    here. Changes nothing."""
+    if not isinstance(backend_name, str):
+        raise TypeError(f"{where}: argument 'backend_name' must be a backend name (a str, one of {available_names()}), "
+                        f"got {type(backend_name).__name__}")
+    try:
+        with use_backend(backend_name) as backend:
+            return backend
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"{where}: argument 'backend_name'={backend_name!r} cannot run here: {exc}") \
+            from None
+    except ValueError:
+        raise ValueError(f"{where}: argument 'backend_name' must be one of {available_names()}, "
+                         f"got {backend_name!r}") from None
+
+
+def _on_owner(fn: Callable) -> Callable:
+    """Wrap a forward, forward_fused, backward or build to run with the layer's own backend current,
+    so everything it calls or builds (a regularizer, a sublayer made at build time) uses it too."""
+    @functools.wraps(fn)
+    def placed(self: Layer, *args: Any, **kwargs: Any) -> Any:
+        backend = self.backend
+        if get_backend() is backend:
+            return fn(self, *args, **kwargs)
+        with use_backend(backend):
+            return fn(self, *args, **kwargs)
+    placed._gpunn_wrapped = True  # type: ignore[attr-defined]
+    return placed
+
+
+def _walk(layer: Layer) -> Iterator[Layer]:
+    yield layer
+    for child in layer.children.values():
+        yield from _walk(child)
+
+
 def _recording_forward(fn: Callable) -> Callable:
     """Wrap a forward (or forward_fused) to remember the shape and dtype of what it returned,
     which backward's dy must have. Nested calls (a subclass's super().forward) record once."""
@@ -93,7 +144,7 @@ def _checked_backward(fn: Callable) -> Callable:
             check_grad_shape(dy, shape, f"{self.name}.backward")
             be = self.backend
             if not be.is_native(dy) or dy.dtype != dtype:
-                dy = be.asarray(native_byte_order(dy), dtype=dtype)
+                dy = on_backend(be, dy, dtype)
         self._in_backward = True
         try:
             return fn(self, dy, *args, **kwargs)
@@ -113,16 +164,18 @@ class Layer:
     _in_forward = False
     _in_backward = False
     _declared_shape: tuple[int, ...] | None = None
+    _backend: Backend | None = None  # set by __init__; pinned on first use by a subclass that skips it
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every layer's backward checks dy against its forward's output shape, in this one place:
-        forward, forward_fused and backward defined by a subclass are wrapped here."""
+        """Every layer's backward checks dy against its forward's output shape, and every layer
+        computes and builds on its own backend, in this one place: forward, forward_fused, backward
+        and build defined by a subclass are wrapped here."""
         super().__init_subclass__(**kwargs)
         for name, wrap in (("forward", _recording_forward), ("forward_fused", _recording_forward),
-                           ("backward", _checked_backward)):
+                           ("backward", _checked_backward), ("build", None)):
             fn = cls.__dict__.get(name)
             if callable(fn) and not getattr(fn, "_gpunn_wrapped", False):
-                setattr(cls, name, wrap(fn))
+                setattr(cls, name, _on_owner(wrap(fn) if wrap is not None else fn))
 
     def __init__(self, input_shape: tuple[int, ...] | None = None, name: str | None = None, *,
                  dtype: Any = None) -> None:
@@ -136,13 +189,46 @@ class Layer:
         self.output_shape: tuple[int, ...] | None = None
         self.built = False
         self._trainable = True
+        self._backend = get_backend()  # the owner: where this layer's arrays live and its ops run
         # None: the backend's default (float32). Never taken from the data (see _as_input).
         self._dtype: np.dtype | None = None if dtype is None else model_dtype(dtype, "dtype", type(self).__name__)
 
     # -- building -----------------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
-        return get_backend()
+        """The backend this layer was built on (current at construction), or last moved to by to()."""
+        backend = self._backend
+        if backend is None:
+            backend = self._backend = get_backend()
+        return backend
+
+    def to(self, backend_name: str) -> Layer:
+        """Move parameters, gradients and buffers, this layer's and every sublayer's, to
+        `backend_name` ("numpy", "emulated", "cupy") and make it their owner: every later call
+        (forward, backward, build) runs there. A bad name raises and changes nothing. Run a
+        forward after moving before the next backward (what forward kept is not moved).
+
+        A model's to() (gpunn.Sequential) moves its optimizer's state too."""
+        self._place(backend_named(backend_name, f"{self.name}.to"))
+        return self
+
+    def _place(self, backend: Backend) -> None:
+        """Make `backend` the owner of this layer and its sublayers, moving their arrays to it
+        (arrays it already holds natively, such as an optimizer's views moved before, stay)."""
+        for layer in _walk(self):
+            for p in layer.params.values():
+                p.data = on_backend(backend, p.data)
+                p.grad = on_backend(backend, p.grad)
+            for k, v in list(layer.buffers.items()):
+                layer.buffers[k] = on_backend(backend, v)
+            layer._backend = backend
+
+    def _adopt(self, child: Layer) -> Layer:
+        """`child`, made to run on this layer's backend: a container's sublayers live where it does.
+        One built on another backend is moved here (see _place); returns it."""
+        if any(layer.backend is not self.backend for layer in _walk(child)):
+            child._place(self.backend)
+        return child
 
     def build(self, input_shape: tuple[int, ...]) -> None:
         """Create parameters for inputs of `input_shape` (no batch axis). Subclasses extend this."""
@@ -190,7 +276,8 @@ class Layer:
             child._inherit_dtype(child._dtype)
 
     def _as_input(self, x: Any, label: str) -> Any:
-        """`x` validated, on this backend, in native byte order and in this layer's dtype.
+        """`x` validated, on this layer's backend (moved there from any other), in native byte
+        order and in this layer's dtype.
 
         The dtype is the layer's, never the data's: float16 data would otherwise make a float16
         model, whose optimizer underflows (Adam's eps = 1e-8 is 0 in float16) and trains to NaN,
@@ -200,7 +287,7 @@ class Layer:
         check_float_array(x, "x", label, self.input_ndim, self.input_layout)
         dtype = self.dtype
         if not self.backend.is_native(x) or x.dtype != dtype:  # '>f4' != '<f4': swapped here too
-            x = self.backend.asarray(native_byte_order(x), dtype=dtype)
+            x = on_backend(self.backend, x, dtype)  # from any backend (or the host) onto this layer's
         return x
 
     def _check_declared_shape(self, x: Any, label: str) -> None:
@@ -300,10 +387,11 @@ class Layer:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Parameters and buffers (recursively) as host NumPy arrays, by dotted name."""
-        return {k: self.backend.to_numpy(v).copy() for k, v in self._named_state().items()}
+        return {k: np.array(to_host(v), copy=True) for k, v in self._named_state().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy values in place (optimizer views stay valid). Validates everything before writing."""
+        """Copy values in place (optimizer views stay valid), onto this layer's backend from host
+        arrays or any backend's. Validates everything before writing."""
         where = f"{self.name}.load_state_dict"
         if not self.built:
             raise RuntimeError(f"{where}: build the layer (or run one forward) before loading state")
@@ -318,7 +406,7 @@ class Layer:
                 raise ValueError(f"{where}: argument 'state[{key!r}]' must have shape {tuple(target.shape)}, "
                                  f"got {tuple(np.shape(value))}")
         for key, target in targets.items():
-            target[...] = self.backend.asarray(native_byte_order(state[key]), dtype=target.dtype)
+            target[...] = on_backend(self.backend, state[key], target.dtype)
 
     def to_dtype(self, dtype: Any) -> Layer:
         """Cast parameters and buffers, recursively (e.g. to float64 for gradient checks)."""

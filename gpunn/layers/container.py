@@ -1,7 +1,11 @@
 """Chain: a plain container of layers; forward in order, backward in reverse. No tape.
 
 Residual branches and blocks such as basic_block are Chains. gpunn.Sequential (gpunn/train/
-sequential.py) is a Chain that is also a Keras-style model, with compile / fit / save."""
+sequential.py) is a Chain that is also a Keras-style model, with compile / fit / save.
+
+Placement: a Chain runs on its own backend (the one current when it was built, or given to
+to()), and so do its layers: a layer built on another backend is moved onto the Chain's when it
+is added (Layer._adopt), so a model never holds layers of two backends."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -23,8 +27,10 @@ class Chain(Layer):
             self.add(layer)
 
     def add(self, layer: Layer) -> Chain:
+        """Append `layer`; one built on another backend is moved onto this Chain's (see the module docstring)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"{type(self).__name__}.add: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
+        self._adopt(layer)
         self.children[str(len(self.layers))] = layer
         self.layers.append(layer)
         if self.input_shape is None and len(self.layers) == 1 and layer.input_shape is not None:

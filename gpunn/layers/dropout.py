@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpunn._checks import real_arg
 from gpunn.layers.base import Layer
 
 
 class Dropout(Layer):
     def __init__(self, rate: float, input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout: argument 'rate' must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = real_arg(rate, "rate", "Dropout", 0, 1, hi_open=True, want="a float in [0, 1)", numpy=False)
         self._mask: Any = None
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:

@@ -6,18 +6,11 @@ one pass of sums of dy and dy * xhat, never chained from elementwise pieces.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from gpunn._checks import positive_int
+from gpunn._checks import positive_int, positive_real, real_arg
 from gpunn.backend.ops.norm import stat_dtype
 from gpunn.layers.base import Layer
-
-
-def _check_eps(eps: Any, where: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"{where}: argument 'eps' must be a positive float, got {eps!r}")
-    return float(eps)
 
 
 def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
@@ -43,10 +36,8 @@ class BatchNorm(Layer):
         super().__init__(input_shape=input_shape, name=name)
         where = "BatchNorm"
         self.num_features = None if num_features is None else positive_int(num_features, "num_features", where)
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{where}: argument 'momentum' must be a float in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self.eps = _check_eps(eps, where)
+        self.momentum = real_arg(momentum, "momentum", where, 0, 1, want="a float in [0, 1]", numpy=False)
+        self.eps = positive_real(eps, "eps", where, numpy=False)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         self._cache: Any = None
@@ -170,7 +161,7 @@ class LayerNorm(Layer):
                  input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         self.normalized_ndim = positive_int(normalized_ndim, "normalized_ndim", "LayerNorm")
-        self.eps = _check_eps(eps, "LayerNorm")
+        self.eps = positive_real(eps, "eps", "LayerNorm", numpy=False)
         self.affine = bool(affine)
         self._cache: Any = None
 
@@ -229,7 +220,7 @@ class GroupNorm(Layer):
                  input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         self.groups = positive_int(groups, "groups", type(self).__name__)
-        self.eps = _check_eps(eps, type(self).__name__)
+        self.eps = positive_real(eps, "eps", type(self).__name__, numpy=False)
         self.affine = bool(affine)
         self._cache: Any = None
 

@@ -13,7 +13,10 @@ from gpunn.layers.normalization import BatchNorm
 
 class Residual(Layer):
     """y = block(x) + shortcut(x). The shortcut defaults to the identity; pass a layer (for instance
-    a 1x1 Conv2D with strides, see `projection_shortcut`) when the block changes the shape."""
+    a 1x1 Conv2D with strides, see `projection_shortcut`) when the block changes the shape.
+
+    Block and shortcut run on the Residual's backend (current at its construction): one built on
+    another backend is moved onto it, as Chain.add does."""
 
     def __init__(self, block: Layer, shortcut: Layer | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -22,9 +25,9 @@ class Residual(Layer):
         if shortcut is not None and not isinstance(shortcut, Layer):
             raise TypeError(f"Residual: argument 'shortcut' must be None (identity) or a gpunn Layer, "
                             f"got {type(shortcut).__name__}")
-        self.children["block"] = block
+        self.children["block"] = self._adopt(block)
         if shortcut is not None:
-            self.children["shortcut"] = shortcut
+            self.children["shortcut"] = self._adopt(shortcut)
         self.input_shape = block.input_shape
         self._dtype = block._dtype  # the block's dtype, if it has one (None: the default)
 

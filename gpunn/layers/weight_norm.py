@@ -24,7 +24,7 @@ class WeightNorm(Layer):
         from gpunn.layers.dense import Dense
         if not isinstance(layer, (Dense, Conv2D)):
             raise TypeError(f"WeightNorm: argument 'layer' must be a Dense or Conv2D layer, got {type(layer).__name__}")
-        self.children["layer"] = layer
+        self.children["layer"] = self._adopt(layer)  # on the wrapper's backend, like any container's child
         self.input_shape = layer.input_shape
         self._dtype = layer._dtype  # a wrapper computes in its layer's dtype (None: the default)
         self._norm_axes: tuple[int, ...] = (0,) if isinstance(layer, Dense) else (1, 2, 3)

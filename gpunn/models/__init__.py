@@ -1,4 +1,9 @@
-"""The model zoo: reference networks as `gpunn.Sequential` models, built for their input shape."""
+"""The model zoo: reference networks as `gpunn.Sequential` models, built for their input shape.
+
+mlp.py (mlp), cnn.py (lenet5, vgg_small, alexnet_small), resnet.py (resnet_small), and
+_common.py (their argument checks and build step); `get_model(name)` and MODELS for the jobs.
+It sits above gpunn.train (the models are Sequentials) and imports gpunn.layers and gpunn.train.
+"""
 from gpunn.models.cnn import alexnet_small, lenet5, vgg_small
 from gpunn.models.mlp import mlp
 from gpunn.models.resnet import resnet_small

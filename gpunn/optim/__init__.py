@@ -1,4 +1,14 @@
-"""Optimizers over flat parameter buffers, gradient clipping, and learning-rate schedules."""
+"""Optimizers over flat parameter buffers, gradient clipping, and learning-rate schedules.
+
+- base.py: Optimizer, which packs the trainable parameters into one flat data buffer and one flat
+  grad buffer, so a fused backend op (`adam_step`) updates the whole model in one launch;
+- sgd.py, adagrad.py, rmsprop.py, adadelta.py, adam.py (Adam, AdamW), nadam.py: one each, in
+  PyTorch's form; registry.py: optimizers by name for `compile(optimizer="adam")`;
+- clip.py: gradient clipping; schedules.py: learning-rate schedules.
+
+It imports only the backend (whose ops/optim.py holds the update arithmetic) and the bottom of
+the stack (gpunn.parameter, gpunn._checks); layers, models and training are above it.
+"""
 from gpunn.optim import schedules
 from gpunn.optim.adadelta import Adadelta
 from gpunn.optim.adagrad import Adagrad

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import Optimizer, _positive_eps, check_range
+from gpunn._checks import real_arg
+from gpunn.optim.base import Optimizer
 
 
 class Adadelta(Optimizer):
@@ -21,14 +21,14 @@ class Adadelta(Optimizer):
     def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.rho = check_range(rho, "rho", "Adadelta", 0.0, 1.0)
-        self.eps = _positive_eps(eps, "eps", "Adadelta")
+        self.rho = real_arg(rho, "rho", "Adadelta", 0.0, 1.0, hi_open=True, type_error=True)
+        self.eps = real_arg(eps, "eps", "Adadelta", 0, lo_open=True, type_error=True)
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "rho": self.rho, "eps": self.eps}
 
     def _update(self, g: Any) -> None:
-        xp = get_backend().xp
+        xp = self.backend.xp
         rho = self.rho
         sq, acc = self._state["square_avg"], self._state["acc_delta"]
         std, delta = self._scratch

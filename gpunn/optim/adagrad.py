@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import Optimizer, _positive_eps, check_nonneg
+from gpunn._checks import real_arg
+from gpunn.optim.base import Optimizer
 
 
 class Adagrad(Optimizer):
@@ -21,10 +21,10 @@ class Adagrad(Optimizer):
     def __init__(self, params: Any, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
                  lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.eps = _positive_eps(eps, "eps", "Adagrad")
-        self.lr_decay = check_nonneg(lr_decay, "lr_decay", "Adagrad")
-        self.initial_accumulator_value = check_nonneg(initial_accumulator_value, "initial_accumulator_value",
-                                                      "Adagrad")
+        self.eps = real_arg(eps, "eps", "Adagrad", 0, lo_open=True, type_error=True)
+        self.lr_decay = real_arg(lr_decay, "lr_decay", "Adagrad", 0.0, type_error=True)
+        self.initial_accumulator_value = real_arg(initial_accumulator_value, "initial_accumulator_value",
+                                                  "Adagrad", 0.0, type_error=True)
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "eps": self.eps, "lr_decay": self.lr_decay,
@@ -34,7 +34,7 @@ class Adagrad(Optimizer):
         self._state["sum"].fill(self.initial_accumulator_value)
 
     def _update(self, g: Any) -> None:
-        xp = get_backend().xp
+        xp = self.backend.xp
         s, tmp = self._state["sum"], self._scratch[0]
         clr = self._lr / (1.0 + (self.step_count - 1) * self.lr_decay)
         xp.multiply(g, g, out=tmp)

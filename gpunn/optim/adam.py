@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import Optimizer, _positive_eps, check_range
+from gpunn._checks import real_arg
+from gpunn.optim.base import Optimizer
 
 
 def check_betas(beta1: Any, beta2: Any, where: str) -> tuple[float, float]:
-    return check_range(beta1, "beta1", where, 0.0, 1.0), check_range(beta2, "beta2", where, 0.0, 1.0)
+    return (real_arg(beta1, "beta1", where, 0.0, 1.0, hi_open=True, type_error=True),
+            real_arg(beta2, "beta2", where, 0.0, 1.0, hi_open=True, type_error=True))
 
 
 class Adam(Optimizer):
@@ -28,7 +29,7 @@ class Adam(Optimizer):
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
         where = type(self).__name__
         self.beta1, self.beta2 = check_betas(beta1, beta2, where)
-        self.eps = _positive_eps(eps, "eps", where)
+        self.eps = real_arg(eps, "eps", where, 0, lo_open=True, type_error=True)
         self.amsgrad = bool(amsgrad)
         self._state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.amsgrad else ("exp_avg", "exp_avg_sq")
 
@@ -41,7 +42,7 @@ class Adam(Optimizer):
 
     def _update(self, g: Any) -> None:
         s = self._state
-        get_backend().adam_step(self._flat_data, g, s["exp_avg"], s["exp_avg_sq"], self._lr, self.beta1,
+        self.backend.adam_step(self._flat_data, g, s["exp_avg"], s["exp_avg_sq"], self._lr, self.beta1,
                                 self.beta2, self.eps, self.weight_decay, self.step_count, self._decoupled,
                                 zero_grad=False, max_v=s.get("max_exp_avg_sq"))
 

@@ -8,6 +8,13 @@ whole-buffer ops, or one fused kernel launch, instead of a loop over parameters.
 Subclasses declare their moment buffers (`_state_names`) and implement `_update(g)`, where `g` is
 the flat gradient with coupled weight decay already folded in (into scratch: `.grad` itself is not
 changed). Nothing allocates per step: moments and scratch are made once, at packing time.
+
+Placement: an optimizer holds a backend (`optimizer.backend`), where its flat buffers live and
+every update runs. Over a model or layer (`Adam(model)`, as compile builds it) it is the model's,
+and follows it: after `model.to(name)` (which moves the compiled optimizer at once) the buffers
+and moments are moved, values kept, at the next use. Over a list of Parameters it is the backend
+current at construction; a model's to() moves it too when it is that model's optimizer.
+Constraints are applied with the optimizer's backend current.
 """
 from __future__ import annotations
 
@@ -17,42 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend import get_backend
+from gpunn._checks import real_arg
+from gpunn.backend import Backend, get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.parameter import Parameter
 
 
-def check_lr(value: Any, where: str, name: str = "lr") -> float:
-    """A finite float >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: argument '{name}' must be a float, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0.0:
-        raise ValueError(f"{where}: argument '{name}' must be a finite float >= 0, got {value!r}")
-    return value
-
-
-def check_range(value: Any, name: str, where: str, lo: float, hi: float, hi_inclusive: bool = False) -> float:
-    """A float in [lo, hi) (or [lo, hi] when hi_inclusive)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: argument '{name}' must be a float, got {type(value).__name__}")
-    value = float(value)
-    ok = math.isfinite(value) and lo <= value and (value <= hi if hi_inclusive else value < hi)
-    if not ok:
-        bracket = "]" if hi_inclusive else ")"
-        raise ValueError(f"{where}: argument '{name}' must be in [{lo}, {hi}{bracket}, got {value!r}")
-    return value
-
-
-def check_nonneg(value: Any, name: str, where: str) -> float:
-    return check_range(value, name, where, 0.0, math.inf)
-
-
-def _positive_eps(value: Any, name: str, where: str) -> float:
-    value = check_nonneg(value, name, where)
-    if value == 0.0:
-        raise ValueError(f"{where}: argument '{name}' must be > 0, got 0.0")
-    return value
+def _on(backend: Backend, a: Any) -> Any:
+    """`a` (any backend's array) as an array of `backend`, in native byte order."""
+    return backend.asarray(a if backend.is_native(a) else to_host(a))
 
 
 class Optimizer:
@@ -78,10 +58,12 @@ class Optimizer:
                  ) -> None:
         where = type(self).__name__
         self._where = where
-        self._lr = check_lr(lr, where)
-        self.weight_decay = check_nonneg(weight_decay, "weight_decay", where)
-        self.clipnorm = None if clipnorm is None else _positive_eps(clipnorm, "clipnorm", where)
-        self.clipvalue = None if clipvalue is None else _positive_eps(clipvalue, "clipvalue", where)
+        self._lr = real_arg(lr, "lr", where, 0, want="a finite float >= 0", type_error=True)
+        self.weight_decay = real_arg(weight_decay, "weight_decay", where, 0.0, type_error=True)
+        self.clipnorm = None if clipnorm is None else real_arg(clipnorm, "clipnorm", where, 0, lo_open=True,
+                                                               type_error=True)
+        self.clipvalue = None if clipvalue is None else real_arg(clipvalue, "clipvalue", where, 0, lo_open=True,
+                                                                 type_error=True)
         self._source: Any = None
         self._given: list[Parameter] | None = None
         if hasattr(params, "parameters") and callable(params.parameters):
@@ -97,6 +79,9 @@ class Optimizer:
             self._given = self._validate_params(given)
         self._constraints = list(constraints) if constraints is not None else []
         self._check_constraints(self._constraints)
+        owner = getattr(self._source, "backend", None)
+        # the model's backend (followed later, see _follow_source), else the current one
+        self._backend: Backend = owner if isinstance(owner, Backend) else get_backend()
         self.step_count = 0
         self.params: list[Parameter] = []
         self._flat_data: Any = None
@@ -107,6 +92,32 @@ class Optimizer:
         self._scratch: list[Any] = []
         self._wd_buf: Any = None
 
+    # -- placement ----------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        """Where the flat buffers and moments live and every update runs (see the module docstring)."""
+        return self._backend
+
+    def _follow_source(self) -> None:
+        """Over a model: move to the model's backend when it has moved since (model.to)."""
+        owner = getattr(self._source, "backend", None)
+        if isinstance(owner, Backend) and owner is not self._backend:
+            self._move_to(owner)
+
+    def _move_to(self, backend: Backend) -> None:
+        """Make `backend` this optimizer's: the flat buffers are re-made there from the parameters'
+        current values (the parameters rebound to views into them) and the moments copied over,
+        so the next step continues exactly. Before packing, only the owner changes."""
+        if self._flat_data is None:
+            self._backend = backend
+            return
+        self._check_views(f"{self._where}.to")
+        state = {k: to_host(v) for k, v in self._state.items()}
+        self._backend = backend
+        self._pack(self.params)
+        for k, host in state.items():
+            self._state[k][...] = backend.asarray(host)
+
     # -- hyper-parameters ---------------------------------------------------------------------
     @property
     def lr(self) -> float:
@@ -114,7 +125,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = check_lr(value, f"{self._where}.lr")
+        self._lr = real_arg(value, "lr", f"{self._where}.lr", 0, want="a finite float >= 0", type_error=True)
 
     def hyperparams(self) -> dict[str, Any]:
         """The scalar settings saved in state_dict (subclasses add theirs)."""
@@ -153,6 +164,7 @@ class Optimizer:
                                 f"got {pair!r}")
 
     def _ensure_packed(self) -> None:
+        self._follow_source()
         if self._flat_data is not None:
             return
         if self._given is not None:
@@ -174,9 +186,15 @@ class Optimizer:
         if len(dtypes) != 1:
             raise TypeError(f"{self._where}: argument 'params' must share one dtype to share a flat buffer, "
                             f"got {sorted(str(d) for d in dtypes)}")
-        dtype = dtypes.pop()
-        backend = get_backend()
+        self._pack(params, dtypes.pop())
+
+    def _pack(self, params: list[Parameter], dtype: Any = None) -> None:
+        """Copy `params` (values from any backend) into fresh flat buffers on this optimizer's
+        backend, rebind their .data/.grad to views into them, and make zeroed moments and scratch."""
+        backend = self._backend
         xp = backend.xp
+        if dtype is None:
+            dtype = np.dtype(self._flat_data.dtype)
         total = sum(int(p.data.size) for p in params)
         flat_data = xp.empty(total, dtype=dtype)
         flat_grad = xp.empty(total, dtype=dtype)
@@ -186,8 +204,8 @@ class Optimizer:
             n = int(p.data.size)
             dv = flat_data[offset:offset + n].reshape(p.data.shape)
             gv = flat_grad[offset:offset + n].reshape(p.data.shape)
-            dv[...] = backend.asarray(native_byte_order(p.data))
-            gv[...] = backend.asarray(native_byte_order(p.grad))
+            dv[...] = _on(backend, p.data)
+            gv[...] = _on(backend, p.grad)
             p.data, p.grad = dv, gv
             data_views.append(dv)
             grad_views.append(gv)
@@ -204,21 +222,27 @@ class Optimizer:
     def _init_state(self) -> None:
         """Hook: fill state buffers with non-zero initial values (e.g. Adagrad's accumulator)."""
 
+    def _check_views(self, where: str) -> None:
+        """Raise if a parameter's .data/.grad was replaced by an array of another shape."""
+        for i, p in enumerate(self.params):
+            if p.data is not self._data_views[i] and tuple(p.data.shape) != tuple(self._data_views[i].shape):
+                raise ValueError(f"{where}: parameter {p.name!r} data was replaced by one of shape "
+                                 f"{tuple(p.data.shape)}, expected {tuple(self._data_views[i].shape)}")
+            if p.grad is not self._grad_views[i] and tuple(p.grad.shape) != tuple(self._grad_views[i].shape):
+                raise ValueError(f"{where}: parameter {p.name!r} has grad shape {tuple(p.grad.shape)}, "
+                                 f"expected its data shape {tuple(self._grad_views[i].shape)}")
+
     def _resync(self) -> None:
-        """Re-attach parameters whose .data/.grad was rebound by someone else (copying the values in)."""
+        """Re-attach parameters whose .data/.grad was rebound by someone else (copying the values in,
+        from any backend)."""
+        self._check_views(f"{self._where}.step")
+        backend = self._backend
         for i, p in enumerate(self.params):
             if p.data is not self._data_views[i]:
-                if tuple(p.data.shape) != tuple(self._data_views[i].shape):
-                    raise ValueError(f"{self._where}.step: parameter {p.name!r} data was replaced by one of shape "
-                                     f"{tuple(p.data.shape)}, expected {tuple(self._data_views[i].shape)}")
-                self._data_views[i][...] = p.data
+                self._data_views[i][...] = _on(backend, p.data)
                 p.data = self._data_views[i]
             if p.grad is not self._grad_views[i]:
-                if tuple(p.grad.shape) != tuple(self._grad_views[i].shape):
-                    raise ValueError(f"{self._where}.step: parameter {p.name!r} has grad shape "
-                                     f"{tuple(p.grad.shape)}, expected its data shape "
-                                     f"{tuple(self._grad_views[i].shape)}")
-                self._grad_views[i][...] = p.grad
+                self._grad_views[i][...] = _on(backend, p.grad)
                 p.grad = self._grad_views[i]
 
     @property
@@ -245,36 +269,42 @@ class Optimizer:
         self._ensure_packed()
         self._resync()
         g = self._flat_grad
+        backend = self._backend
         if self.clipvalue is not None:
-            clip_flat_value(g, self.clipvalue)
+            clip_flat_value(g, self.clipvalue, backend)
         if self.clipnorm is not None:
             clip_flat_norm(g, self.clipnorm)
         self.step_count += 1
         if self._wd_buf is not None:
             # g + wd * param into scratch: the user's .grad is left as backward wrote it
-            xp = get_backend().xp
-            xp.multiply(self._flat_data, self.weight_decay, out=self._wd_buf)
+            backend.xp.multiply(self._flat_data, self.weight_decay, out=self._wd_buf)
             self._wd_buf += g
             g = self._wd_buf
         self._update(g)
-        for param, constraint in self._constraints:
-            constraint(param.data)
+        if self._constraints:
+            # constraints compute on the current backend: make it this optimizer's
+            with use_backend(backend):
+                for param, constraint in self._constraints:
+                    constraint(param.data)
 
     def _update(self, g: Any) -> None:
+        """Apply the update from the flat gradient `g`, with `self.backend`'s ops (never get_backend())."""
         raise NotImplementedError
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all trainable gradients so their global L2 norm is at most `max_norm`; returns the norm before."""
         self._ensure_packed()
         self._resync()
-        return clip_flat_norm(self._flat_grad, _positive_eps(max_norm, "max_norm", f"{self._where}.clip_grad_norm"))
+        return clip_flat_norm(self._flat_grad, real_arg(max_norm, "max_norm", f"{self._where}.clip_grad_norm", 0,
+                                                        lo_open=True, type_error=True))
 
     def clip_grad_value(self, clip_value: float) -> None:
         """Clamp every trainable gradient element into [-clip_value, clip_value]."""
         self._ensure_packed()
         self._resync()
         clip_flat_value(self._flat_grad,
-                        _positive_eps(clip_value, "clip_value", f"{self._where}.clip_grad_value"))
+                        real_arg(clip_value, "clip_value", f"{self._where}.clip_grad_value", 0, lo_open=True,
+                                 type_error=True), self._backend)
 
     # -- state --------------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, float]:
@@ -287,13 +317,12 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """Step count, hyper-parameters, scalar state and moment buffers (host NumPy copies)."""
         self._ensure_packed()
-        backend = get_backend()
         return {
             "optimizer": type(self).__name__,
             "step": int(self.step_count),
             "hyperparams": dict(self.hyperparams()),
             "scalars": dict(self._extra_state()),
-            "state": {k: np.array(backend.to_numpy(v), copy=True) for k, v in self._state.items()},
+            "state": {k: np.array(to_host(v), copy=True) for k, v in self._state.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -321,10 +350,10 @@ class Optimizer:
             raise ValueError(f"{where}: argument 'state[\"step\"]' must be an int >= 0, got {step!r}")
         hyper = dict(state["hyperparams"])
         if "lr" in hyper:
-            check_lr(hyper["lr"], where, "state['hyperparams']['lr']")
-        backend = get_backend()
+            real_arg(hyper["lr"], "state['hyperparams']['lr']", where, 0, want="a finite float >= 0", type_error=True)
+        backend = self._backend
         for k, arr in buffers.items():
-            self._state[k][...] = backend.asarray(native_byte_order(np.asarray(arr)), dtype=self._state[k].dtype)
+            self._state[k][...] = backend.asarray(native_byte_order(to_host(arr)), dtype=self._state[k].dtype)
         self.step_count = int(step)
         self._set_hyperparams(hyper)
         self._load_extra_state(dict(state["scalars"]))
@@ -352,5 +381,6 @@ def clip_flat_norm(g: Any, max_norm: float) -> float:
     return norm
 
 
-def clip_flat_value(g: Any, clip_value: float) -> None:
-    get_backend().xp.clip(g, -clip_value, clip_value, out=g)
+def clip_flat_value(g: Any, clip_value: float, backend: Backend | None = None) -> None:
+    """Clamp `g` in place into [-clip_value, clip_value], with `backend`'s ops (default: the current one)."""
+    (backend or get_backend()).xp.clip(g, -clip_value, clip_value, out=g)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import _positive_eps
+from gpunn._checks import real_arg
+from gpunn.backend import Backend, get_backend
 from gpunn.parameter import Parameter
 
 
@@ -31,7 +31,7 @@ def clip_grad_norm(params: Any, max_norm: float) -> float:
     """Scale the gradients of the trainable `params` together so their global L2 norm is at most
     `max_norm` (PyTorch's clip_grad_norm_, with its 1e-6 guard); returns the norm before clipping."""
     where = "clip_grad_norm"
-    max_norm = _positive_eps(max_norm, "max_norm", where)
+    max_norm = real_arg(max_norm, "max_norm", where, 0, lo_open=True, type_error=True)
     grads = _grads(params, where)
     total = math.fsum(float(g.ravel().dot(g.ravel())) for g in grads)
     norm = math.sqrt(total)
@@ -45,9 +45,11 @@ def clip_grad_norm(params: Any, max_norm: float) -> float:
 
 
 def clip_grad_value(params: Any, clip_value: float) -> None:
-    """Clamp every gradient element of the trainable `params` into [-clip_value, clip_value]."""
+    """Clamp every gradient element of the trainable `params` into [-clip_value, clip_value], on
+    the backend of `params` when it is a model or layer, else on the current one."""
     where = "clip_grad_value"
-    clip_value = _positive_eps(clip_value, "clip_value", where)
-    xp = get_backend().xp
+    clip_value = real_arg(clip_value, "clip_value", where, 0, lo_open=True, type_error=True)
+    owner = getattr(params, "backend", None)
+    xp = (owner if isinstance(owner, Backend) else get_backend()).xp
     for g in _grads(params, where):
         xp.clip(g, -clip_value, clip_value, out=g)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
+from gpunn._checks import real_arg
 from gpunn.backend.ops.optim import update_moments
 from gpunn.optim.adam import check_betas
-from gpunn.optim.base import Optimizer, _positive_eps, check_nonneg
+from gpunn.optim.base import Optimizer
 
 
 class Nadam(Optimizer):
@@ -27,8 +27,8 @@ class Nadam(Optimizer):
                  weight_decay: float = 0.0, momentum_decay: float = 4e-3, **kwargs: Any) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
         self.beta1, self.beta2 = check_betas(beta1, beta2, "Nadam")
-        self.eps = _positive_eps(eps, "eps", "Nadam")
-        self.momentum_decay = check_nonneg(momentum_decay, "momentum_decay", "Nadam")
+        self.eps = real_arg(eps, "eps", "Nadam", 0, lo_open=True, type_error=True)
+        self.momentum_decay = real_arg(momentum_decay, "momentum_decay", "Nadam", 0.0, type_error=True)
         self.mu_product = 1.0
 
     def hyperparams(self) -> dict[str, Any]:
@@ -42,7 +42,7 @@ class Nadam(Optimizer):
         self.mu_product = float(extra.get("mu_product", 1.0))
 
     def _update(self, g: Any) -> None:
-        xp = get_backend().xp
+        xp = self.backend.xp
         b1, b2, t = self.beta1, self.beta2, self.step_count
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import Optimizer, _positive_eps, check_range
+from gpunn._checks import real_arg
+from gpunn.optim.base import Optimizer
 
 
 class RMSprop(Optimizer):
@@ -19,9 +19,9 @@ class RMSprop(Optimizer):
     def __init__(self, params: Any, lr: float = 0.01, rho: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.rho = check_range(rho, "rho", "RMSprop", 0.0, 1.0)
-        self.eps = _positive_eps(eps, "eps", "RMSprop")
-        self.momentum = check_range(momentum, "momentum", "RMSprop", 0.0, 1.0)
+        self.rho = real_arg(rho, "rho", "RMSprop", 0.0, 1.0, hi_open=True, type_error=True)
+        self.eps = real_arg(eps, "eps", "RMSprop", 0, lo_open=True, type_error=True)
+        self.momentum = real_arg(momentum, "momentum", "RMSprop", 0.0, 1.0, hi_open=True, type_error=True)
         self.centered = bool(centered)
         names = ["square_avg"]
         if self.centered:
@@ -36,7 +36,7 @@ class RMSprop(Optimizer):
                 "centered": self.centered}
 
     def _update(self, g: Any) -> None:
-        xp = get_backend().xp
+        xp = self.backend.xp
         rho = self.rho
         sq, avg, tmp = self._state["square_avg"], self._scratch[0], self._scratch[1]
         sq *= rho

@@ -14,13 +14,14 @@ import bisect
 import math
 from typing import Any
 
-from gpunn.optim.base import check_lr, check_range
+from gpunn._checks import int_arg, real_arg
+
+_LR = "a finite float >= 0"  # how an lr argument is worded (as the optimizers word theirs)
 
 
 def _count(value: Any, name: str, where: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: argument '{name}' must be an int >= {minimum}, got {value!r}")
-    return int(value)
+    """A count or step size: a Python int (a NumPy integer is refused) >= minimum."""
+    return int_arg(value, name, where, minimum, numpy=False)
 
 
 class Schedule:
@@ -56,7 +57,8 @@ class Schedule:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.count = _count(state["count"], "state['count']", f"{type(self).__name__}.load_state_dict")
-        self.base_lr = check_lr(state["base_lr"], f"{type(self).__name__}.load_state_dict", "state['base_lr']")
+        self.base_lr = real_arg(state["base_lr"], "state['base_lr']", f"{type(self).__name__}.load_state_dict", 0,
+                                want=_LR, type_error=True)
         self._apply()
 
 
@@ -66,7 +68,7 @@ class StepDecay(Schedule):
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1) -> None:
         super().__init__(optimizer)
         self.step_size = _count(step_size, "step_size", "StepDecay", 1)
-        self.gamma = check_range(gamma, "gamma", "StepDecay", 0.0, 1.0, hi_inclusive=True)
+        self.gamma = real_arg(gamma, "gamma", "StepDecay", 0.0, 1.0, type_error=True)
         self._apply()
 
     def lr_at(self, count: int) -> float:
@@ -84,7 +86,7 @@ class MultiStep(Schedule):
         if ms != sorted(set(ms)):
             raise ValueError(f"MultiStep: argument 'milestones' must be strictly increasing, got {milestones!r}")
         self.milestones = ms
-        self.gamma = check_range(gamma, "gamma", "MultiStep", 0.0, 1.0, hi_inclusive=True)
+        self.gamma = real_arg(gamma, "gamma", "MultiStep", 0.0, 1.0, type_error=True)
         self._apply()
 
     def lr_at(self, count: int) -> float:
@@ -96,7 +98,7 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, optimizer: Any, gamma: float) -> None:
         super().__init__(optimizer)
-        self.gamma = check_range(gamma, "gamma", "ExponentialDecay", 0.0, 1.0, hi_inclusive=True)
+        self.gamma = real_arg(gamma, "gamma", "ExponentialDecay", 0.0, 1.0, type_error=True)
         self._apply()
 
     def lr_at(self, count: int) -> float:
@@ -118,7 +120,7 @@ class LinearWarmup(Schedule):
         super().__init__(optimizer)
         self.warmup_steps = _count(warmup_steps, "warmup_steps", "LinearWarmup", 1)
         self.start_factor = (1.0 / (self.warmup_steps + 1) if start_factor is None else
-                             check_range(start_factor, "start_factor", "LinearWarmup", 0.0, 1.0, hi_inclusive=True))
+                             real_arg(start_factor, "start_factor", "LinearWarmup", 0.0, 1.0, type_error=True))
         self._apply()
 
     def lr_at(self, count: int) -> float:
@@ -135,7 +137,7 @@ class CosineAnnealing(Schedule):
     def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0, warmup_steps: int = 0) -> None:  # noqa: N803
         super().__init__(optimizer)
         self.T_max = _count(T_max, "T_max", "CosineAnnealing", 1)
-        self.eta_min = check_lr(eta_min, "CosineAnnealing", "eta_min")
+        self.eta_min = real_arg(eta_min, "eta_min", "CosineAnnealing", 0, want=_LR, type_error=True)
         self.warmup_steps = _count(warmup_steps, "warmup_steps", "CosineAnnealing", 0)
         self._apply()
 
@@ -160,10 +162,11 @@ class OneCycle(Schedule):
         super().__init__(optimizer)
         where = "OneCycle"
         self.total_steps = _count(total_steps, "total_steps", where, 2)
-        self.max_lr = self.base_lr if max_lr is None else check_lr(max_lr, where, "max_lr")
-        self.pct_start = check_range(pct_start, "pct_start", where, 0.0, 1.0)
+        self.max_lr = (self.base_lr if max_lr is None
+                       else real_arg(max_lr, "max_lr", where, 0, want=_LR, type_error=True))
+        self.pct_start = real_arg(pct_start, "pct_start", where, 0.0, 1.0, hi_open=True, type_error=True)
         for name, val in (("div_factor", div_factor), ("final_div_factor", final_div_factor)):
-            check_range(val, name, where, 1.0, math.inf)
+            real_arg(val, name, where, 1.0, type_error=True)
         if anneal not in ("cos", "linear"):
             raise ValueError(f"{where}: argument 'anneal' must be 'cos' or 'linear', got {anneal!r}")
         self.anneal = anneal
@@ -203,10 +206,10 @@ class ReduceLROnPlateau:
             raise ValueError(f"{where}: argument 'threshold_mode' must be 'rel' or 'abs', got {threshold_mode!r}")
         self.optimizer = optimizer
         self.mode, self.threshold_mode = mode, threshold_mode
-        self.factor = check_range(factor, "factor", where, 0.0, 1.0)
+        self.factor = real_arg(factor, "factor", where, 0.0, 1.0, hi_open=True, type_error=True)
         self.patience = _count(patience, "patience", where, 0)
-        self.min_lr = check_lr(min_lr, where, "min_lr")
-        self.threshold = check_range(threshold, "threshold", where, 0.0, math.inf)
+        self.min_lr = real_arg(min_lr, "min_lr", where, 0, want=_LR, type_error=True)
+        self.threshold = real_arg(threshold, "threshold", where, 0.0, type_error=True)
         self.cooldown = _count(cooldown, "cooldown", where, 0)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad = 0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpunn.backend import get_backend
-from gpunn.optim.base import Optimizer, check_range
+from gpunn._checks import real_arg
+from gpunn.optim.base import Optimizer
 
 
 class SGD(Optimizer):
@@ -21,7 +21,7 @@ class SGD(Optimizer):
     def __init__(self, params: Any, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.momentum = check_range(momentum, "momentum", "SGD", 0.0, 1.0)
+        self.momentum = real_arg(momentum, "momentum", "SGD", 0.0, 1.0, hi_open=True, type_error=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD: argument 'nesterov' needs argument 'momentum' > 0, got momentum=0.0")
@@ -33,7 +33,7 @@ class SGD(Optimizer):
         return {**super().hyperparams(), "momentum": self.momentum, "nesterov": self.nesterov}
 
     def _update(self, g: Any) -> None:
-        xp = get_backend().xp
+        xp = self.backend.xp
         d = g
         if self.momentum:
             buf = self._state["momentum_buffer"]

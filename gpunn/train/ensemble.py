@@ -3,6 +3,9 @@
 Each member's outputs are turned into probabilities first: softmax for models trained on logits
 with a softmax cross-entropy, sigmoid for binary cross-entropy on logits, and as they are for
 models that already end in a Softmax/Sigmoid layer or that regress (MSE).
+
+Members may live on different backends: each predicts on its own (a model runs where it was
+built or moved with to()), and the averaging runs on the host.
 """
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from gpunn.backend import to_host
 from gpunn.layers.activations import Sigmoid, Softmax
 from gpunn.metrics import accuracy, mse
 
@@ -30,10 +35,8 @@ def _output_kind(model: Any) -> str:
     act = getattr(last, "children", {}).get("activation") if last is not None else None
     if isinstance(last, (Softmax, Sigmoid)) or isinstance(act, (Softmax, Sigmoid)):
         return "probabilities"
-    loss_name = type(getattr(model, "loss", None)).__name__.lower()
-    if "softmax" in loss_name or "crossentropy" in loss_name.replace("_", ""):
-        return "binary_logits" if "binary" in loss_name else "logits"
-    return "identity"
+    kind = getattr(getattr(model, "loss", None), "output_kind", "values")  # the loss says what it takes
+    return {"logits": "logits", "binary_logits": "binary_logits", "probabilities": "probabilities"}.get(kind, "identity")
 
 
 class Ensemble:
@@ -62,7 +65,7 @@ class Ensemble:
     def member_probabilities(self, x: Any, batch_size: int = 256) -> list[np.ndarray]:
         out = []
         for model, kind in zip(self.models, self.kinds):
-            z = np.asarray(model.predict(x, batch_size=batch_size), dtype=np.float64)
+            z = np.asarray(to_host(model.predict(x, batch_size=batch_size)), dtype=np.float64)
             out.append(_softmax(z) if kind == "logits" else _sigmoid(z) if kind == "binary_logits" else z)
         shapes = {p.shape for p in out}
         if len(shapes) != 1:
@@ -77,7 +80,7 @@ class Ensemble:
     def evaluate(self, x: Any, y: Any, batch_size: int = 256) -> dict[str, Any]:
         probs = self.member_probabilities(x, batch_size)
         mean = np.tensordot(self.weights, np.stack(probs), axes=1)
-        y = np.asarray(y.get() if hasattr(y, "get") else y)
+        y = to_host(y)
         if len(y) != len(mean):
             raise ValueError(f"Ensemble.evaluate: arguments 'x' and 'y' must have the same number of samples, got "
                              f"{len(mean)} and {len(y)}")

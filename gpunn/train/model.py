@@ -5,6 +5,12 @@ between backends, freezing for transfer learning, and save / load. The container
 forward, backward) is gpunn.layers.container.Chain; gpunn/train/sequential.py
 joins the two, and this file only drives the container.
 
+Placement: the model holds a backend like any layer (`model.backend`: the one current when it was
+built, see gpunn.layers.base), and `to(name)` moves it, its layers and its optimizer. The training
+loop (fit, evaluate, predict, train_on_batch, test_on_batch, save/load) runs with the model's
+backend current, so the loss, the regularization penalties and the metrics' inputs are computed
+there; losses, regularizers and constraints themselves compute on whatever backend is current.
+
 Reproducibility: the shuffle order of epoch e depends only on (shuffle_seed, e), and the seed is
 saved in checkpoints, so a run resumed with fit(..., initial_epoch=model.epoch) sees the same
 batches as an uninterrupted one.
@@ -19,14 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import check_finite
-from gpunn.backend import use_backend
+from gpunn._checks import check_finite, int_arg, real_arg
+from gpunn.backend import get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.callbacks.base import CallbackList
 from gpunn.callbacks.builtin import ProgbarLogger
 from gpunn.callbacks.history import History
 from gpunn.io.checkpoint import load_weights, optimizer_config, save_model, save_weights
 from gpunn.io.config import model_to_config
+from gpunn.layers.base import backend_named
 from gpunn.layers.normalization import BatchNorm
 from gpunn.losses import Loss, get_loss
 from gpunn.metrics import get_metric
@@ -37,19 +44,7 @@ from gpunn.regularizers import regularization_loss
 _NO_METRICS: tuple = ()
 
 
-def _host(a: Any) -> np.ndarray:
-    """A host NumPy view or copy of any backend's array."""
-    if isinstance(a, np.ndarray):
-        return a
-    if hasattr(a, "get") and hasattr(a, "shape"):
-        return a.get()
-    return np.asarray(a)
-
-
-def _int_arg(value: Any, name: str, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{where}: argument '{name}' must be an int >= {minimum}, got {value!r}")
-    return int(value)
+_int_arg = int_arg  # fit's epochs, batch sizes: "{where}: argument '{name}' must be an int >= {minimum}"
 
 
 def _is_batch_iterable(x: Any) -> bool:
@@ -152,48 +147,32 @@ class TrainingMixin:
     shuffle_seed: int | None = None
     stop_training: bool = False
     history: Any = None
-    _backend_name: str | None = None
     #: get_config() returns the whole architecture (for model_from_config), not constructor kwargs
     config_is_architecture = True
 
     # -- backend placement ----------------------------------------------------------------------
     def _backend_scope(self) -> contextlib.AbstractContextManager:
-        if self._backend_name is None:
-            return contextlib.nullcontext()
-        return use_backend(self._backend_name)
+        """The model's backend made current, around the training loop (the loss runs there)."""
+        backend = self.backend
+        return contextlib.nullcontext() if get_backend() is backend else use_backend(backend)
 
     def to(self, backend_name: str) -> TrainingMixin:
-        """Move parameters, buffers and optimizer state to `backend_name` ("numpy", "cupy", "emulated").
-
-        The model's own methods (fit, evaluate, predict, ...) then run on that backend; call
-        forward() directly inside `gpunn.use_backend(...)`."""
-        with use_backend(backend_name) as new:  # validates the name and that the backend can run
-            pass
-        opt_state = None
+        """Move parameters, buffers and the optimizer's state (moments and step count kept) to
+        `backend_name` ("numpy", "cupy", "emulated"), and make that backend the owner of the model,
+        of every sublayer and of the optimizer: every later call - fit, evaluate, predict, and a
+        bare forward(), backward() or optimizer.step() too - runs there. A bad name (not a str,
+        unknown, or a backend that cannot run here) raises an error naming the argument and
+        changes nothing. Returns the model."""
+        new = backend_named(backend_name, f"{self.name}.to")  # before any change
         opt = self.optimizer
-        with self._backend_scope():
-            if opt is not None and getattr(opt, "step_count", 0) > 0:
-                opt_state = opt.state_dict()  # host copies
-        with use_backend(backend_name):
-            self._move_arrays(self, new)
-            if opt is not None:
-                self.optimizer = self._rebuild_optimizer(opt)
-                if opt_state is not None:
-                    self.optimizer.load_state_dict(opt_state)
-        self._backend_name = new.name
+        if opt is not None and callable(getattr(opt, "_move_to", None)):
+            opt._move_to(new)  # first: the parameters it packed become views on `new`, which _place keeps
+        self._place(new)
         return self
 
-    @staticmethod
-    def _move_arrays(layer: Any, backend: Any) -> None:
-        for p in layer.params.values():
-            p.data = backend.asarray(_host(p.data))
-            p.grad = backend.asarray(_host(p.grad))
-        layer.buffers = {k: backend.asarray(_host(v)) for k, v in layer.buffers.items()}
-        for child in layer.children.values():
-            TrainingMixin._move_arrays(child, backend)
-
     def _rebuild_optimizer(self, opt: Any) -> Any:
-        """A fresh optimizer of the same class and settings over this model (re-packed on first use)."""
+        """A fresh optimizer of the same class and settings over this model (re-packed on first
+        use), on the model's backend: an optimizer over a model takes the model's."""
         cfg = optimizer_config(opt)
         new = type(opt)(self, **cfg["config"])
         new.lr = opt.lr
@@ -203,7 +182,10 @@ class TrainingMixin:
     def compile(self, loss: Any, optimizer: Any = "adam",
                 metrics: Iterable[Any] | str | None = None, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
-        or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...)."""
+        or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...).
+
+        The metrics read the model's output as the loss declares it (`Loss.from_logits`): with a
+        loss on logits "binary_accuracy" thresholds at 0, otherwise at 0.5."""
         where = "compile"
         try:
             loss_obj = get_loss(loss)
@@ -228,7 +210,9 @@ class TrainingMixin:
             metrics = []
         elif isinstance(metrics, str) or callable(metrics):
             metrics = [metrics]
-        from_logits = "binary" in type(loss_obj).__name__.lower()  # gpunn's BCE works on logits
+        # what the model outputs, as the loss declares it (Loss.from_logits): binary_accuracy
+        # thresholds logits at 0 and other values at 0.5
+        from_logits = bool(loss_obj.from_logits)
         fns = []
         for m in metrics:
             try:
@@ -252,6 +236,8 @@ class TrainingMixin:
         """Re-create the optimizer when layers were frozen or unfrozen after it packed its buffers
         (it only updates the parameters it packed): fresh moments, like Keras's re-compile."""
         opt = self.optimizer
+        if isinstance(opt, Optimizer) and opt.backend is not self.backend:
+            opt._move_to(self.backend)  # e.g. an Optimizer over a parameter list, built under another backend
         packed = getattr(opt, "params", None)
         if not packed:
             return
@@ -269,7 +255,7 @@ class TrainingMixin:
     def _metric_values(self, y: Any, out: Any) -> dict[str, float]:
         if not self.metric_fns:
             return {}
-        host_out, host_y = _host(out), _host(y)
+        host_out, host_y = to_host(out), to_host(y)
         return {name: float(fn(host_y, host_out)) for name, fn in self.metric_fns}
 
     def _train_batch(self, xb: Any, yb: Any) -> dict[str, float]:
@@ -358,10 +344,8 @@ class TrainingMixin:
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"{where}: argument 'verbose' must be 0 (silent), 1 (progress bar) or 2 (one line per "
                              f"epoch), got {verbose!r}")
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-                or not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"{where}: argument 'validation_split' must be a float in [0, 1), got "
-                             f"{validation_split!r}")
+        validation_split = real_arg(validation_split, "validation_split", where, 0.0, 1.0, hi_open=True,
+                                    want="a float in [0, 1)", numpy=False)
         loader = _is_batch_iterable(x)
         if loader:
             if y is not None:
@@ -501,11 +485,12 @@ class TrainingMixin:
             with self._backend_scope():
                 for batch in x:
                     xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-                    parts.append(_host(self.forward(xb, training=False)))
+                    parts.append(to_host(self.forward(xb, training=False)))
         else:
             x, _ = check_xy(x, None, where, need_y=False)
             with self._backend_scope():
-                parts = [_host(self.forward(xb, training=False)) for xb, _ in self._batches(x, None, batch_size, None)]
+                parts = [to_host(self.forward(xb, training=False))
+                         for xb, _ in self._batches(x, None, batch_size, None)]
         if not parts:
             raise ValueError(f"{where}: argument 'x' yielded no samples")
         return np.concatenate(parts, axis=0)

@@ -1,7 +1,13 @@
-"""`python -m gpunn bench`'s reporting, on small fake pytest-benchmark results (no benchmark runs)."""
+"""`python -m gpunn bench`: its reporting, on small fake pytest-benchmark results (no benchmark runs), and
+how it finds the peers' interpreter (--python, else GPUNN_PEER_PYTHON, else this one if it has torch)."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +115,98 @@ def test_merged_json_keeps_the_summary_statistics_not_the_raw_timings():
     stats = merged["benchmarks"][0]["stats"]
     assert "data" not in stats and stats["median"] == 0.001
     assert entry["stats"]["data"]  # the input is left as it was
+
+
+# -- the peers' interpreter: --python, else GPUNN_PEER_PYTHON, else this interpreter if it has torch ---------------
+# Real interpreters throughout: this one, wrapped by a shell script that puts a stand-in `torch` package on its
+# path (one that imports, or one that fails as a missing torch does), so the outcome does not depend on whether
+# torch happens to be installed here.
+posix_only = pytest.mark.skipif(os.name != "posix", reason="the interpreter wrappers are POSIX shell scripts")
+
+
+def make_interpreter(folder: Path, torch_imports: bool) -> Path:
+    """An executable wrapper around sys.executable whose `import torch` succeeds or fails."""
+    stub = folder / "stub"
+    (stub / "torch").mkdir(parents=True)
+    (stub / "torch" / "__init__.py").write_text(
+        "__version__ = '0+stub'\n" if torch_imports else
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n")
+    script = folder / "python"
+    script.write_text("#!/bin/sh\n"
+                      f"PYTHONPATH={shlex.quote(str(stub))}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+                      "export PYTHONPATH\n"
+                      f"exec {shlex.quote(sys.executable)} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def with_torch(tmp_path) -> Path:
+    return make_interpreter(tmp_path / "with-torch", torch_imports=True)
+
+
+@pytest.fixture
+def without_torch(tmp_path) -> Path:
+    return make_interpreter(tmp_path / "without-torch", torch_imports=False)
+
+
+@posix_only
+def test_the_flag_wins_over_the_environment_variable(with_torch, tmp_path):
+    env = {bench.PEER_PYTHON_ENV: str(tmp_path / "missing-python")}
+    peer = bench.find_peer_python(str(with_torch), environ=env)
+    assert (peer.python, peer.source, peer.message) == (str(with_torch), "--python", "")
+    # and a bad flag is not rescued by a good variable
+    peer = bench.find_peer_python(str(tmp_path / "missing-python"), environ={bench.PEER_PYTHON_ENV: str(with_torch)})
+    assert peer.python is None and peer.source == "--python" and "missing-python" in peer.message
+    assert str(with_torch) not in peer.message
+
+
+@posix_only
+def test_the_environment_variable_wins_over_this_interpreter(with_torch, without_torch):
+    peer = bench.find_peer_python(None, environ={bench.PEER_PYTHON_ENV: str(with_torch)}, current=str(without_torch))
+    assert (peer.python, peer.source) == (str(with_torch), bench.PEER_PYTHON_ENV)
+    assert peer.summary() == f"{with_torch} (from GPUNN_PEER_PYTHON)"
+
+
+@posix_only
+def test_this_interpreter_when_it_has_torch_and_nothing_is_named(with_torch):
+    for env in ({}, {bench.PEER_PYTHON_ENV: ""}):  # an empty variable counts as unset
+        peer = bench.find_peer_python(None, environ=env, current=str(with_torch))
+        assert (peer.python, peer.source) == (str(with_torch), "this interpreter")
+
+
+@posix_only
+def test_the_message_when_no_interpreter_is_found(without_torch):
+    peer = bench.find_peer_python(None, environ={}, current=str(without_torch))
+    assert peer.python is None and peer.source == "this interpreter"
+    message = peer.message
+    # which sources were tried, what is missing, how to fix it
+    assert "--python was not given" in message and "GPUNN_PEER_PYTHON is not set" in message
+    assert f"this interpreter ({without_torch}) cannot import torch" in message
+    assert "No module named 'torch'" in message and f"{without_torch} -m pip install torch" in message
+    assert "only the gpunn suites run" in message
+    assert "pass --python PATH or set GPUNN_PEER_PYTHON=PATH" in message and "--no-peers" in message
+    assert peer.summary().startswith("none: this interpreter") and "cannot import torch" in peer.summary()
+
+
+def test_sys_executable_is_taken_exactly_when_it_imports_torch():
+    has_torch = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+    peer = bench.find_peer_python(None, environ={})
+    assert (peer.python is not None) == has_torch
+    if not has_torch:
+        assert sys.executable in peer.message and "cannot import torch" in peer.message
+
+
+@posix_only
+def test_job_without_a_peer_interpreter_says_so_and_runs_the_gpunn_suites(without_torch, tmp_path):
+    """End to end, nothing replaced: `python -m gpunn bench` under an interpreter without torch, nothing named;
+    a -k expression that matches no benchmark keeps it to collection."""
+    env = {k: v for k, v in os.environ.items() if k != bench.PEER_PYTHON_ENV}
+    out = subprocess.run([str(without_torch), "-m", "gpunn", "bench", "--quick", "--only", "no_such_benchmark_xyz",
+                          "--out", str(tmp_path / "results")], cwd=bench.REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "bench: no interpreter for the PyTorch peers: --python was not given" in out.stderr
+    assert "bench_ops.py" in out.stdout and "bench_peers.py" not in out.stdout  # gpunn ran, the peers did not
+    (md,) = (tmp_path / "results").glob("*.md")
+    assert "- peer_python: none: this interpreter" in md.read_text()

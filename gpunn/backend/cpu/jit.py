@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn._checks import is_int
 from gpunn.backend.cpu import threads as cpu_threads
 from gpunn.backend.ops.optim import adam_constants
 
@@ -145,7 +146,7 @@ def adam_step(param: Any, grad: Any, m: Any, v: Any, lr: float, beta1: float, be
     Returns False, having changed nothing, when it does not apply (numba missing or failing to
     compile, unusual arrays, a bad `step`); the caller then runs the chunked path, which also
     reports bad input."""
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+    if not (is_int(step) and step >= 1):
         return False
     if not _applies((param, grad, m, v)) or not numba_available():
         return False

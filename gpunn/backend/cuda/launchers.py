@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import pair
+from gpunn._checks import int_arg, is_int, pair, real_arg
 from gpunn.backend.cuda.source import KernelCache
 from gpunn.backend.ops.geometry import conv_output_size
 from gpunn.backend.ops.optim import adam_constants
@@ -71,7 +71,7 @@ def _i32(value: int, name: str, where: str) -> np.int32:
 
 def _shape4(shape: Any, name: str, where: str) -> tuple[int, int, int, int]:
     if not (isinstance(shape, (tuple, list)) and len(shape) == 4
-            and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)):
+            and all(is_int(s) and s >= 1 for s in shape)):
         raise ValueError(f"{where}: argument '{name}' must be 4 positive ints (N, C, H, W), got {shape!r}")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
@@ -329,14 +329,11 @@ def adam_step(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: A
     sfx = _suffix(param, "param", where)
     for name, a in (("grad", grad), ("m", m), ("v", v)):
         _check_array(xp, a, name, where, dtype=param.dtype, shape=param.shape, writable=True)
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"{where}: argument 'step' must be an int >= 1, got {step!r}")
-    for name, val, lo, hi in (("beta1", beta1, 0.0, 1.0), ("beta2", beta2, 0.0, 1.0)):
-        if not lo <= float(val) < hi:
-            raise ValueError(f"{where}: argument '{name}' must be in [0, 1), got {val!r}")
+    int_arg(step, "step", where, 1)
+    for name, val in (("beta1", beta1), ("beta2", beta2)):
+        real_arg(val, name, where, 0, 1, hi_open=True)
     for name, val in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-        if not (math.isfinite(float(val)) and float(val) >= 0.0):
-            raise ValueError(f"{where}: argument '{name}' must be a finite number >= 0, got {val!r}")
+        real_arg(val, name, where, 0, want="a finite number >= 0")
     t = param.dtype.type
     # Bias corrections in double on the host, once; the kernel only multiplies and divides.
     c = adam_constants(lr, beta1, beta2, eps, step)

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gpunn._checks import int_arg
+
 
 class AdamConstants(NamedTuple):
     """The host-side constants of one Adam step, in float64.
@@ -99,8 +101,7 @@ class OptimOps:
         _check_flat(where, param, param=param, grad=grad, m=m, v=v, max_v=max_v)
         if np.dtype(param.dtype).kind != "f":
             raise TypeError(f"{where}: argument 'param' must be a floating-point array, got dtype {param.dtype}")
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-            raise ValueError(f"{where}: argument 'step' must be an int >= 1 (the count after increment), got {step!r}")
+        int_arg(step, "step", where, 1, want="an int >= 1 (the count after increment)")
         n = int(param.shape[0])
         if n == 0:
             return
