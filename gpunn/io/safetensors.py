@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.io.atomic import atomic_write, clean_stale_temporaries  # noqa: F401  (re-exported for callers)
+from gpunn.io.atomic import atomic_write
 
 #: the dtypes gpunn reads and writes, by their safetensors codes (the package knows more, e.g. BF16)
 _DTYPES: dict[str, np.dtype] = {

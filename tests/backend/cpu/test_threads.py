@@ -244,7 +244,6 @@ def test_split_adam_matches_one_thread(forced_threads):
 def test_a_forked_child_starts_its_own_workers(monkeypatch):
     """After fork the parent's worker threads do not exist in the child; a split op there must
     start new ones instead of waiting forever on the old ones."""
-    import os
     import subprocess
     import sys
     code = (
