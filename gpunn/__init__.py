@@ -7,23 +7,25 @@ holds the levels and enforces them):
     models -> train -> callbacks, io, metrics, tune -> layers -> optim, losses, data
       -> init, regularizers, constraints, testing -> backend -> emu, random, parameter, errors, _checks
 
-This package re-exports the public surface (Sequential's home is gpunn/train/sequential.py);
+This package re-exports the public surface (Sequential's home is gpunn/train/sequential.py, Model's
+and Input's gpunn/train/network.py and gpunn/layers/symbolic.py);
 gpunn/jobs/ and gpunn/cli.py sit above it. CONTRIBUTING.md's "Where things live" says what each
 package owns.
 """
 from gpunn import (callbacks, constraints, data, init, io, layers, losses, metrics, models, optim, regularizers,
                    train, tune)
+from gpunn import utils
 from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, get_backend, set_backend,
                            use_backend)
 from gpunn.backend.cpu.threads import get_num_threads, set_num_threads
 from gpunn.io import load_model
 from gpunn.parameter import Parameter
 from gpunn.random import manual_seed
-from gpunn.train import Ensemble, Sequential
+from gpunn.train import Ensemble, Input, Model, Sequential
 
 __version__ = "0.1.0"
 
-__all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Parameter", "Sequential", "__version__", "callbacks",
-           "constraints", "cuda_status", "data", "get_backend", "get_num_threads", "init", "io", "layers",
+__all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Input", "Model", "Parameter", "Sequential", "__version__",
+           "callbacks", "constraints", "cuda_status", "data", "get_backend", "get_num_threads", "init", "io", "layers",
            "load_model", "losses", "manual_seed", "metrics", "models", "optim", "regularizers", "set_backend",
-           "set_num_threads", "train", "tune", "use_backend"]
+           "set_num_threads", "train", "tune", "use_backend", "utils"]

@@ -266,3 +266,62 @@ def finite_real(value: Any, name: str, where: str, minimum: float | None = None,
         want = f"a positive float (> {minimum:g})" if strict else f">= {minimum:g}"
         raise ValueError(_refuse(where, name, want, value))
     return out
+
+
+#: the image layouts of the layers that read one: gpunn's (and PyTorch's) default, and Keras's
+DATA_FORMATS = {"channels_first": "(N, C, H, W)", "channels_last": "(N, H, W, C)"}
+
+
+def data_format_arg(value: Any, name: str, where: str) -> str:
+    """"channels_first" or "channels_last" (any case, as Keras accepts), returned in lower case."""
+    want = " or ".join(f"'{k}' {v}" for k, v in DATA_FORMATS.items())
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: argument '{name}' must be {want}, got {type(value).__name__} {value!r}")
+    out = value.lower()
+    if out not in DATA_FORMATS:
+        raise ValueError(_refuse(where, name, want, value))
+    return out
+
+
+def sample_weight_arg(value: Any, n: int, name: str, where: str) -> np.ndarray:
+    """Per-sample weights as a host float64 array of shape (n,): finite, >= 0, not all zero
+    (a weighted mean over weights that are all zero is 0 / 0)."""
+    if isinstance(value, (list, tuple)):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{where}: argument '{name}' must be a 1-D NumPy array with one weight per sample, got "
+                        f"{type(value).__name__}")
+    if value.dtype.kind not in "iuf":
+        raise TypeError(f"{where}: argument '{name}' must hold real numbers, got dtype {value.dtype}")
+    if value.shape != (n,):
+        raise ValueError(f"{where}: argument '{name}' must have shape ({n},), one weight per sample, got shape "
+                         f"{value.shape}")
+    out = value.astype(np.float64)
+    if not np.isfinite(out).all() or (out < 0).any():
+        raise ValueError(f"{where}: argument '{name}' must hold finite weights >= 0, got min {out.min()}, "
+                         f"max {out.max()}")
+    if not out.any():
+        raise ValueError(f"{where}: argument '{name}' is all zeros; at least one sample needs a positive weight")
+    return out
+
+
+def class_weight_arg(value: Any, name: str, where: str) -> dict[int, float]:
+    """A dict class index (an int >= 0) -> weight (a finite float >= 0), as Keras's fit takes."""
+    if not isinstance(value, dict) or not value:
+        got = repr(value) if isinstance(value, dict) else type(value).__name__
+        raise TypeError(f"{where}: argument '{name}' must be a non-empty dict class index -> weight, got {got}")
+    out: dict[int, float] = {}
+    for key, weight in value.items():
+        index = int_arg(key, f"{name}[{key!r}]", where, 0, want="keyed by a class index (an int >= 0)")
+        out[index] = real_arg(weight, f"{name}[{key!r}]", where, 0, want="a finite weight >= 0")
+    return out
+
+
+def name_arg(value: Any, name: str, where: str) -> str:
+    """A non-empty str naming something (a model input or output, a layer), at most 200 characters:
+    the names key dicts of data and the logs ("<output>_loss")."""
+    if not isinstance(value, str):
+        raise TypeError(_refuse(where, name, "a non-empty str", value))
+    if not value or len(value) > 200:
+        raise ValueError(_refuse(where, name, "a non-empty str of at most 200 characters", value))
+    return value

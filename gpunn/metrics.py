@@ -98,6 +98,8 @@ def binary_accuracy(y_true: Any, y_pred: Any, threshold: float = 0.5) -> float:
 def _same_shape(y_true: Any, y_pred: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
     pred = _host(y_pred, "y_pred", where).astype(np.float64)
     true = _host(y_true, "y_true", where).astype(np.float64)
+    if true.shape != pred.shape and pred.ndim == 2 and pred.shape[1] == 1 and true.shape == pred.shape[:1]:
+        true = true.reshape(pred.shape)  # Keras's habit: targets (N,) for an output (N, 1)
     if true.shape != pred.shape:
         raise ValueError(f"{where}: argument 'y_true' must have the shape of y_pred {pred.shape}, got {true.shape}")
     return true, pred

@@ -43,30 +43,46 @@ def gradcheck(layer: Any, x: Any, training: bool = True, seed: int | None = 0, e
     The layer is cast to float64; the scalar checked is sum(forward(x) * r) for a fixed random r,
     so every output element contributes. `seed` reseeds before each forward so stochastic layers
     (dropout) see the same mask every time. Raises AssertionError with details; returns True.
+
+    Several inputs (a merge layer, a model with several inputs) are given as a list `x`, and
+    backward must return one gradient per input; several outputs (a list from forward) each get
+    their own r, and backward takes the list of them.
     """
     from gpunn.random import manual_seed
 
     be = get_backend()
-    x = be.asarray(np.asarray(be.to_numpy(x), dtype=np.float64))
+    several_in = isinstance(x, (list, tuple))
+    xs = [be.asarray(np.asarray(be.to_numpy(a), dtype=np.float64)) for a in (x if several_in else [x])]
+    arg = list(xs) if several_in else xs[0]
     layer.to_dtype(np.float64)
 
     def run() -> Any:
         if seed is not None:
             manual_seed(seed)
-        return layer.forward(x, training=training)
+        return layer.forward(arg, training=training)
 
     y = run()
-    r = be.asarray(np.random.default_rng(1234).standard_normal(tuple(y.shape)))
+    several_out = isinstance(y, (list, tuple))
+    rng = np.random.default_rng(1234)
+    rs = [be.asarray(rng.standard_normal(tuple(out.shape))) for out in (y if several_out else [y])]
 
     def objective() -> float:
-        return float((run() * r).sum())
+        out = run()
+        return float(sum((o * r).sum() for o, r in zip(out if several_out else [out], rs)))
 
     for p in layer.parameters():
         p.grad[...] = 0
     run()
-    dx = layer.backward(r)
+    dx = layer.backward(rs if several_out else rs[0])
     analytic_params = [(p.name, p.grad.copy()) for p in layer.parameters()]
-    _compare("input gradient", dx, numerical_grad(objective, x, eps), rtol, atol)
+    if several_in:
+        if not isinstance(dx, (list, tuple)) or len(dx) != len(xs):
+            raise AssertionError(f"gradcheck: backward returned {type(dx).__name__}, expected a list of "
+                                 f"{len(xs)} input gradients")
+        for i, (d, a) in enumerate(zip(dx, xs)):
+            _compare(f"input {i} gradient", d, numerical_grad(objective, a, eps), rtol, atol)
+    else:
+        _compare("input gradient", dx, numerical_grad(objective, xs[0], eps), rtol, atol)
     if check_params:
         for (name, grad), p in zip(analytic_params, layer.parameters()):
             _compare(f"parameter {name!r}", grad, numerical_grad(objective, p.data, eps), rtol, atol)

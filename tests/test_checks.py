@@ -285,3 +285,55 @@ def test_finite_real():
         with refused(TypeError, f"normal: argument 'std' must be a finite float, got {type(value).__name__}"):
             C.finite_real(value, "std", "normal")
     assert math.isclose(C.finite_real(-2.5, "mean", "normal"), -2.5)
+
+
+# -- data_format_arg, sample_weight_arg, class_weight_arg ------------------------------------------
+def test_data_format_arg():
+    assert C.data_format_arg("channels_last", "data_format", "f") == "channels_last"
+    assert C.data_format_arg("Channels_First", "data_format", "f") == "channels_first"
+    with refused(ValueError, "f: argument 'data_format' must be 'channels_first' (N, C, H, W) or 'channels_last' "
+                             "(N, H, W, C), got 'NHWC'"):
+        C.data_format_arg("NHWC", "data_format", "f")
+    for bad in (None, 1, ("channels_last",)):
+        with refused(TypeError, "f: argument 'data_format' must be 'channels_first'"):
+            C.data_format_arg(bad, "data_format", "f")
+
+
+def test_sample_weight_arg():
+    out = C.sample_weight_arg([1, 0, 2.5], 3, "sample_weight", "fit")
+    assert out.dtype == np.float64 and out.tolist() == [1.0, 0.0, 2.5]
+    with refused(ValueError, "fit: argument 'sample_weight' must have shape (3,), one weight per sample, got shape "
+                             "(3, 1)"):
+        C.sample_weight_arg(np.ones((3, 1)), 3, "sample_weight", "fit")
+    with refused(ValueError, "fit: argument 'sample_weight' must have shape (3,)"):
+        C.sample_weight_arg(np.ones(4), 3, "sample_weight", "fit")
+    with refused(ValueError, "fit: argument 'sample_weight' must hold finite weights >= 0"):
+        C.sample_weight_arg(np.array([1.0, -1.0, 1.0]), 3, "sample_weight", "fit")
+    with refused(ValueError, "fit: argument 'sample_weight' must hold finite weights >= 0"):
+        C.sample_weight_arg(np.array([1.0, NAN, 1.0]), 3, "sample_weight", "fit")
+    with refused(ValueError, "fit: argument 'sample_weight' is all zeros"):
+        C.sample_weight_arg(np.zeros(3), 3, "sample_weight", "fit")
+    with refused(TypeError, "fit: argument 'sample_weight' must hold real numbers, got dtype bool"):
+        C.sample_weight_arg(np.ones(3, bool), 3, "sample_weight", "fit")
+    with refused(TypeError, "fit: argument 'sample_weight' must be a 1-D NumPy array with one weight per sample, "
+                            "got str"):
+        C.sample_weight_arg("1", 3, "sample_weight", "fit")
+
+
+def test_class_weight_arg():
+    assert C.class_weight_arg({0: 1, np.int64(2): 0.5}, "class_weight", "fit") == {0: 1.0, 2: 0.5}
+    with refused(TypeError, "fit: argument 'class_weight' must be a non-empty dict class index -> weight, got {}"):
+        C.class_weight_arg({}, "class_weight", "fit")
+    with refused(TypeError, "fit: argument 'class_weight' must be a non-empty dict class index -> weight, got list"):
+        C.class_weight_arg([1.0], "class_weight", "fit")
+    with refused(ValueError, "fit: argument 'class_weight['a']' must be keyed by a class index (an int >= 0), "
+                             "got 'a'"):
+        C.class_weight_arg({"a": 1.0}, "class_weight", "fit")
+    with refused(ValueError, "fit: argument 'class_weight[-1]' must be keyed by a class index"):
+        C.class_weight_arg({-1: 1.0}, "class_weight", "fit")
+    with refused(ValueError, "fit: argument 'class_weight[True]' must be keyed by a class index"):
+        C.class_weight_arg({True: 1.0}, "class_weight", "fit")
+    with refused(ValueError, "fit: argument 'class_weight[1]' must be a finite weight >= 0, got -2"):
+        C.class_weight_arg({1: -2}, "class_weight", "fit")
+    with refused(ValueError, "fit: argument 'class_weight[1]' must be a finite weight >= 0, got nan"):
+        C.class_weight_arg({1: NAN}, "class_weight", "fit")

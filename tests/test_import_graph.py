@@ -25,7 +25,7 @@ LEVELS: dict[str, int] = {
     "gpunn.init": 5, "gpunn.regularizers": 5, "gpunn.constraints": 5, "gpunn.testing": 5,
     "gpunn.losses": 6, "gpunn.optim": 6, "gpunn.data": 6,
     "gpunn.layers": 7,
-    "gpunn.metrics": 8, "gpunn.io": 8, "gpunn.callbacks": 8, "gpunn.tune": 8,
+    "gpunn.metrics": 8, "gpunn.io": 8, "gpunn.callbacks": 8, "gpunn.tune": 8, "gpunn.utils": 8,
     "gpunn.train": 9,
     "gpunn.models": 10,
     "gpunn": 11,  # the root package: the public surface, re-exported

@@ -84,7 +84,8 @@ def test_get_loss_by_name():
 
 # -- what each loss takes as pred: Loss.from_logits ------------------------------------------------
 FROM_LOGITS = {"SoftmaxCrossEntropy": True, "BinaryCrossEntropy": True, "MSE": False, "MAE": False,
-               "Huber": False, "SumSquaredError": False, "MulticlassHinge": False}
+               "Huber": False, "SumSquaredError": False, "MulticlassHinge": False, "CategoricalCrossentropy": False,
+               "SparseCategoricalCrossentropy": False, "NLLLoss": True}
 
 
 def gpunn_losses() -> list[type]:
@@ -127,7 +128,8 @@ def test_loss_argument_checks():
         BinaryCrossEntropy(eps=np.float32(1e-6))  # Python numbers only, as ever
 
 
-OUTPUT_KINDS = {"SoftmaxCrossEntropy": "logits", "BinaryCrossEntropy": "binary_logits"}
+OUTPUT_KINDS = {"SoftmaxCrossEntropy": "logits", "BinaryCrossEntropy": "binary_logits", "NLLLoss": "logits",
+                "CategoricalCrossentropy": "probabilities", "SparseCategoricalCrossentropy": "probabilities"}
 
 
 def test_every_loss_says_how_its_pred_becomes_what_it_compares():
@@ -136,3 +138,19 @@ def test_every_loss_says_how_its_pred_becomes_what_it_compares():
         assert cls().output_kind == OUTPUT_KINDS.get(cls.__name__, "values"), cls.__name__
     assert BinaryCrossEntropy(from_logits=False).output_kind == "probabilities"
     assert Loss.output_kind == "values"
+
+
+def test_register_loss_checks_its_arguments():
+    with pytest.raises(TypeError, match=r"^register_loss: argument 'cls' must be a Loss subclass, got <class 'dict'>"):
+        losses_module.register_loss("mine", dict)
+    with pytest.raises(TypeError, match=r"^register_loss: argument 'name' must be a non-empty str, got ''"):
+        losses_module.register_loss("", MSE)
+
+    class Mine(MSE):
+        pass
+
+    losses_module.register_loss(" Mine_Test ", Mine)
+    try:
+        assert type(get_loss("mine_test")) is Mine
+    finally:
+        losses_module._BY_NAME.pop("mine_test")

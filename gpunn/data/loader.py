@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import int_arg, positive_int
+from gpunn._checks import int_arg, positive_int, sample_weight_arg
 from gpunn.backend import Backend, get_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.random import host_rng
@@ -42,6 +42,8 @@ class DataLoader:
     """Iterate over (x, y) in mini-batches; each `for` loop over the loader is one epoch.
 
     - `x`, `y`: host arrays with the samples on axis 0 (`y` may be None: batches are then x only).
+    - `sample_weight`: one weight per sample (finite, >= 0); batches are then (x, y, sample_weight),
+      which fit and evaluate read as Keras does (the loss is the weighted mean).
     - `shuffle`, `seed`: a fresh permutation per epoch, reproducible from the seed (seed None draws
       one from gpunn's host generator, so `gpunn.manual_seed` makes it reproducible too).
     - `drop_last`: skip a final batch smaller than `batch_size`.
@@ -54,7 +56,7 @@ class DataLoader:
 
     def __init__(self, x: Any, y: Any = None, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
                  drop_last: bool = False, transform: Callable | None = None, prefetch: int = 2,
-                 to_device: bool = True) -> None:
+                 to_device: bool = True, sample_weight: Any = None) -> None:
         where = "DataLoader"
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)
@@ -68,13 +70,18 @@ class DataLoader:
             if not hasattr(y, "shape") or len(y.shape) == 0 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"{where}: argument 'y' must have {x.shape[0]} samples on axis 0 to match x, "
                                  f"got shape {getattr(y, 'shape', None)}")
+        if sample_weight is not None:
+            if y is None:
+                raise ValueError(f"{where}: argument 'sample_weight' needs targets 'y' (batches are (x, y, "
+                                 "sample_weight))")
+            sample_weight = sample_weight_arg(sample_weight, int(x.shape[0]), "sample_weight", where)
         positive_int(batch_size, "batch_size", where)
         if seed is not None:
             int_arg(seed, "seed", where, 0, want="a non-negative int or None")
         if transform is not None and not callable(transform):
             raise TypeError(f"{where}: argument 'transform' must be callable or None, got {type(transform).__name__}")
         int_arg(prefetch, "prefetch", where, 0)
-        self.x, self.y = x, y
+        self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed) if seed is not None else int(host_rng().integers(2**62))
@@ -108,11 +115,15 @@ class DataLoader:
         if self.transform is not None:
             xb = _call_transform(self.transform, xb, rng)
         yb = self.y[idx] if self.y is not None else None
+        wb = self.sample_weight[idx] if self.sample_weight is not None else None
         if backend is not None:
             # byte-swapped per batch, not up front: `x` may be a big-endian memmap larger than memory
             xb = backend.asarray(native_byte_order(xb))
             yb = backend.asarray(native_byte_order(yb)) if yb is not None else None
-        return xb if yb is None else (xb, yb)
+            wb = backend.asarray(wb) if wb is not None else None
+        if yb is None:
+            return xb
+        return (xb, yb) if wb is None else (xb, yb, wb)
 
     def __iter__(self) -> _BatchIterator:
         epoch = self.epoch

@@ -3,6 +3,8 @@
 - checkpoint.py: save_model / load_model / save_weights / load_weights, the file format;
 - config.py: architectures as plain JSON (get_config / model_from_config), checked before
   anything is constructed;
+- graph_check.py: the graph of a functional gpunn.Model (and a subclass's build shapes), checked
+  as hostile JSON before anything is built;
 - registry.py: the only classes a config or checkpoint may name;
 - meta.py: CheckpointError and the validation of a checkpoint's metadata;
 - safetensors.py: the tensor file, written and read with the `safetensors` package, plus gpunn's
@@ -10,7 +12,7 @@
 - atomic.py: the atomic write (a temporary file renamed over the target).
 
 It sits below gpunn.train: a model is saved through the methods it has, and gpunn.train
-registers Sequential here so that a checkpoint can name it.
+registers Sequential and Model here so that a checkpoint can name them.
 """
 from gpunn.io.checkpoint import load_model, load_weights, save_model, save_weights
 from gpunn.io.config import ConfigError, model_from_config

@@ -5,10 +5,10 @@ One file holds everything, so one atomic rename publishes a checkpoint:
   in a full save, "optimizer/<buffer>" (the optimizer's moment buffers);
 - metadata "gpunn.format" ("model" or "weights"), "gpunn.architecture" (model.get_config(): the
   layer configs, input shape and dtype), "gpunn.layers" (the class owning each state key, to name
-  mismatches), "gpunn.compile" (loss, metrics, optimizer class and settings), "gpunn.optimizer"
-  (its scalar state), "gpunn.training" (epochs done, the shuffle seed, the dropout generator's
-  state) and "gpunn.sha256" (a checksum of the whole header and the tensor bytes, so a flipped
-  bit or digit anywhere is caught, not loaded).
+  mismatches), "gpunn.compile" (loss, metrics, optimizer class and settings; per output for
+  several outputs), "gpunn.optimizer" (its scalar state), "gpunn.training" (epochs done, the
+  shuffle seed, the dropout generator's state) and "gpunn.sha256" (a checksum of the whole header
+  and the tensor bytes, so a flipped bit or digit anywhere is caught, not loaded).
 
 A checkpoint is hostile until validated. The `safetensors` package checks the file's structure
 before any tensor is decoded, and gpunn.io.safetensors checks the checksum (see there).
@@ -120,8 +120,33 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Parameters and buffers only (plus the architecture, to validate loads), written atomically."""
     _check_built(model, "save_weights")
     meta = {"gpunn.format": "weights", "gpunn.version": FORMAT_VERSION,
-            "gpunn.architecture": json.dumps(model_to_config(model)), "gpunn.layers": json.dumps(_owners(model))}
+            "gpunn.architecture": json.dumps(model_to_config(model, weights_only=True)),
+            "gpunn.layers": json.dumps(_owners(model))}
     write_safetensors(path, _model_tensors(model), meta, _CHECKSUM)
+
+
+def compile_config(model: Any) -> dict[str, Any]:
+    """The loss(es), metrics and optimizer compile set, as JSON-able data. A model with several
+    outputs adds "outputs": per output (in output order) its name, loss (None: untrained), loss
+    weight and metric names."""
+    opt = model.optimizer
+    specs = getattr(model, "_outputs", None)
+    names = getattr(model, "output_names", None)
+    if specs is None and names and callable(getattr(model, "_output_specs", None)):
+        # compiled before a subclassed model's first forward: its outputs are known now
+        specs = model._output_specs(len(names), "save")
+    if specs is None or len(specs) == 1:
+        out = {"loss": object_to_config(model.loss), "metrics": [name for name, _ in model.metric_fns],
+               "optimizer": optimizer_config(opt)}
+        if specs is not None and specs[0].weight != 1.0:
+            out["loss_weights"] = [specs[0].weight]
+        return out
+    first = next(s.loss for s in specs if s.loss is not None)
+    return {"loss": object_to_config(first), "metrics": [], "optimizer": optimizer_config(opt),
+            "outputs": {"names": [s.name for s in specs],
+                        "losses": [object_to_config(s.loss) if s.loss is not None else None for s in specs],
+                        "loss_weights": [s.weight for s in specs],
+                        "metrics": [[n[len(s.name) + 1:] for n, _ in s.metric_fns] for s in specs]}}
 
 
 def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = True) -> None:
@@ -132,9 +157,7 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
             "gpunn.architecture": json.dumps(model_to_config(model)), "gpunn.layers": json.dumps(_owners(model))}
     if getattr(model, "compiled", False):
         opt = model.optimizer
-        compile_cfg = {"loss": object_to_config(model.loss), "metrics": [name for name, _ in model.metric_fns],
-                       "optimizer": optimizer_config(opt)}
-        meta["gpunn.compile"] = json.dumps(compile_cfg)
+        meta["gpunn.compile"] = json.dumps(compile_config(model))
         # an optimizer that has not stepped holds only its initial state, which compile recreates
         if include_optimizer and getattr(opt, "step_count", 0) > 0:
             scalars, opt_tensors = _split_optimizer_state(opt.state_dict())
@@ -204,14 +227,25 @@ def _layer_classes(cfg: Any, path: str = "model") -> list[tuple[str, str]]:
 
     if isinstance(cfg, dict):
         out.append((path, str(cfg.get("class"))))
+        sub = cfg.get("subclassed")
+        if isinstance(sub, dict):  # a subclassed model: its config holds constructor kwargs, not layers
+            layers = sub.get("layers")
+            if isinstance(layers, dict):
+                out.extend((f"{path}.{k}", str(v)) for k, v in layers.items())
+            return out
         walk(cfg.get("config"), path)
+        graph = cfg.get("graph")
+        if isinstance(graph, dict) and isinstance(graph.get("layers"), list):
+            for entry in graph["layers"]:
+                if isinstance(entry, dict):
+                    out.extend(_layer_classes(entry.get("layer"), f"{path}.{str(entry.get('name'))[:80]}"))
     return out
 
 
 def _check_same_architecture(model: Any, meta: Meta) -> None:
     """The file's layers must be the model's, class for class (a ReLU model's weights are no tanh model's)."""
     saved = _layer_classes(meta.architecture())
-    ours = _layer_classes(model_to_config(model))
+    ours = _layer_classes(model_to_config(model, weights_only=True))
     for (where, a), (_, b) in zip(saved, ours):
         if a != b:
             raise meta.error(f"holds weights of another architecture: layer {where} is {a} in the file but {b} "
@@ -290,17 +324,42 @@ def _finite_optimizer_state(tensors: dict[str, np.ndarray], meta: Meta) -> dict[
     return buffers
 
 
-def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
-                  custom_objects: dict[str, Any] | None) -> None:
-    """Rebuild the loss, metrics and optimizer (with its state) saved with the model, or raise."""
-    cfg = meta.compile_settings()
-    try:
-        loss = object_from_config(cfg["loss"], custom_objects, kind="loss")
-        optimizer = optimizer_from_config(cfg["optimizer"], model, custom_objects)
-    except ConfigError as exc:
-        raise meta.error(f"has compile settings this gpunn will not rebuild: {exc}") from None
+def _weight_ok(w: Any) -> bool:
+    return isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+
+
+def _output_settings(cfg: dict[str, Any], model: Any, meta: Meta) -> dict[str, Any]:
+    """The per-output compile settings of a model with several outputs, checked: names that are
+    the model's outputs, one loss config (or null), weight and metric list per output."""
+    outs = cfg["outputs"]
+    bad = meta.error
+    if not isinstance(outs, dict) or set(outs) != {"names", "losses", "loss_weights", "metrics"}:
+        raise bad("has corrupt 'gpunn.compile' metadata: 'outputs' must be an object with keys names, losses, "
+                  "loss_weights, metrics")
+    names = outs["names"]
+    if not isinstance(names, list) or not 1 <= len(names) <= 1024 or not all(isinstance(n, str) for n in names):
+        raise bad("has corrupt 'gpunn.compile' metadata: 'outputs.names' must be a list of output names")
+    ours = getattr(model, "output_names", None)
+    if ours is not None and list(ours) != names:
+        raise bad(f"has compile settings for outputs {names[:8]}, but the model's outputs are {list(ours)[:8]}")
+    n = len(names)
+    for key in ("losses", "loss_weights", "metrics"):
+        if not isinstance(outs[key], list) or len(outs[key]) != n:
+            raise bad(f"has corrupt 'gpunn.compile' metadata: 'outputs.{key}' must be a list of {n} entries")
+    if not all(c is None or isinstance(c, dict) for c in outs["losses"]) or all(c is None for c in outs["losses"]):
+        raise bad("has corrupt 'gpunn.compile' metadata: 'outputs.losses' must hold loss configs or null, "
+                  "at least one a loss")
+    if not all(_weight_ok(w) for w in outs["loss_weights"]):
+        raise bad("has corrupt 'gpunn.compile' metadata: 'outputs.loss_weights' must be finite floats >= 0")
+    if not all(isinstance(m, list) and all(isinstance(v, str) for v in m) for m in outs["metrics"]):
+        raise bad("has corrupt 'gpunn.compile' metadata: 'outputs.metrics' must be lists of metric names")
+    return outs
+
+
+def _metric_specs(names: list[str], custom_objects: dict[str, Any] | None, meta: Meta) -> list[Any]:
+    """The metrics saved by name: built-in names, or functions the caller passes in custom_objects."""
     metrics = []
-    for name in cfg["metrics"]:
+    for name in names:
         if custom_objects and name in custom_objects:
             metrics.append(custom_objects[name])
             continue
@@ -309,12 +368,37 @@ def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
             metrics.append(name)
         except ValueError:
             warnings.warn(f"{meta.where}: metric {name[:80]!r} is not built in; pass it in custom_objects to keep it",
-                          stacklevel=3)
+                          stacklevel=4)
+    return metrics
+
+
+def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
+                  custom_objects: dict[str, Any] | None) -> None:
+    """Rebuild the loss, metrics and optimizer (with its state) saved with the model, or raise."""
+    cfg = meta.compile_settings()
+    outputs = _output_settings(cfg, model, meta) if "outputs" in cfg else None
+    weights = cfg.get("loss_weights")
+    if weights is not None and (not isinstance(weights, list) or len(weights) != 1 or not _weight_ok(weights[0])):
+        raise meta.error("has corrupt 'gpunn.compile' metadata: 'loss_weights' must be a list of one finite float >= 0")
+    try:
+        if outputs is None:
+            loss: Any = object_from_config(cfg["loss"], custom_objects, kind="loss")
+        else:
+            loss = {n: object_from_config(c, custom_objects, kind="loss") if c is not None else None
+                    for n, c in zip(outputs["names"], outputs["losses"])}
+            weights = {n: w for n, w in zip(outputs["names"], outputs["loss_weights"])}
+        optimizer = optimizer_from_config(cfg["optimizer"], model, custom_objects)
+    except ConfigError as exc:
+        raise meta.error(f"has compile settings this gpunn will not rebuild: {exc}") from None
+    if outputs is None:
+        metrics: Any = _metric_specs(cfg["metrics"], custom_objects, meta)
+    else:
+        metrics = {n: _metric_specs(m, custom_objects, meta) for n, m in zip(outputs["names"], outputs["metrics"])}
     buffers = _finite_optimizer_state(tensors, meta)
     scalars = meta.optimizer_scalars() if meta.has("gpunn.optimizer") else None
     if buffers and scalars is None:
         raise meta.error("has optimizer buffers but no 'gpunn.optimizer' metadata")
-    model.compile(loss=loss, optimizer=optimizer, metrics=metrics)
+    model.compile(loss=loss, optimizer=optimizer, metrics=metrics, loss_weights=weights)
     if scalars is not None:
         try:
             model.optimizer.load_state_dict({**scalars, "state": buffers})

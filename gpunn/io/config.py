@@ -6,15 +6,24 @@ layer may instead define `get_config()` returning its constructor's keyword argu
 Keras). Values are encoded with explicit markers so that tuples, nested layers and gpunn objects
 (regularizers, constraints) come back as they went in.
 
+A gpunn.Model adds what its constructor cannot say: a functional model its "graph" (each layer
+once, with the tensors each of its calls read, as Keras's "inbound_nodes"; see graph_check.py), a
+subclassed one its "subclassed" record (the input shape each layer was built for, so that loading
+builds them without running call(); its "config" is what the class's own get_config() returns,
+and the class must be registered).
+
 Decoding treats the config as hostile:
 - a class is looked up by its registered name only (gpunn.io.registry, or the caller's
   `custom_objects`), and must be of the kind the position asks for (a layer, a loss, ...);
 - the config's keys are checked against the constructor's parameters before anything is built;
-- nesting is capped, and rebuilding a model may allocate only a bounded number of elements.
+- nesting is capped, and rebuilding a model may allocate only a bounded number of elements;
+- a graph is checked whole (types, sizes, references, cycles) before any of its layers is made,
+  and the graph rebuilt must be the file's, call for call.
 Every problem raises ConfigError (a ValueError) naming it, with no side effect.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from typing import Any
@@ -22,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from gpunn.layers.base import AllocationBudgetError, Layer, allocation_budget
+from gpunn.layers.symbolic import Input
 from gpunn.io import registry
+from gpunn.io.graph_check import GraphConfigError, check_build_shapes, check_graph, check_shape_tree
 
 
 class ConfigError(ValueError):
@@ -153,8 +164,24 @@ def object_to_config(obj: Any) -> dict[str, Any]:
     raise ConfigError(f"{where}: cannot read its constructor arguments back; define get_config()")
 
 
-def layer_to_config(layer: Any) -> dict[str, Any]:
-    """{"class", "config", "trainable"} describing `layer` and its sublayers."""
+def _is_graph(obj: Any) -> bool:
+    return bool(getattr(type(obj), "_gpunn_model", False)) and getattr(obj, "_graph", None) is not None
+
+
+def _is_subclassed(obj: Any) -> bool:
+    return bool(getattr(type(obj), "_gpunn_model", False)) and getattr(obj, "_graph", None) is None
+
+
+def layer_to_config(layer: Any, weights_only: bool = False) -> dict[str, Any]:
+    """{"class", "config", "trainable"} describing `layer` and its sublayers (a gpunn.Model adds
+    its "graph" or, for a subclass, "subclassed"; see graph_to_config and subclassed_to_config).
+
+    `weights_only` (a weights file: the architecture only names the layers, to compare on load)
+    lets a subclassed model without get_config() be described."""
+    if _is_graph(layer):
+        return graph_to_config(layer, weights_only)
+    if _is_subclassed(layer):
+        return subclassed_to_config(layer, weights_only)
     cls = type(layer)
     where = f"save layer {layer.name!r} ({cls.__name__})"
     config = _user_config(layer)
@@ -168,10 +195,92 @@ def layer_to_config(layer: Any) -> dict[str, Any]:
     return {"class": _class_name(cls), "config": config, "trainable": bool(layer.trainable)}
 
 
-def model_to_config(model: Any) -> dict[str, Any]:
-    """A model's whole architecture: its layer config plus the input shape and dtype it was built for."""
-    out = layer_to_config(model)
-    out["input_shape"] = list(model.input_shape) if model.input_shape is not None else None
+def graph_to_config(model: Any, weights_only: bool = False) -> dict[str, Any]:
+    """A functional model: each layer once, with the tensors each of its calls read (Keras's
+    "inbound_nodes"), the inputs, the outputs and their names (see gpunn.io.graph_check)."""
+    graph = model._graph
+    inbound = graph.inbound()
+    layers = [{"name": key, "layer": layer_to_config(layer, weights_only), "inbound_nodes": inbound[key]}
+              for key, layer in graph.layers.items()]
+    return {"class": _class_name(type(model)), "config": {"name": model.name}, "trainable": bool(model.trainable),
+            "graph": {"inputs": [{"name": n, "shape": list(t.shape)} for n, t in zip(graph.input_names, graph.inputs)],
+                      "layers": layers, "outputs": [graph.ref(t) for t in graph.outputs],
+                      "output_names": list(graph.output_names)}}
+
+
+def _shape_json(shape: Any) -> Any:
+    if isinstance(shape, (list, tuple)) and shape and all(isinstance(s, (list, tuple)) for s in shape):
+        return [list(s) for s in shape]
+    return list(shape)
+
+
+def _built_shapes(model: Any, prefix: str = "") -> dict[str, Any]:
+    """{path: input shape} of a subclassed model's built sublayers (a nested subclass's by theirs)."""
+    out: dict[str, Any] = {}
+    for key, child in model.children.items():
+        path = prefix + key
+        if _is_subclassed(child):
+            out.update(_built_shapes(child, f"{path}."))
+        if getattr(child, "built", False) and child.input_shape is not None:
+            out[path] = _shape_json(child.input_shape)
+    return out
+
+
+def _layer_paths(model: Any, prefix: str = "") -> dict[str, str]:
+    """{path: class name} of a subclassed model's sublayers, for load_weights to compare."""
+    out: dict[str, str] = {}
+    for key, child in model.children.items():
+        out[prefix + key] = _class_name(type(child))
+        if _is_subclassed(child):
+            out.update(_layer_paths(child, f"{prefix}{key}."))
+    return out
+
+
+def subclassed_to_config(model: Any, weights_only: bool = False) -> dict[str, Any]:
+    """A subclassed model: its class (registered), its constructor's keyword arguments from its
+    get_config(), and the input shape each sublayer was built for, so that loading constructs the
+    class and builds every layer without running call(). `weights_only` stores no arguments."""
+    cls = type(model)
+    name = registry.registered_name(cls)
+    where = f"save {cls.__name__}"
+    if weights_only:
+        config: dict[str, Any] = {}
+    else:
+        own_config = not getattr(cls.get_config, "_gpunn_model_default", False)
+        if name is None or not own_config:
+            needs = (("register the class with gpunn.io.register_serializable", name is None),
+                     ("define get_config() returning its constructor's keyword arguments", not own_config))
+            missing = " and ".join(m for m, bad in needs if bad)
+            raise ConfigError(f"{where}: a subclassed model is saved whole only when its class can be rebuilt from the "
+                              f"file: {missing}; or save the weights alone with save_weights(path) and rebuild the "
+                              "model in code before load_weights(path)")
+        raw = model.get_config()
+        if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+            raise ConfigError(f"{where}: get_config() must return a dict of constructor keyword arguments, got "
+                              f"{type(raw).__name__}")
+        try:
+            inspect.signature(cls).bind(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: get_config() returned {sorted(raw)}, which {cls.__name__}() does not take: "
+                              f"{exc}") from None
+        try:
+            config = {k: encode_value(v) for k, v in raw.items()}
+        except _Unencodable as exc:
+            raise ConfigError(f"{where}: get_config() holds a {exc} that cannot be saved as a config") from None
+    shape = model.input_shape
+    return {"class": name or cls.__name__, "config": config, "trainable": bool(model.trainable),
+            "subclassed": {"input_shape": _shape_json(shape) if shape is not None else None,
+                           "built_shapes": _built_shapes(model), "layers": _layer_paths(model)}}
+
+
+def model_to_config(model: Any, weights_only: bool = False) -> dict[str, Any]:
+    """A model's whole architecture: its layer config plus the input shape and dtype it was built
+    for (None for a gpunn.Model, whose graph or build shapes say it)."""
+    out = layer_to_config(model, weights_only)
+    if _is_graph(model) or _is_subclassed(model):
+        out["input_shape"] = None
+    else:
+        out["input_shape"] = list(model.input_shape) if model.input_shape is not None else None
     out["dtype"] = str(np.dtype(model.dtype))
     return out
 
@@ -255,8 +364,105 @@ def optimizer_from_config(cfg: Any, model: Any, custom_objects: dict[str, Any] |
     return _instantiate(cfg, custom_objects, ("optimizer",), args=(model,))
 
 
+def _model_class(cfg: dict[str, Any], custom_objects: dict[str, Any] | None, where: str) -> type:
+    cls = _resolve(cfg.get("class"), ("layer",), custom_objects, where)
+    if not getattr(cls, "_gpunn_model", False):
+        raise ConfigError(f"{where}: class {cfg.get('class')!r} is not a gpunn.Model, but its config describes one")
+    return cls
+
+
+def graph_from_config(cfg: dict[str, Any], custom_objects: dict[str, Any] | None, depth: int) -> Any:
+    """The functional model a graph config describes: its layers constructed (registered classes
+    only), then called on gpunn.Input tensors in an order the checked graph gives, which builds
+    them (under the caller's allocation budget). The rebuilt graph must be the file's exactly."""
+    where = f"load model {str(cfg.get('class'))[:80]!r}"
+    cls = _model_class(cfg, custom_objects, where)
+    config = cfg.get("config")
+    if not isinstance(config, dict) or set(config) != {"name"} or not isinstance(config["name"], str):
+        raise ConfigError(f"{where}: 'config' of a functional model must be {{'name': str}}, got {str(config)[:80]}")
+    try:
+        graph = check_graph(cfg["graph"], where)
+    except GraphConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    layers = [layer_from_config(entry["layer"], custom_objects, depth + 1) for entry in graph["layers"]]
+    tensors: dict[tuple[str, int], Any] = {}
+    try:
+        for name, shape in graph["inputs"]:
+            tensors[(name, 0)] = Input(shape=shape, name=name)
+        for li, ni in graph["order"]:
+            entry, layer = graph["layers"][li], layers[li]
+            args = [tensors[ref] for ref in entry["nodes"][ni]]
+            tensors[(entry["name"], ni)] = layer(args if layer.multi_input or len(args) > 1 else args[0])
+        outputs = {name: tensors[ref] for name, ref in zip(graph["output_names"], graph["outputs"])}
+        model = cls(inputs=[tensors[(name, 0)] for name, _ in graph["inputs"]], outputs=outputs, name=config["name"])
+    except AllocationBudgetError as exc:
+        raise ConfigError(str(exc)) from None
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{where}: the graph does not build: {str(exc)[:300]}") from None
+    rebuilt = model._graph
+    inbound = rebuilt.inbound()
+    expected = [(entry["name"], [[list(r) + [0] for r in node] for node in entry["nodes"]])
+                for entry in graph["layers"]]
+    if [(k, inbound[k]) for k in rebuilt.layers] != expected:
+        raise ConfigError(f"{where}: the graph is not in the form gpunn writes (its layers or calls are in another "
+                          "order, or some do not lead to an output); save it again with gpunn")
+    return model
+
+
+def _build_subclassed(model: Any, shapes: dict[str, Any], prefix: str, where: str) -> None:
+    """Build each sublayer of a subclassed model for the input shape it had when saved."""
+    for key, child in model.children.items():
+        path = prefix + key
+        if _is_subclassed(child):
+            _build_subclassed(child, shapes, f"{path}.", where)
+            child.input_shape = shapes.get(path)
+            child.built = True
+        elif path in shapes and not child.built:
+            shape = shapes[path]
+            child.build(list(shape) if getattr(child, "multi_input", False) else shape)
+
+
+def build_subclassed(model: Any, info: Any, max_elements: int | None, where: str) -> Any:
+    """Build a subclassed model's layers from its config's "subclassed" record (see
+    subclassed_to_config), allocating at most `max_elements` parameter and buffer elements
+    (None: within the allocation budget already in force, that of the model it is part of)."""
+    if not isinstance(info, dict) or set(info) != {"input_shape", "built_shapes", "layers"}:
+        raise ConfigError(f"{where}: 'subclassed' must be an object with keys input_shape, built_shapes, layers")
+    try:
+        shapes = check_build_shapes(info["built_shapes"], where)
+        input_shape = None if info["input_shape"] is None else check_shape_tree(info["input_shape"], "'input_shape'",
+                                                                                where)
+    except GraphConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    known = _layer_paths(model)
+    unknown = sorted(set(shapes) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: 'built_shapes' names layers {unknown[:8]} that {type(model).__name__} does not "
+                          f"have; its layers are {sorted(known)[:20]}")
+    try:
+        with allocation_budget(max_elements, where) if max_elements is not None else contextlib.nullcontext():
+            _build_subclassed(model, shapes, "", where)
+    except AllocationBudgetError as exc:
+        raise ConfigError(str(exc)) from None
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, ZeroDivisionError) as exc:
+        raise ConfigError(f"{where}: the layers do not build for their saved shapes: {str(exc)[:300]}") from None
+    model.input_shape = input_shape
+    model.built = True
+    return model
+
+
 def layer_from_config(cfg: Any, custom_objects: dict[str, Any] | None = None, depth: int = 0) -> Any:
-    layer = _instantiate(cfg, custom_objects, ("layer",), depth)
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"load: the config is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(cfg, dict) and "graph" in cfg:
+        layer = graph_from_config(cfg, custom_objects, depth)
+    else:
+        layer = _instantiate(cfg, custom_objects, ("layer",), depth)
+        if isinstance(cfg.get("subclassed"), dict) or "subclassed" in cfg:
+            if not _is_subclassed(layer):
+                raise ConfigError(f"load layer {str(cfg['class'])[:80]!r}: a 'subclassed' record for a class that is "
+                                  "not a subclass of gpunn.Model")
+            build_subclassed(layer, cfg["subclassed"], None, f"load model {str(cfg['class'])[:80]!r}")
     trainable = cfg.get("trainable", True)
     if not isinstance(trainable, bool):
         raise ConfigError(f"load layer {cfg['class']!r}: 'trainable' must be true or false, got {trainable!r}")
@@ -282,6 +488,9 @@ def build_as_configured(model: Any, config: dict[str, Any], max_elements: int, w
     dtype = config.get("dtype", "float32")
     if dtype not in MODEL_DTYPES:
         raise ConfigError(f"{where}: 'dtype' must be one of {list(MODEL_DTYPES)}, got {str(dtype)[:40]!r}")
+    if "subclassed" in config:  # load_weights into a subclassed model not yet run
+        model._dtype = np.dtype(dtype)
+        return build_subclassed(model, config["subclassed"], max_elements, where)
     shape = config.get("input_shape")
     shape = None if shape is None else _input_shape(shape, where)
     model._dtype = np.dtype(dtype)
@@ -300,9 +509,25 @@ def build_model(config: Any, custom_objects: dict[str, Any] | None, max_elements
     """model_from_config with an explicit cap on the elements the build may allocate."""
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: the model config must be an object, got {type(config).__name__}")
-    extra = sorted(set(config) - {"class", "config", "trainable", "input_shape", "dtype", "module"})
+    extra = sorted(set(config) - {"class", "config", "trainable", "input_shape", "dtype", "module", "graph",
+                                  "subclassed"})
     if extra:
         raise ConfigError(f"{where}: unknown keys {extra[:8]} in the model config")
+    if "graph" in config or "subclassed" in config:
+        dtype = config.get("dtype", "float32")
+        if dtype not in MODEL_DTYPES:
+            raise ConfigError(f"{where}: 'dtype' must be one of {list(MODEL_DTYPES)}, got {str(dtype)[:40]!r}")
+        if config.get("input_shape") is not None:
+            raise ConfigError(f"{where}: a gpunn.Model's config has 'input_shape' null (its graph or build shapes "
+                              "say it)")
+        try:
+            with allocation_budget(max_elements, where):  # layers are built while the graph is rebuilt
+                model = layer_from_config(config, custom_objects)
+        except AllocationBudgetError as exc:
+            raise ConfigError(str(exc)) from None
+        if np.dtype(dtype) != np.dtype(model.dtype):
+            model.to_dtype(dtype)
+        return model
     model = layer_from_config(config, custom_objects)
     return build_as_configured(model, config, max_elements, where)
 

@@ -19,8 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from gpunn import constraints, losses, regularizers
-from gpunn.layers import (activations, container, conv, dense, dropout, maxout, normalization, pooling, reshape,
-                          residual, weight_norm)
+from gpunn.layers import (activations, container, conv, dense, dropout, maxout, merge, normalization, pooling,
+                          reshape, residual, weight_norm)
 from gpunn.layers.base import Layer
 from gpunn.optim import adadelta, adagrad, adam, nadam, rmsprop, sgd
 from gpunn.optim.base import Optimizer
@@ -29,7 +29,7 @@ KINDS = ("layer", "loss", "optimizer", "regularizer", "constraint")
 
 # kind -> (base class, the modules whose classes gpunn serializes)
 _GPUNN_MODULES: dict[str, tuple[type, tuple[ModuleType, ...]]] = {
-    "layer": (Layer, (activations, container, conv, dense, dropout, maxout, normalization, pooling, reshape,
+    "layer": (Layer, (activations, container, conv, dense, dropout, maxout, merge, normalization, pooling, reshape,
                       residual, weight_norm)),
     "loss": (losses.Loss, (losses,)),
     "optimizer": (Optimizer, (sgd, adagrad, rmsprop, adadelta, adam, nadam)),

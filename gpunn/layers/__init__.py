@@ -3,8 +3,11 @@
 - base.py: Layer (build, forward, backward, parameters and buffers, state_dict, placement);
 - container.py: Chain, the plain container (Residual branches and blocks are Chains);
 - activations.py, conv.py, dense.py, dropout.py, maxout.py, normalization.py, pooling.py,
-  reshape.py, residual.py, weight_norm.py: one family each; kernel_options.py: what the
-  weight-bearing layers share (the fused activation, the kernel regularizer and constraint).
+  reshape.py, residual.py, weight_norm.py, merge.py (Add, Concatenate, ...): one family each;
+  kernel_options.py: what the weight-bearing layers share (the fused activation, the kernel
+  regularizer and constraint);
+- symbolic.py: Input and the symbolic tensors of the functional API; tape.py: recorded layer
+  calls and their backward in reverse (gpunn.Model's graphs and subclasses run on it).
 
 The model, Sequential (Chain + compile / fit / save), lives above in gpunn.train; the name
 `gpunn.layers.Sequential` still resolves to it, with a DeprecationWarning. Layers compute through
@@ -13,23 +16,30 @@ gpunn.constraints, gpunn.parameter, gpunn.random, gpunn._checks.
 """
 from gpunn.layers.activations import (ELU, GELU, SELU, Activation, CReLU, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU,
                                       ReLU6, Sigmoid, SiLU, Softmax, Softplus, Softsign, Swish, Tanh, get_activation,
-                                      register_activation)
+                                      output_activation, register_activation)
 from gpunn.layers.base import Layer
 from gpunn.layers.container import Chain
 from gpunn.layers.conv import Conv2D
+from gpunn.layers.data_format import image_data_format, use_image_data_format
 from gpunn.layers.dense import Dense
 from gpunn.layers.dropout import Dropout
 from gpunn.layers.maxout import Maxout
+from gpunn.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
 from gpunn.layers.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm
-from gpunn.layers.pooling import AvgPool2D, MaxPool2D
+from gpunn.layers.pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
 from gpunn.layers.reshape import Flatten
 from gpunn.layers.residual import Residual, basic_block, projection_shortcut
 from gpunn.layers.weight_norm import WeightNorm
 
-__all__ = ["ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Chain", "Conv2D", "Dense", "Dropout",
-           "Flatten", "GroupNorm", "InstanceNorm", "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
+# Keras's names for the same classes (a saved model records the class, so either name loads)
+MaxPooling2D = MaxPool2D
+AveragePooling2D = AvgPool2D
+BatchNormalization = BatchNorm
+
+__all__ = ["AveragePooling2D", "BatchNormalization", "MaxPooling2D", "output_activation", "Add", "Average", "Concatenate", "Maximum", "Multiply", "Subtract", "ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Chain", "Conv2D", "Dense", "Dropout",
+           "Flatten", "GlobalAveragePooling2D", "GroupNorm", "InstanceNorm", "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
            "MaxPool2D", "Maxout", "PReLU", "ReLU", "ReLU6", "Residual", "SiLU", "Sigmoid",
-           "Softmax", "Softplus", "Softsign", "Swish", "Tanh", "WeightNorm", "basic_block", "get_activation",
+           "Softmax", "Softplus", "Softsign", "Swish", "Tanh", "WeightNorm", "basic_block", "get_activation", "image_data_format", "use_image_data_format",
            "projection_shortcut", "register_activation"]
 
 

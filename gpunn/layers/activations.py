@@ -5,6 +5,7 @@ ReLU). Forms are chosen to be overflow-free in float32 at |x| = 1e4.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -52,8 +53,31 @@ def _normal_cdf(x: Any, xp: Any) -> Any:
     return xp.where(x < 0, c, 1.0 - c).astype(x.dtype, copy=False)
 
 
-class Activation(Layer):
-    """Base for elementwise activations: any rank, shape-preserving."""
+class _ActivationMeta(type):
+    """Lets the base class be called Keras-style: `Activation("relu")` builds the activation that
+    name registers (a ReLU), while `Activation(name=...)` and every subclass construct as usual.
+    Dispatching in the metaclass, not in __new__, keeps Python from re-running __init__ on the
+    layer built (a Softmax would take "softmax" for its axis)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Activation and (args or "activation" in kwargs):
+            return _named_activation(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """The constructor's signature (what inspect.signature(cls) reports: gpunn.io checks saved
+        arguments against it), not the dispatching __call__'s (*args, **kwargs)."""
+        sig = inspect.signature(cls.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+class Activation(Layer, metaclass=_ActivationMeta):
+    """Base for elementwise activations: any rank, shape-preserving.
+
+    Called with an activation, as in Keras - `Activation("relu")`, `Activation("softmax",
+    name="probs")`, `Activation(activation="tanh")` - it returns that activation's layer (the
+    names of get_activation). Subclasses call it as `super().__init__(name=..., input_shape=...)`."""
 
     def __init__(self, name: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
@@ -355,6 +379,31 @@ _REGISTRY: dict[str, Callable[[], Layer]] = {
 }
 
 
+def _named_activation(activation: Any = None, name: str | None = None,
+                      input_shape: tuple[int, ...] | None = None) -> Layer:
+    """`Activation(activation, name=None, input_shape=None)`, Keras's signature: the layer
+    get_activation builds for `activation` (a registered name, or a Layer returned as is), given
+    `name` and `input_shape` as if passed to its constructor."""
+    where = "Activation"
+    if isinstance(activation, Layer):
+        if name is not None or input_shape is not None:
+            raise ValueError(f"{where}: arguments 'name' and 'input_shape' apply to a named activation, not to "
+                             f"the layer {activation.name!r} given as 'activation'")
+        return activation
+    if not isinstance(activation, str) or activation.lower() not in _REGISTRY:
+        raise ValueError(f"{where}: argument 'activation' must be a Layer or one of {sorted(_REGISTRY)}, got "
+                         f"{activation!r}; to subclass Activation, call super().__init__(name=...)")
+    layer = _REGISTRY[activation.lower()]()
+    if name is not None:
+        if not isinstance(name, str):
+            raise TypeError(f"{where}: argument 'name' must be a str, got {type(name).__name__}")
+        layer.name = name
+    if input_shape is not None:
+        # as Layer.__init__ takes it: a declared input shape is a contract
+        layer.input_shape = layer._declared_shape = tuple(input_shape)
+    return layer
+
+
 def register_activation(name: str, factory: Callable[[], Layer]) -> None:
     _REGISTRY[name.lower()] = factory
 
@@ -369,3 +418,32 @@ def get_activation(spec: str | Layer | None) -> Layer | None:
         return _REGISTRY[spec.lower()]()
     raise ValueError(f"get_activation: argument 'activation' must be None, a Layer, or one of "
                      f"{sorted(_REGISTRY)}, got {spec!r}")
+
+
+#: what output_activation reports, by the layer's class (LogSoftmax before Softmax, its base)
+_OUTPUT_KINDS: tuple[tuple[type, str], ...] = ((LogSoftmax, "log_softmax"), (Softmax, "softmax"),
+                                               (Sigmoid, "sigmoid"))
+
+
+def output_activation(layer: Any) -> str | None:
+    """The activation a layer's output ends in: "softmax", "sigmoid", "log_softmax", or None
+    (anything else, e.g. a Dense without activation: logits). It looks through a Chain's (a
+    Sequential's) last layer, a layer's `activation=` (Dense, Conv2D, ...) and a wrapper's inner
+    layer (WeightNorm). A custom layer whose output is one of these declares it with a class
+    attribute, e.g. `output_activation = "softmax"`. losses.match_output reads the answer."""
+    declared = getattr(type(layer), "output_activation", None)
+    if isinstance(declared, str) and declared in ("softmax", "sigmoid", "log_softmax"):
+        return declared
+    for cls, kind in _OUTPUT_KINDS:
+        if isinstance(layer, cls):
+            return kind
+    layers = getattr(layer, "layers", None)
+    if isinstance(layers, list):
+        return output_activation(layers[-1]) if layers else None
+    children = getattr(layer, "children", None)
+    if isinstance(children, dict):
+        if isinstance(children.get("activation"), Layer):
+            return output_activation(children["activation"])
+        if len(children) == 1 and isinstance(children.get("layer"), Layer):
+            return output_activation(children["layer"])  # a wrapper (WeightNorm) outputs its layer's output
+    return None

@@ -32,6 +32,8 @@ import numpy as np
 from gpunn._checks import check_float_array, check_grad_shape, model_dtype
 from gpunn.backend import Backend, BackendUnavailableError, available_names, get_backend, to_host, use_backend
 from gpunn.init import get_initializer
+from gpunn.layers.symbolic import symbolic_call, symbolic_inputs
+from gpunn.layers.tape import active_tape, restore_state, state_before
 from gpunn.parameter import Parameter
 from gpunn.random import host_rng
 
@@ -165,6 +167,8 @@ class Layer:
     _in_backward = False
     _declared_shape: tuple[int, ...] | None = None
     _backend: Backend | None = None  # set by __init__; pinned on first use by a subclass that skips it
+    #: whether the layer takes a list of inputs (the merge layers): forward(xs), backward -> list
+    multi_input = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every layer's backward checks dy against its forward's output shape, and every layer
@@ -330,8 +334,53 @@ class Layer:
         """nxt.forward(self.forward(x)) in fewer passes; only called when fuses_with(nxt)."""
         raise NotImplementedError
 
-    def __call__(self, x: Any, training: bool = False) -> Any:
-        return self.forward(x, training=training)
+    def __call__(self, x: Any, training: bool | None = None) -> Any:
+        """`forward(x)`, or its record: on symbolic tensors (gpunn.Input and what layers return
+        for them) a new symbolic tensor, with this layer built for their shapes (the functional
+        API); inside a subclassed model's forward, the call recorded on its tape, so the model's
+        backward runs this layer's (see gpunn.layers.tape). `training=None` means the recording
+        model's mode, or inference outside one. Merge layers take a list of inputs."""
+        if symbolic_inputs(x) is not None:
+            return symbolic_call(self, x, self._symbolic_output_shape)
+        tape = active_tape()
+        if tape is not None:
+            return tape.record(self, x, tape.training if training is None else bool(training))
+        return self.forward(x, training=bool(training))
+
+    def _symbolic_output_shape(self, input_shape: Any) -> tuple[int, ...]:
+        """The per-sample output shape for inputs of `input_shape` (a list of shapes for a merge
+        layer), building the layer on first use: what a call on symbolic tensors returns."""
+        where = f"{self.name}.__call__"
+        if self.multi_input:
+            shape = [tuple(s) for s in input_shape]
+        else:
+            shape = tuple(input_shape)
+            if self._declared_shape is not None and shape != self._declared_shape:
+                raise ValueError(f"{where}: its input has per-sample shape {shape}, but input_shape="
+                                 f"{self._declared_shape} was declared")
+        if not self.built:
+            self.build(shape)
+            return tuple(self.output_shape)
+        self.check_built_shape(shape, where)
+        if shape == self._built_input():
+            return tuple(self.output_shape)
+        if self.multi_input:
+            return tuple(self.compute_output_shape(shape))
+        # built for another shape (a shape-free layer reused): one inference pass on a zero
+        # sample is the only shape inference every layer, containers included, is sure to have;
+        # what that pass keeps for backward is put back afterwards
+        before = state_before([self])
+        try:
+            probe = self.backend.xp.zeros((1, *shape), dtype=self.dtype)
+            return tuple(self.forward(probe, training=False).shape[1:])
+        finally:
+            restore_state([(layer, old) for layer, old in before])
+
+    def _built_input(self) -> Any:
+        shape = self.input_shape
+        if shape is None:
+            return None
+        return [tuple(s) for s in shape] if self.multi_input else tuple(shape)
 
     def _need_cache(self, attr: str) -> Any:
         value = getattr(self, attr, None)

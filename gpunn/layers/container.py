@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from gpunn.layers.base import Layer
+from gpunn.layers.symbolic import SymbolicTensor
 from gpunn.regularizers import regularization_loss
 
 
@@ -26,10 +27,30 @@ class Chain(Layer):
         for layer in layers or []:
             self.add(layer)
 
-    def add(self, layer: Layer) -> Chain:
-        """Append `layer`; one built on another backend is moved onto this Chain's (see the module docstring)."""
+    def add(self, layer: Layer | SymbolicTensor) -> Chain:
+        """Append `layer`; one built on another backend is moved onto this Chain's (see the module docstring).
+
+        A gpunn.Input given first (Keras's `Sequential([Input(shape=...), ...])`) declares the
+        per-sample input shape: the first layer takes it as its input_shape, a contract."""
+        where = f"{type(self).__name__}.add"
+        if isinstance(layer, SymbolicTensor):
+            if not layer.is_input:
+                raise TypeError(f"{where}: argument 'layer' is {layer!r}, a layer's output; a chain takes layers (and "
+                                "a gpunn.Input first): build graphs with gpunn.Model(inputs=..., outputs=...)")
+            if self.layers or getattr(self, "_input_tensor", None) is not None:
+                raise ValueError(f"{where}: a gpunn.Input must come first and once, before any layer")
+            self._input_tensor = layer
+            self.input_shape = tuple(layer.shape)
+            return self
         if not isinstance(layer, Layer):
-            raise TypeError(f"{type(self).__name__}.add: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
+            raise TypeError(f"{where}: argument 'layer' must be a gpunn Layer, got {type(layer).__name__}")
+        declared = getattr(self, "_input_tensor", None)
+        if declared is not None and not self.layers:
+            if layer._declared_shape is None:
+                layer.input_shape = layer._declared_shape = tuple(declared.shape)
+            elif tuple(layer._declared_shape) != tuple(declared.shape):
+                raise ValueError(f"{where}: the first layer {layer.name!r} declares input_shape="
+                                 f"{layer._declared_shape}, but the gpunn.Input before it has shape {declared.shape}")
         self._adopt(layer)
         self.children[str(len(self.layers))] = layer
         self.layers.append(layer)

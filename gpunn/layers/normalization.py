@@ -3,6 +3,10 @@
 Every layer normalizes to zero mean and unit (biased) variance over some axes, then applies a
 learned affine map gamma * xhat + beta, as PyTorch does. Backward passes are the closed forms,
 one pass of sums of dy and dy * xhat, never chained from elementwise pieces.
+
+BatchNorm, GroupNorm and InstanceNorm read the channel axis from `data_format`: axis 1
+("channels_first") or the last axis ("channels_last", Keras's axis=-1); a channels_last layer
+computes on a channels-first view of its input (see gpunn/layers/data_format.py).
 """
 from __future__ import annotations
 
@@ -11,16 +15,45 @@ from typing import Any
 from gpunn._checks import positive_int, positive_real, real_arg
 from gpunn.backend.ops.norm import stat_dtype
 from gpunn.layers.base import Layer
+from gpunn.layers.data_format import CHANNELS_LAST, layout_of, resolve_data_format, to_channels_first, to_channels_last
 
 
 def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
     return (1, c) + (1,) * (ndim - 2)
 
 
-class BatchNorm(Layer):
+class _ChannelAxis:
+    """The data_format of a layer that normalizes per channel: which per-sample axis holds the
+    channels, and the channels-first views its computation runs on."""
+
+    data_format: str
+
+    def _set_data_format(self, data_format: str | None, where: str, ranks: tuple[int, ...]) -> None:
+        self.data_format = resolve_data_format(data_format, where)
+        layouts = [layout_of(self.data_format, r) for r in ranks]
+        self.input_layout = f"{', '.join(layouts[:-1])} or {layouts[-1]}" if len(layouts) > 1 else layouts[0]
+
+    @property
+    def _axis(self) -> int:
+        """The channel axis of a per-sample shape (no batch axis)."""
+        return -1 if self.data_format == CHANNELS_LAST else 0
+
+    @property
+    def _axis_name(self) -> str:
+        return "the last axis" if self.data_format == CHANNELS_LAST else "axis 1"
+
+    def _first(self, a: Any) -> Any:
+        return to_channels_first(a) if self.data_format == CHANNELS_LAST else a
+
+    def _back(self, a: Any) -> Any:
+        return to_channels_last(a) if self.data_format == CHANNELS_LAST else a
+
+
+class BatchNorm(_ChannelAxis, Layer):
     """Batch normalization (Ioffe and Szegedy 2015) per channel (axis 1) over every other axis.
 
-    Works on (N, C), (N, C, L) and (N, C, H, W). Training normalizes with the batch mean and
+    Works on (N, C), (N, C, L) and (N, C, H, W); with data_format="channels_last" on (N, C),
+    (N, L, C) and (N, H, W, C), per channel on the last axis (Keras's BatchNormalization). Training normalizes with the batch mean and
     biased variance and updates `running_mean` / `running_var` (unbiased variance, momentum as in
     PyTorch); inference uses the running statistics. With `track_running_stats=False` batch
     statistics are used in both modes. A layer whose `trainable` is False (frozen for transfer
@@ -32,9 +65,11 @@ class BatchNorm(Layer):
 
     def __init__(self, num_features: int | None = None, momentum: float = 0.1, eps: float = 1e-5,
                  affine: bool = True, track_running_stats: bool = True,
-                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None,
+                 data_format: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
         where = "BatchNorm"
+        self._set_data_format(data_format, where, (2, 3, 4))
         self.num_features = None if num_features is None else positive_int(num_features, "num_features", where)
         self.momentum = real_arg(momentum, "momentum", where, 0, 1, want="a float in [0, 1]", numpy=False)
         self.eps = positive_real(eps, "eps", where, numpy=False)
@@ -43,10 +78,10 @@ class BatchNorm(Layer):
         self._cache: Any = None
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        c = input_shape[0]
+        c = input_shape[self._axis]
         if self.num_features is not None and c != self.num_features:
-            raise ValueError(f"{self.name}.build: argument 'x' must have {self.num_features} channels (axis 1), "
-                             f"got per-sample shape {tuple(input_shape)}")
+            raise ValueError(f"{self.name}.build: argument 'x' must have {self.num_features} channels "
+                             f"({self._axis_name}), got per-sample shape {tuple(input_shape)}")
         super().build(input_shape)
         self.num_features = c
         if self.affine:
@@ -57,9 +92,9 @@ class BatchNorm(Layer):
             self.add_buffer("running_var", (c,), 1.0)
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
-        if shape[0] != self.input_shape[0]:
-            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[0]} channels (axis 1) as built, "
-                             f"got shape {('N', *shape)}")
+        if len(shape) == len(self.input_shape) and shape[self._axis] != self.input_shape[self._axis]:
+            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[self._axis]} channels "
+                             f"({self._axis_name}) as built, got shape {('N', *shape)}")
         if len(shape) != len(self.input_shape):
             raise ValueError(f"{where}: argument 'x' must have {len(self.input_shape) + 1} dimensions as built, "
                              f"got shape {('N', *shape)}")
@@ -86,7 +121,7 @@ class BatchNorm(Layer):
         return y
 
     def _forward(self, x: Any, training: bool, relu: bool) -> Any:
-        x = self._prepare(x)
+        x = self._first(self._prepare(x))  # channels on axis 1, whatever the layout
         be = self.backend
         gamma, beta = self._affine(x.dtype)
         use_batch = (training and self.trainable) or not self.track_running_stats
@@ -113,11 +148,12 @@ class BatchNorm(Layer):
             invstd = 1.0 / be.xp.sqrt(rv.astype(acc, copy=False) + acc.type(self.eps))
             if relu:
                 y = relu_y = be.relu_forward(y)
-        self._cache = (x, gamma, mean, invstd, use_batch, relu_y)
-        return y
+        self._cache = (x, gamma, mean, invstd, use_batch, relu_y)  # channels first, as the ops keep them
+        return self._back(y)
 
     def backward(self, dy: Any) -> Any:
         x, gamma, mean, invstd, use_batch, relu_y = self._need_cache("_cache")
+        dy = self._first(dy)
         if use_batch and relu_y is not None:
             dx, dgamma, dbeta = self.backend.batchnorm_relu_backward(dy, relu_y, x, gamma, mean, invstd)
         elif use_batch:
@@ -133,7 +169,7 @@ class BatchNorm(Layer):
         if self.affine:
             self.params["gamma"].grad += dgamma
             self.params["beta"].grad += dbeta
-        return dx
+        return self._back(dx)
 
 
 def _normalize(x3: Any, eps: float, xp: Any) -> tuple[Any, Any]:
@@ -209,16 +245,20 @@ class LayerNorm(Layer):
         return dx.reshape(dy.shape).astype(dy.dtype, copy=False)
 
 
-class GroupNorm(Layer):
-    """Split the channels (axis 1) into `groups` and normalize each sample's group over its channels
-    and spatial axes (Wu and He 2018). gamma and beta are per channel. groups must divide C."""
+class GroupNorm(_ChannelAxis, Layer):
+    """Split the channels (axis 1, or the last axis with data_format="channels_last") into `groups`
+    and normalize each sample's group over its channels and spatial axes (Wu and He 2018). gamma and
+    beta are per channel. groups must divide C."""
 
     input_ndim = (2, 3, 4)
     input_layout = "(N, C), (N, C, L) or (N, C, H, W)"
+    _ranks = (2, 3, 4)
 
     def __init__(self, groups: int, eps: float = 1e-5, affine: bool = True,
-                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None,
+                 data_format: str | None = None) -> None:
         super().__init__(input_shape=input_shape, name=name)
+        self._set_data_format(data_format, type(self).__name__, self._ranks)
         self.groups = positive_int(groups, "groups", type(self).__name__)
         self.eps = positive_real(eps, "eps", type(self).__name__, numpy=False)
         self.affine = bool(affine)
@@ -228,7 +268,7 @@ class GroupNorm(Layer):
         return self.groups
 
     def build(self, input_shape: tuple[int, ...]) -> None:
-        c = input_shape[0]
+        c = input_shape[self._axis]
         g = self._groups_for(c)
         if c % g:
             raise ValueError(f"{self.name}.build: argument 'groups'={g} must divide the number of channels, "
@@ -239,25 +279,26 @@ class GroupNorm(Layer):
             self.add_param("beta", (c,), "zeros")
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
-        if shape[0] != self.input_shape[0]:
-            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[0]} channels (axis 1) as built, "
-                             f"got shape {('N', *shape)}")
+        if shape[self._axis] != self.input_shape[self._axis]:
+            raise ValueError(f"{where}: argument 'x' must have {self.input_shape[self._axis]} channels "
+                             f"({self._axis_name}) as built, got shape {('N', *shape)}")
 
     def forward(self, x: Any, training: bool = False) -> Any:
-        x = self._prepare(x)
+        x = self._first(self._prepare(x))  # channels on axis 1, whatever the layout
         n, c = x.shape[:2]
         g = self._groups_for(c)
         xhat, invstd = _normalize(x.reshape(n, g, -1), self.eps, self.backend.xp)
         xhat = xhat.reshape(x.shape)
         self._cache = (xhat, invstd, g)
         if not self.affine:
-            return xhat.astype(x.dtype, copy=False)
+            return self._back(xhat.astype(x.dtype, copy=False))
         shape = _channel_shape(x.ndim, c)
         y = xhat * self.params["gamma"].data.reshape(shape) + self.params["beta"].data.reshape(shape)
-        return y.astype(x.dtype, copy=False)
+        return self._back(y.astype(x.dtype, copy=False))
 
     def backward(self, dy: Any) -> Any:
         xhat, invstd, g = self._need_cache("_cache")
+        dy = self._first(dy)
         n, c = dy.shape[:2]
         shape = _channel_shape(dy.ndim, c)
         if self.affine:
@@ -268,7 +309,7 @@ class GroupNorm(Layer):
         else:
             dxhat = dy
         dx = _normalize_backward(dxhat.reshape(n, g, -1), xhat.reshape(n, g, -1), invstd)
-        return dx.reshape(dy.shape).astype(dy.dtype, copy=False)
+        return self._back(dx.reshape(dy.shape).astype(dy.dtype, copy=False))
 
 
 class InstanceNorm(GroupNorm):
@@ -278,10 +319,11 @@ class InstanceNorm(GroupNorm):
 
     input_ndim = (3, 4)
     input_layout = "(N, C, L) or (N, C, H, W)"
+    _ranks = (3, 4)
 
     def __init__(self, eps: float = 1e-5, affine: bool = True, input_shape: tuple[int, ...] | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(1, eps=eps, affine=affine, input_shape=input_shape, name=name)
+                 name: str | None = None, data_format: str | None = None) -> None:
+        super().__init__(1, eps=eps, affine=affine, input_shape=input_shape, name=name, data_format=data_format)
 
     def _groups_for(self, channels: int) -> int:
         return channels

@@ -13,14 +13,16 @@ from gpunn.optim.base import Optimizer
 
 
 class Adadelta(Optimizer):
-    """Step sizes from the ratio of running RMS of updates to running RMS of gradients."""
+    """Step sizes from the ratio of running RMS of updates to running RMS of gradients.
+    lr (or learning_rate) defaults to 1.0; `params` may be omitted (see Optimizer.bind)."""
 
     _state_names = ("square_avg", "acc_delta")
     _scratch_count = 2
+    default_lr = 1.0
 
-    def __init__(self, params: Any, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+    def __init__(self, params: Any = None, lr: float | None = None, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, learning_rate: float | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
         self.rho = real_arg(rho, "rho", "Adadelta", 0.0, 1.0, hi_open=True, type_error=True)
         self.eps = real_arg(eps, "eps", "Adadelta", 0, lo_open=True, type_error=True)
 

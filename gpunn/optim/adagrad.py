@@ -13,14 +13,17 @@ from gpunn.optim.base import Optimizer
 
 
 class Adagrad(Optimizer):
-    """Per-element step sizes shrinking with the accumulated squared gradient."""
+    """Per-element step sizes shrinking with the accumulated squared gradient.
+    lr (or learning_rate) defaults to 0.01; `params` may be omitted (see Optimizer.bind)."""
 
     _state_names = ("sum",)
     _scratch_count = 1
+    default_lr = 0.01
 
-    def __init__(self, params: Any, lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
-                 lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+    def __init__(self, params: Any = None, lr: float | None = None, eps: float = 1e-10, weight_decay: float = 0.0,
+                 lr_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 learning_rate: float | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
         self.eps = real_arg(eps, "eps", "Adagrad", 0, lo_open=True, type_error=True)
         self.lr_decay = real_arg(lr_decay, "lr_decay", "Adagrad", 0.0, type_error=True)
         self.initial_accumulator_value = real_arg(initial_accumulator_value, "initial_accumulator_value",

@@ -14,21 +14,37 @@ from gpunn._checks import real_arg
 from gpunn.optim.base import Optimizer
 
 
-def check_betas(beta1: Any, beta2: Any, where: str) -> tuple[float, float]:
-    return (real_arg(beta1, "beta1", where, 0.0, 1.0, hi_open=True, type_error=True),
-            real_arg(beta2, "beta2", where, 0.0, 1.0, hi_open=True, type_error=True))
+def check_betas(beta1: Any, beta2: Any, where: str, betas: Any = None) -> tuple[float, float]:
+    """(beta1, beta2), each in [0, 1), defaulting to (0.9, 0.999); `betas`, PyTorch's pair, is the
+    same setting as the two (give one or the other)."""
+    if betas is not None:
+        if beta1 is not None or beta2 is not None:
+            raise ValueError(f"{where}: argument 'betas' is the same setting as 'beta1' and 'beta2'; give one, got "
+                             f"betas={betas!r} and beta1={beta1!r}, beta2={beta2!r}")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"{where}: argument 'betas' must be a pair (beta1, beta2), got {betas!r}")
+        beta1, beta2 = betas
+        names = ("betas[0]", "betas[1]")
+    else:
+        names = ("beta1", "beta2")
+    return (real_arg(0.9 if beta1 is None else beta1, names[0], where, 0.0, 1.0, hi_open=True, type_error=True),
+            real_arg(0.999 if beta2 is None else beta2, names[1], where, 0.0, 1.0, hi_open=True, type_error=True))
 
 
 class Adam(Optimizer):
-    """Adaptive moments; `amsgrad` uses the running maximum of the second moment."""
+    """Adaptive moments; `amsgrad` uses the running maximum of the second moment.
+    lr (or learning_rate) defaults to 1e-3, (beta1, beta2) (or betas=, PyTorch's pair) to
+    (0.9, 0.999); `params` may be omitted (see Optimizer.bind)."""
 
     _decoupled = False
+    default_lr = 1e-3
 
-    def __init__(self, params: Any, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+    def __init__(self, params: Any = None, lr: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 learning_rate: float | None = None, betas: tuple[float, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
         where = type(self).__name__
-        self.beta1, self.beta2 = check_betas(beta1, beta2, where)
+        self.beta1, self.beta2 = check_betas(beta1, beta2, where, betas)
         self.eps = real_arg(eps, "eps", where, 0, lo_open=True, type_error=True)
         self.amsgrad = bool(amsgrad)
         self._state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.amsgrad else ("exp_avg", "exp_avg_sq")
@@ -48,11 +64,13 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov and Hutter): p *= 1 - lr*weight_decay before the step."""
+    """Adam with decoupled weight decay (Loshchilov and Hutter): p *= 1 - lr*weight_decay before the step.
+    lr (or learning_rate) defaults to 1e-3, weight_decay to 0.01 (PyTorch's; Keras's is 0.004)."""
 
     _decoupled = True
 
-    def __init__(self, params: Any, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.01, amsgrad: bool = False, **kwargs: Any) -> None:
+    def __init__(self, params: Any = None, lr: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False,
+                 learning_rate: float | None = None, betas: tuple[float, float] | None = None, **kwargs: Any) -> None:
         super().__init__(params, lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, **kwargs)
+                         amsgrad=amsgrad, learning_rate=learning_rate, betas=betas, **kwargs)

@@ -9,6 +9,14 @@ Subclasses declare their moment buffers (`_state_names`) and implement `_update(
 the flat gradient with coupled weight decay already folded in (into scratch: `.grad` itself is not
 changed). Nothing allocates per step: moments and scratch are made once, at packing time.
 
+Binding: an optimizer may be built without parameters, Keras-style (`Adam(learning_rate=1e-3)`);
+it is then unbound (`bound` is False) until `bind(model_or_params)` gives it its parameters, once.
+`model.compile(optimizer=Adam(...))` binds it to the model. Built PyTorch-style, on parameters or a
+model (`Adam(model.parameters(), lr=1e-3)`, `Adam(model)`), it is bound from the start.
+
+Learning rate: `lr` and `learning_rate` are the same argument (PyTorch's and Keras's name); give
+one. `opt.lr` and `opt.learning_rate` read and write the same value.
+
 Placement: an optimizer holds a backend (`optimizer.backend`), where its flat buffers live and
 every update runs. Over a model or layer (`Adam(model)`, as compile builds it) it is the model's,
 and follows it: after `model.to(name)` (which moves the compiled optimizer at once) the buffers
@@ -24,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import real_arg
+from gpunn._checks import is_real, real_arg
 from gpunn.backend import Backend, get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.parameter import Parameter
@@ -35,10 +43,31 @@ def _on(backend: Backend, a: Any) -> Any:
     return backend.asarray(a if backend.is_native(a) else to_host(a))
 
 
+_LR = "a finite float >= 0"  # how an lr argument is worded
+
+
+def one_name(value: Any, name: str, alias_value: Any, alias: str, where: str) -> tuple[Any, str]:
+    """One setting under two names (PyTorch's and Keras's habits): (the value given, the name it
+    was given under), (None, name) when neither; both at once is an error naming them."""
+    if value is not None and alias_value is not None:
+        raise ValueError(f"{where}: arguments '{name}' and '{alias}' are the same setting; give one, got "
+                         f"{name}={value!r} and {alias}={alias_value!r}")
+    return (alias_value, alias) if alias_value is not None else (value, name)
+
+
+def resolve_lr(lr: Any, learning_rate: Any, default: float, where: str) -> float:
+    """The learning rate from `lr` or `learning_rate`, `default` when neither is given."""
+    value, name = one_name(lr, "lr", learning_rate, "learning_rate", where)
+    return real_arg(default if value is None else value, name, where, 0, want=_LR, type_error=True)
+
+
 class Optimizer:
     """Base class. `params`: a list of `Parameter` (e.g. `model.parameters()`), or a layer/model
-    with `.parameters()` (collected lazily on first use, so a model may be built after this).
+    with `.parameters()` (collected lazily on first use, so a model may be built after this), or
+    None: an unbound optimizer, bound later by `bind` (or by `compile`).
 
+    - `lr` (or `learning_rate`, the same argument under Keras's name): the step size; None takes
+      the class's documented default (`default_lr`).
     - `weight_decay`: coupled L2, `g + weight_decay * param` (AdamW overrides it with decoupled decay).
     - `clipnorm` / `clipvalue`: clip the gradient by global norm / by value at the start of each step.
     - `constraints`: (param, constraint) pairs; after each step `constraint(param.data)` is called and
@@ -52,13 +81,16 @@ class Optimizer:
     _scratch_count: int = 0
     #: whether the base folds weight_decay * param into the gradient (Adam's fused step does its own)
     _coupled_decay: bool = True
+    #: the learning rate when neither `lr` nor `learning_rate` is given (each subclass documents its own)
+    default_lr: float = 0.01
 
-    def __init__(self, params: Any, lr: float, weight_decay: float = 0.0, clipnorm: float | None = None,
-                 clipvalue: float | None = None, constraints: Iterable[tuple[Parameter, Callable]] | None = None
-                 ) -> None:
+    def __init__(self, params: Any = None, lr: float | None = None, weight_decay: float = 0.0,
+                 clipnorm: float | None = None, clipvalue: float | None = None,
+                 constraints: Iterable[tuple[Parameter, Callable]] | None = None, *,
+                 learning_rate: float | None = None) -> None:
         where = type(self).__name__
         self._where = where
-        self._lr = real_arg(lr, "lr", where, 0, want="a finite float >= 0", type_error=True)
+        self._lr = resolve_lr(lr, learning_rate, self.default_lr, where)
         self.weight_decay = real_arg(weight_decay, "weight_decay", where, 0.0, type_error=True)
         self.clipnorm = None if clipnorm is None else real_arg(clipnorm, "clipnorm", where, 0, lo_open=True,
                                                                type_error=True)
@@ -66,22 +98,11 @@ class Optimizer:
                                                                  type_error=True)
         self._source: Any = None
         self._given: list[Parameter] | None = None
-        if hasattr(params, "parameters") and callable(params.parameters):
-            self._source = params  # a model: collect on first use, after it has been built
-        else:
-            if isinstance(params, Parameter):
-                params = [params]
-            try:
-                given = list(params)
-            except TypeError:
-                raise TypeError(f"{where}: argument 'params' must be a list of Parameter or a model with "
-                                f".parameters(), got {type(params).__name__}") from None
-            self._given = self._validate_params(given)
         self._constraints = list(constraints) if constraints is not None else []
         self._check_constraints(self._constraints)
-        owner = getattr(self._source, "backend", None)
-        # the model's backend (followed later, see _follow_source), else the current one
-        self._backend: Backend = owner if isinstance(owner, Backend) else get_backend()
+        self._backend: Backend = get_backend()
+        if params is not None:
+            self._attach(params, "params")
         self.step_count = 0
         self.params: list[Parameter] = []
         self._flat_data: Any = None
@@ -91,6 +112,70 @@ class Optimizer:
         self._state: dict[str, Any] = {}
         self._scratch: list[Any] = []
         self._wd_buf: Any = None
+
+    # -- binding ------------------------------------------------------------------------------
+    def _attach(self, params: Any, label: str) -> None:
+        """Take `params` (a model, a layer, a Parameter or a list of them) as this optimizer's."""
+        where = self._where
+        if hasattr(params, "parameters") and callable(params.parameters):
+            self._source = params  # a model: collect on first use, after it has been built
+        else:
+            if isinstance(params, Parameter):
+                params = [params]
+            try:
+                given = list(params)
+            except TypeError:
+                hint = ""
+                if is_real(params, numpy=True):
+                    # Keras habit: Adam(0.001). The first argument is the parameters, as in PyTorch
+                    hint = (f"; to set the learning rate pass learning_rate={params!r} (or lr=), and the "
+                            "parameters first or not at all (compile binds them)")
+                raise TypeError(f"{where}: argument '{label}' must be a list of Parameter or a model with "
+                                f".parameters(), got {type(params).__name__}{hint}") from None
+            self._given = self._validate_params(given)
+        owner = getattr(self._source, "backend", None)
+        # the model's backend (followed later, see _follow_source), else the current one
+        self._backend = owner if isinstance(owner, Backend) else get_backend()
+
+    @property
+    def bound(self) -> bool:
+        """Whether the optimizer has its parameters (a model or a list), from construction or `bind`."""
+        return self._source is not None or self._given is not None
+
+    def bind(self, model_or_params: Any) -> Optimizer:
+        """Give an optimizer built without parameters its parameters: a model or layer (collected
+        on first use, so it may still be unbuilt) or a list of Parameter. Binding happens once;
+        binding again to the same model (or the same parameters) is a no-op, to others an error.
+        Returns the optimizer."""
+        where = f"{self._where}.bind"
+        if model_or_params is None:
+            raise TypeError(f"{where}: argument 'model_or_params' must be a model or a list of Parameter, got None")
+        if self.bound:
+            if self._is_bound_to(model_or_params):
+                return self
+            raise ValueError(f"{where}: this optimizer is already bound to other parameters; an optimizer "
+                             "updates one set of parameters: build a new one for this model")
+        self._attach(model_or_params, "model_or_params")
+        return self
+
+    def _is_bound_to(self, model_or_params: Any) -> bool:
+        if self._source is not None:
+            return model_or_params is self._source
+        other = model_or_params
+        if hasattr(other, "parameters") and callable(other.parameters):
+            other = other.parameters()  # bound to model.parameters(): the model is the same parameters
+        elif isinstance(other, Parameter):
+            other = [other]
+        try:
+            ids = [id(p) for p in other]
+        except TypeError:
+            return False
+        return ids == [id(p) for p in self._given or []]
+
+    def _require_bound(self, where: str) -> None:
+        if not self.bound:
+            raise RuntimeError(f"{where}: this optimizer has no parameters yet; pass it to "
+                               f"model.compile(optimizer=...) or call bind(model) first")
 
     # -- placement ----------------------------------------------------------------------------
     @property
@@ -121,11 +206,21 @@ class Optimizer:
     # -- hyper-parameters ---------------------------------------------------------------------
     @property
     def lr(self) -> float:
+        """The learning rate (also readable and writable as `learning_rate`)."""
         return self._lr
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = real_arg(value, "lr", f"{self._where}.lr", 0, want="a finite float >= 0", type_error=True)
+        self._lr = real_arg(value, "lr", f"{self._where}.lr", 0, want=_LR, type_error=True)
+
+    @property
+    def learning_rate(self) -> float:
+        """Keras's name for `lr`: the same value."""
+        return self._lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self._lr = real_arg(value, "learning_rate", f"{self._where}.learning_rate", 0, want=_LR, type_error=True)
 
     def hyperparams(self) -> dict[str, Any]:
         """The scalar settings saved in state_dict (subclasses add theirs)."""
@@ -163,7 +258,8 @@ class Optimizer:
                 raise TypeError(f"{self._where}: argument 'constraints[{i}]' must be a (Parameter, callable) pair, "
                                 f"got {pair!r}")
 
-    def _ensure_packed(self) -> None:
+    def _ensure_packed(self, where: str | None = None) -> None:
+        self._require_bound(where or self._where)
         self._follow_source()
         if self._flat_data is not None:
             return
@@ -247,12 +343,12 @@ class Optimizer:
 
     @property
     def flat_data(self) -> Any:
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.flat_data")
         return self._flat_data
 
     @property
     def flat_grad(self) -> Any:
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.flat_grad")
         return self._flat_grad
 
     # -- the update ---------------------------------------------------------------------------
@@ -260,13 +356,13 @@ class Optimizer:
         """Zero every trainable gradient: one fill of the flat grad buffer."""
         if self._flat_data is None and self._source is not None and not list(self._source.parameters()):
             return  # a model not built yet has no gradients to zero; packing waits for its first forward
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.zero_grad")
         self._resync()
         self._flat_grad.fill(0)
 
     def step(self) -> None:
         """Apply one update from the current gradients, then the constraints."""
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.step")
         self._resync()
         g = self._flat_grad
         backend = self._backend
@@ -293,14 +389,14 @@ class Optimizer:
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all trainable gradients so their global L2 norm is at most `max_norm`; returns the norm before."""
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.clip_grad_norm")
         self._resync()
         return clip_flat_norm(self._flat_grad, real_arg(max_norm, "max_norm", f"{self._where}.clip_grad_norm", 0,
                                                         lo_open=True, type_error=True))
 
     def clip_grad_value(self, clip_value: float) -> None:
         """Clamp every trainable gradient element into [-clip_value, clip_value]."""
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.clip_grad_value")
         self._resync()
         clip_flat_value(self._flat_grad,
                         real_arg(clip_value, "clip_value", f"{self._where}.clip_grad_value", 0, lo_open=True,
@@ -316,7 +412,7 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """Step count, hyper-parameters, scalar state and moment buffers (host NumPy copies)."""
-        self._ensure_packed()
+        self._ensure_packed(f"{self._where}.state_dict")
         return {
             "optimizer": type(self).__name__,
             "step": int(self.step_count),
@@ -328,7 +424,7 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict saved; validates everything before changing anything."""
         where = f"{self._where}.load_state_dict"
-        self._ensure_packed()
+        self._ensure_packed(where)
         if not isinstance(state, dict):
             raise TypeError(f"{where}: argument 'state' must be a dict from state_dict(), got {type(state).__name__}")
         missing = [k for k in ("optimizer", "step", "hyperparams", "scalars", "state") if k not in state]

@@ -18,15 +18,20 @@ from gpunn.optim.base import Optimizer
 
 
 class Nadam(Optimizer):
-    """Adam with Nesterov momentum and PyTorch's momentum-decay schedule."""
+    """Adam with Nesterov momentum and PyTorch's momentum-decay schedule (momentum_decay=1.0 is
+    Keras's schedule, mu_t = beta1 * (1 - 0.5 * 0.96^t)).
+    lr (or learning_rate) defaults to 2e-3, (beta1, beta2) (or betas=) to (0.9, 0.999); `params` may
+    be omitted (see Optimizer.bind)."""
 
     _state_names = ("exp_avg", "exp_avg_sq")
     _scratch_count = 2
+    default_lr = 2e-3
 
-    def __init__(self, params: Any, lr: float = 2e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.beta1, self.beta2 = check_betas(beta1, beta2, "Nadam")
+    def __init__(self, params: Any = None, lr: float | None = None, beta1: float | None = None,
+                 beta2: float | None = None, eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+                 learning_rate: float | None = None, betas: tuple[float, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
+        self.beta1, self.beta2 = check_betas(beta1, beta2, "Nadam", betas)
         self.eps = real_arg(eps, "eps", "Nadam", 0, lo_open=True, type_error=True)
         self.momentum_decay = real_arg(momentum_decay, "momentum_decay", "Nadam", 0.0, type_error=True)
         self.mu_product = 1.0

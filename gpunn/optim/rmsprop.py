@@ -10,16 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 from gpunn._checks import real_arg
-from gpunn.optim.base import Optimizer
+from gpunn.optim.base import Optimizer, one_name
 
 
 class RMSprop(Optimizer):
-    """Divides the gradient by a running RMS of recent gradients."""
+    """Divides the gradient by a running RMS of recent gradients.
+    lr (or learning_rate) defaults to 0.01, rho (or alpha, PyTorch's name) to 0.99; `params` may be
+    omitted (see Optimizer.bind)."""
 
-    def __init__(self, params: Any, lr: float = 0.01, rho: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
-        self.rho = real_arg(rho, "rho", "RMSprop", 0.0, 1.0, hi_open=True, type_error=True)
+    default_lr = 0.01
+
+    def __init__(self, params: Any = None, lr: float | None = None, rho: float | None = None, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0,
+                 learning_rate: float | None = None, alpha: float | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
+        # rho (Keras's name) defaults to 0.99; alpha is PyTorch's name for it
+        value, name = one_name(rho, "rho", alpha, "alpha", "RMSprop")
+        self.rho = real_arg(0.99 if value is None else value, name, "RMSprop", 0.0, 1.0, hi_open=True,
+                            type_error=True)
         self.eps = real_arg(eps, "eps", "RMSprop", 0, lo_open=True, type_error=True)
         self.momentum = real_arg(momentum, "momentum", "RMSprop", 0.0, 1.0, hi_open=True, type_error=True)
         self.centered = bool(centered)
@@ -30,6 +38,15 @@ class RMSprop(Optimizer):
             names.append("momentum_buffer")
         self._state_names = tuple(names)
         self._scratch_count = 2
+
+    @property
+    def alpha(self) -> float:
+        """PyTorch's name for `rho`: the same value."""
+        return self.rho
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self.rho = real_arg(value, "alpha", "RMSprop.alpha", 0.0, 1.0, hi_open=True, type_error=True)
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "rho": self.rho, "eps": self.eps, "momentum": self.momentum,

@@ -16,11 +16,14 @@ from gpunn.optim.base import Optimizer
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent; `momentum` in [0, 1), `nesterov` needs momentum > 0."""
+    """Stochastic gradient descent; `momentum` in [0, 1), `nesterov` needs momentum > 0.
+    lr (or learning_rate) defaults to 0.01; `params` may be omitted (see Optimizer.bind)."""
 
-    def __init__(self, params: Any, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, **kwargs)
+    default_lr = 0.01
+
+    def __init__(self, params: Any = None, lr: float | None = None, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, learning_rate: float | None = None, **kwargs: Any) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, learning_rate=learning_rate, **kwargs)
         self.momentum = real_arg(momentum, "momentum", "SGD", 0.0, 1.0, hi_open=True, type_error=True)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:

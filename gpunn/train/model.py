@@ -1,9 +1,11 @@
-"""TrainingMixin: the Keras-style model API that `gpunn.Sequential` inherits.
+"""TrainingMixin: the Keras-style model API that `gpunn.Sequential` and `gpunn.Model` inherit.
 
 compile / fit / evaluate / predict / train_on_batch / test_on_batch, summary, moving a model
 between backends, freezing for transfer learning, and save / load. The container (layers,
-forward, backward) is gpunn.layers.container.Chain; gpunn/train/sequential.py
-joins the two, and this file only drives the container.
+forward, backward) is gpunn.layers.container.Chain for a Sequential (gpunn/train/sequential.py
+joins the two) and a graph or a tape for a Model (gpunn/train/network.py); this file only
+drives the container. A model with several inputs or outputs takes lists or dicts of arrays, and
+compile's per-output losses, weights and metrics live in gpunn/train/outputs.py.
 
 Placement: the model holds a backend like any layer (`model.backend`: the one current when it was
 built, see gpunn.layers.base), and `to(name)` moves it, its layers and its optimizer. The training
@@ -20,12 +22,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from gpunn._checks import check_finite, int_arg, real_arg
+from gpunn._checks import check_finite, class_weight_arg, int_arg, positive_int, real_arg, sample_weight_arg
 from gpunn.backend import get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.callbacks.base import CallbackList
@@ -35,11 +38,10 @@ from gpunn.io.checkpoint import load_weights, optimizer_config, save_model, save
 from gpunn.io.config import model_to_config
 from gpunn.layers.base import backend_named
 from gpunn.layers.normalization import BatchNorm
-from gpunn.losses import Loss, get_loss
-from gpunn.metrics import get_metric
 from gpunn.optim import Optimizer, get_optimizer
 from gpunn.random import host_rng
 from gpunn.regularizers import regularization_loss
+from gpunn.train import data_adapter, outputs
 
 _NO_METRICS: tuple = ()
 
@@ -48,38 +50,14 @@ _int_arg = int_arg  # fit's epochs, batch sizes: "{where}: argument '{name}' mus
 
 
 def _is_batch_iterable(x: Any) -> bool:
-    """A DataLoader or any re-iterable of (x, y) batches, as opposed to an array."""
-    if isinstance(x, list):  # a list of (x, y) pairs, not a nested list of numbers
-        return bool(x) and all(isinstance(b, tuple) and len(b) == 2 and hasattr(b[0], "shape") for b in x)
-    return hasattr(x, "__iter__") and not hasattr(x, "shape") and not isinstance(x, (tuple, dict, str))
+    """A source of batches (a DataLoader, a re-iterable, a Sequence, a function returning an
+    iterator, an iterator), as opposed to the data itself; see gpunn.train.data_adapter."""
+    return data_adapter.is_batch_source(x)
 
 
 def _is_one_shot(x: Any) -> bool:
-    """An iterator (a generator, iter(loader), ...): exhausted after one pass. isinstance rather
-    than `iter(x) is x`, because iter() on a DataLoader would start an epoch and its thread."""
-    return isinstance(x, Iterator)
-
-
-_REITERABLE = ("pass a DataLoader, or a re-iterable whose __iter__ starts a new pass (a list of (x, y) batches, "
-               "or an object whose __iter__ is a generator function)")
-
-
-def _one_shot_error(x: Any, name: str, where: str, passes: int) -> ValueError:
-    return ValueError(f"{where}: argument '{name}' is a one-shot iterator ({type(x).__name__}), exhausted after one "
-                      f"pass, but the fit needs {passes} passes over it; {_REITERABLE}, or fit one epoch at a time")
-
-
-def _no_batches_error(data: Any, what: str, where: str, epoch: int | None = None, again: bool = False) -> ValueError:
-    """`again`: an earlier epoch of this fit did get batches from `data`."""
-    when = f" in epoch {epoch + 1}" if epoch is not None else ""
-    if _is_one_shot(data):
-        hint = (f"; it is a one-shot iterator ({type(data).__name__}), and an iterator is exhausted after one pass - "
-                f"{_REITERABLE}")
-    elif again:
-        hint = "; its __iter__ returned an exhausted iterator instead of starting a new pass - " + _REITERABLE
-    else:
-        hint = ""
-    return ValueError(f"{where}: the {what} yielded no batches{when}{hint}")
+    """An iterator (a generator, iter(loader), ...): exhausted after one pass."""
+    return data_adapter.is_one_shot(x)
 
 
 def _walk(layer: Any) -> Iterator[Any]:
@@ -89,11 +67,18 @@ def _walk(layer: Any) -> Iterator[Any]:
         yield from _walk(child)
 
 
+def _values_per_channel(bn: BatchNorm) -> int:
+    """The values a BatchNorm sees per channel in one sample: the product of its non-channel axes."""
+    shape = list(bn.input_shape)
+    del shape[bn._axis]
+    return math.prod(shape)
+
+
 def _batchnorms_on_single_values(model: Any) -> list[Any]:
     """The built BatchNorm layers that would see one value per channel in a training batch of one
-    sample: (N, C) or (N, C, 1) inputs, normalized with batch statistics."""
+    sample: (N, C) or (N, C, 1) inputs (or (N, 1, C) channels_last), normalized with batch statistics."""
     return [m for m in _walk(model) if isinstance(m, BatchNorm) and m.built
-            and (m.trainable or not m.track_running_stats) and math.prod(m.input_shape[1:]) == 1]
+            and (m.trainable or not m.track_running_stats) and _values_per_channel(m) == 1]
 
 
 def _nearest_batch_size(n: int, batch_size: int) -> int | None:
@@ -115,24 +100,87 @@ def _as_array(a: Any, name: str, where: str) -> Any:
     return a
 
 
-def check_xy(x: Any, y: Any, where: str, need_y: bool = True) -> tuple[Any, Any]:
-    """Arrays x (floating point, finite) and y with one entry per sample, in native byte order
-    (swapped here once, not in every batch). A float x of another dtype than the model's is
-    cast batch by batch (see Layer._as_input)."""
-    x = native_byte_order(_as_array(x, "x", where))
-    if np.dtype(x.dtype).kind != "f":
-        raise TypeError(f"{where}: argument 'x' must be a floating-point array, got dtype {x.dtype}; convert it, "
-                        "e.g. x.astype('float32') / 255")
-    check_finite(x, "x", where)  # on any backend's array: one Inf makes every loss after it Inf or NaN
+def _is_structure(value: Any, count: int | None) -> bool:
+    """Whether `value` holds several arrays - a dict, or a list/tuple of arrays - rather than one
+    array written as a (nested) list. `count` is how many the model takes (None: unknown); for one,
+    only [x] is a structure (a list of many per-sample arrays is stacked, as it always was)."""
+    if isinstance(value, dict):
+        return True
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in value):
+        return False
+    return len(value) == 1 if count == 1 else True
+
+
+def _checked_x(a: Any, name: str, where: str) -> Any:
+    a = native_byte_order(_as_array(a, name, where))
+    if np.dtype(a.dtype).kind != "f":
+        raise TypeError(f"{where}: argument '{name}' must be a floating-point array, got dtype {a.dtype}; convert it, "
+                        f"e.g. {name}.astype('float32') / 255")
+    check_finite(a, name, where)  # on any backend's array: one Inf makes every loss after it Inf or NaN
+    return a
+
+
+def _checked_y(a: Any, name: str, where: str) -> Any:
+    return native_byte_order(_as_array(a, name, where))
+
+
+def _checked_tree(value: Any, label: str, count: int | None, check: Any, where: str) -> tuple[Any, list[tuple]]:
+    """`value` (one array, a list/tuple of arrays or a dict of them) with each array checked, and
+    (name, array) for each, in order."""
+    if not _is_structure(value, count):
+        a = check(value, label, where)
+        return a, [(label, a)]
+    if isinstance(value, dict):
+        out = {}
+        for k, a in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where}: argument '{label}' is a dict whose keys must be names (str), got {k!r}")
+            out[k] = check(a, f"{label}[{k!r}]", where)
+        return out, [(f"{label}[{k!r}]", a) for k, a in out.items()]
+    items = [check(a, f"{label}[{i}]", where) for i, a in enumerate(value)]
+    if count == 1:
+        return items[0], [(f"{label}[0]", items[0])]
+    return items, [(f"{label}[{i}]", a) for i, a in enumerate(items)]
+
+
+def check_xy(x: Any, y: Any, where: str, need_y: bool = True, model: Any = None) -> tuple[Any, Any]:
+    """Inputs x (floating point, finite) and targets y with one entry per sample, in native byte
+    order (swapped here once, not in every batch). A float x of another dtype than the model's is
+    cast batch by batch (see Layer._as_input).
+
+    For a model with several inputs or outputs, x and y are each a list of arrays or a dict keyed
+    by the input (output) names; every array must hold the same number of samples. `model`
+    tells how many inputs and outputs there are (without it a dict or a list of arrays is read as
+    several)."""
+    n_in = model._input_count() if model is not None else None
+    n_out = model._output_count() if model is not None else None
+    x, leaves = _checked_tree(x, "x", n_in, _checked_x, where)
     if y is None:
         if need_y:
             raise ValueError(f"{where}: argument 'y' is required when 'x' is an array")
-        return x, None
-    y = native_byte_order(_as_array(y, "y", where))
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
-                         f"{x.shape[0]} and {y.shape[0]}")
+    else:
+        y, y_leaves = _checked_tree(y, "y", n_out, _checked_y, where)
+        leaves = leaves + y_leaves
+    first_name, first = leaves[0]
+    for name, a in leaves[1:]:
+        if a.shape[0] != first.shape[0]:
+            raise ValueError(f"{where}: arguments '{first_name}' and '{name}' must have the same number of samples, "
+                             f"got {first.shape[0]} and {a.shape[0]}")
     return x, y
+
+
+def _host_outputs(out: Any) -> Any:
+    """A batch's outputs on the host: one array, or a list for several outputs."""
+    return [to_host(o) for o in out] if isinstance(out, (list, tuple)) else to_host(out)
+
+
+def _joined(parts: list[Any]) -> Any:
+    """The batches' outputs joined along the batch axis (per output for several)."""
+    if isinstance(parts[0], list):
+        return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+    return np.concatenate(parts, axis=0)
 
 
 class TrainingMixin:
@@ -179,20 +227,22 @@ class TrainingMixin:
         return new
 
     # -- compile --------------------------------------------------------------------------------
-    def compile(self, loss: Any, optimizer: Any = "adam",
-                metrics: Iterable[Any] | str | None = None, **optimizer_kwargs: Any) -> None:
+    def compile(self, loss: Any, optimizer: Any = "adam", metrics: Iterable[Any] | str | dict | None = None,
+                loss_weights: Any = None, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
-        or an Optimizer built on this model's parameters) and the metrics ("accuracy", ...).
+        which starts from Keras's defaults for that name; a gpunn.optim instance, bound to this
+        model here when built without parameters; or a class such as gpunn.optim.RMSprop, built on
+        this model with its own defaults and `optimizer_kwargs`) and the metrics ("accuracy", ...).
 
-        The metrics read the model's output as the loss declares it (`Loss.from_logits`): with a
-        loss on logits "binary_accuracy" thresholds at 0, otherwise at 0.5."""
+        The loss is matched to the activation the model's output ends in (gpunn.losses.match_output:
+        a softmax output with a cross-entropy on logits trains with the cross-entropy on
+        probabilities), and the metrics read the output as that loss declares it
+        (`Loss.from_logits`): with a loss on logits "binary_accuracy" thresholds at 0, otherwise at 0.5.
+
+        A model with several outputs takes one loss for all, a list or a dict keyed by output name,
+        with `loss_weights`, and metrics per output (see gpunn.train.outputs)."""
         where = "compile"
-        try:
-            loss_obj = get_loss(loss)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        if not isinstance(loss_obj, Loss):
-            raise TypeError(f"{where}: argument 'loss' must be a name or a gpunn Loss, got {type(loss).__name__}")
+        outputs.check_loss_spec(loss, where)
         if isinstance(optimizer, Optimizer):
             if optimizer_kwargs:
                 raise ValueError(f"{where}: optimizer settings {sorted(optimizer_kwargs)} given with an Optimizer "
@@ -200,32 +250,74 @@ class TrainingMixin:
             opt = optimizer
         elif isinstance(optimizer, str):
             try:
-                opt = get_optimizer(optimizer, self, **optimizer_kwargs)
+                opt = get_optimizer(optimizer, self, keras_defaults=True, **optimizer_kwargs)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
+        elif isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+            opt = optimizer(self, **optimizer_kwargs)  # a class: its own (documented) defaults
         else:
-            raise TypeError(f"{where}: argument 'optimizer' must be a name such as 'adam' or a gpunn Optimizer, "
-                            f"got {type(optimizer).__name__}")
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, str) or callable(metrics):
-            metrics = [metrics]
-        # what the model outputs, as the loss declares it (Loss.from_logits): binary_accuracy
-        # thresholds logits at 0 and other values at 0.5
-        from_logits = bool(loss_obj.from_logits)
-        fns = []
-        for m in metrics:
-            try:
-                fns.append(get_metric(m, from_logits=from_logits))
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"{where}: {exc}") from None
-        names = [n for n, _ in fns]
-        if len(set(names)) != len(names) or "loss" in names:
-            raise ValueError(f"{where}: argument 'metrics' has duplicate names {names}")
-        self.loss, self.optimizer, self.metric_fns = loss_obj, opt, tuple(fns)
+            raise TypeError(f"{where}: argument 'optimizer' must be a name such as 'adam', a gpunn Optimizer or an "
+                            f"Optimizer class, got {type(optimizer).__name__}")
+        names = self._output_names_known()
+        # a subclassed model learns its outputs at its first forward: resolved then (_output_specs)
+        specs = self._resolve_outputs(names, loss, metrics, loss_weights, where) if names is not None else None
+        if isinstance(opt, Optimizer) and getattr(opt, "bound", True) is False:
+            opt.bind(self)
+        self.optimizer = opt
+        self._compile_args = (loss, metrics, loss_weights)
+        self._set_outputs(specs)
         if self.shuffle_seed is None:
             self.shuffle_seed = int(host_rng().integers(2**62))
         self.compiled = True
+
+    # -- outputs --------------------------------------------------------------------------------
+    def _input_count(self) -> int | None:
+        """How many inputs the model takes (None: any structure; a subclass's call decides)."""
+        return 1
+
+    def _output_count(self) -> int | None:
+        names = self._output_names_known()
+        return len(names) if names is not None else None
+
+    def _output_names_known(self) -> list[str] | None:
+        """The output names, or None while they are unknown (a subclass before its first forward)."""
+        names = getattr(self, "output_names", None)
+        if names is not None:
+            return list(names)
+        return None if getattr(self, "is_subclassed", False) else ["output"]
+
+    def _output_layers(self) -> list[Any] | None:
+        """The layer each output comes from, for the loss's output_activation: the model itself for
+        a chain (whose last layer output_activation looks through)."""
+        return [self]
+
+    def _resolve_outputs(self, names: list[str], loss: Any, metrics: Any, loss_weights: Any,
+                         where: str) -> list[outputs.OutputSpec]:
+        layers = self._output_layers() or [None] * len(names)
+        return outputs.resolve(names, layers, loss, metrics, loss_weights, where)
+
+    def _set_outputs(self, specs: list[outputs.OutputSpec] | None) -> None:
+        self._outputs = specs
+        if specs is None:
+            self.loss, self.metric_fns, self.loss_weights = None, _NO_METRICS, None
+            return
+        self.loss = specs[0].loss if len(specs) == 1 else [s.loss for s in specs]
+        self.loss_weights = [s.weight for s in specs]
+        self.metric_fns = outputs.metric_fns(specs)
+
+    def _output_specs(self, n: int, where: str) -> list[outputs.OutputSpec]:
+        """The per-output settings for a forward that returned `n` outputs (resolving a compile
+        made before a subclassed model knew its outputs)."""
+        specs = getattr(self, "_outputs", None)
+        if specs is None:
+            loss, metrics, loss_weights = self._compile_args
+            specs = self._resolve_outputs(self._output_names_known() or [f"output_{i + 1}" for i in range(n)],
+                                          loss, metrics, loss_weights, "compile")
+            self._set_outputs(specs)
+        if len(specs) != n:
+            raise RuntimeError(f"{where}: the model returned {n} outputs but was compiled for {len(specs)}; "
+                               "compile again")
+        return specs
 
     def _require_compiled(self, where: str) -> None:
         if not self.compiled:
@@ -252,90 +344,157 @@ class TrainingMixin:
             return value + float(reg())
         return value + float(regularization_loss(self))
 
-    def _metric_values(self, y: Any, out: Any) -> dict[str, float]:
-        if not self.metric_fns:
-            return {}
-        host_out, host_y = to_host(out), to_host(y)
-        return {name: float(fn(host_y, host_out)) for name, fn in self.metric_fns}
+    def _metric_values(self, ys: list[Any], outs: list[Any], specs: list[outputs.OutputSpec]) -> dict[str, float]:
+        logs: dict[str, float] = {}
+        for spec, y, out in zip(specs, ys, outs):
+            if not spec.metric_fns or y is None:
+                continue
+            host_out, host_y = to_host(out), to_host(y)
+            logs.update({name: float(fn(host_y, host_out)) for name, fn in spec.metric_fns})
+        return logs
 
-    def _train_batch(self, xb: Any, yb: Any) -> dict[str, float]:
-        self.zero_grad()  # every parameter, frozen ones too, so their grads never pile up
-        out = self.forward(xb, training=True)
-        loss = self._objective(self.loss.forward(out, yb))
+    def _step(self, xb: Any, yb: Any, sample_weight: Any, training: bool, where: str) -> dict[str, float]:
+        """Forward, the losses per output, and with `training` backward and one optimizer step."""
+        if training:
+            self.zero_grad()  # every parameter, frozen ones too, so their grads never pile up
+        out = self.forward(xb, training=training)
+        several = isinstance(out, (list, tuple))
+        outs = list(out) if several else [out]
+        specs = self._output_specs(len(outs), where)
+        names = [s.name for s in specs]
+        ys = outputs.align(yb, names, "y", where)
+        total, grads, parts = 0.0, [], {}
+        for spec, o, y in zip(specs, outs, ys):
+            if spec.loss is None:
+                grads.append(None)
+                continue
+            value, grad = outputs.batch_loss(spec, o, y, sample_weight, training, where)
+            total += spec.weight * value
+            grads.append(grad)
+            parts[f"{spec.name}_loss"] = value
+        loss = self._objective(total)
         logs = {"loss": loss}
-        if math.isfinite(loss):
-            self.backward(self.loss.backward(), need_input_grad=False)  # nobody reads d(loss)/d(input)
+        if len(specs) > 1:
+            logs.update(parts)
+        if training:
+            if not math.isfinite(loss):
+                return logs  # never applied: the weights stay as they were (TerminateOnNaN stops the fit)
+            self.backward(grads if several else grads[0], need_input_grad=False)  # nobody reads d(loss)/d(input)
             self.optimizer.step()
-            logs.update(self._metric_values(yb, out))
+        logs.update(self._metric_values(ys, outs, specs))
         return logs
 
-    def _test_batch(self, xb: Any, yb: Any) -> dict[str, float]:
-        out = self.forward(xb, training=False)
-        logs = {"loss": self._objective(self.loss.forward(out, yb))}
-        logs.update(self._metric_values(yb, out))
-        return logs
+    def _train_batch(self, xb: Any, yb: Any, sample_weight: Any = None) -> dict[str, float]:
+        """One update on a batch: xb and yb are arrays, lists or dicts (several inputs/outputs);
+        `sample_weight` None or one weight per sample (the loss is their weighted mean)."""
+        return self._step(xb, yb, sample_weight, True, "fit")
+
+    def _test_batch(self, xb: Any, yb: Any, sample_weight: Any = None) -> dict[str, float]:
+        """The losses and metrics of a batch in inference mode (see _train_batch)."""
+        return self._step(xb, yb, sample_weight, False, "evaluate")
 
     def _result(self, logs: dict[str, float], return_dict: bool) -> Any:
+        """The logs as a dict, or (Keras's order) the loss alone, or [loss, *per-output losses, *metrics]."""
         if return_dict:
             return dict(logs)
-        if not self.metric_fns:
+        specs = getattr(self, "_outputs", None) or []
+        extra = [*outputs.loss_names(specs), *(n for n, _ in self.metric_fns)]
+        if not extra:
             return logs["loss"]
-        return [logs["loss"], *(logs[n] for n, _ in self.metric_fns)]
+        return [logs["loss"], *(logs[n] for n in extra if n in logs)]
 
-    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> Any:
-        """One update on (x, y); returns the loss, or [loss, *metrics] when metrics were compiled."""
+    def _weights_arg(self, sample_weight: Any, x: Any, where: str) -> Any:
+        if sample_weight is None:
+            return None
+        first = x if hasattr(x, "shape") else (next(iter(x.values())) if isinstance(x, dict) else x[0])
+        return sample_weight_arg(sample_weight, int(first.shape[0]), "sample_weight", where)
+
+    def train_on_batch(self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False) -> Any:
+        """One update on (x, y); returns the loss, or [loss, *metrics] when metrics were compiled
+        (with several outputs: [loss, *each output's loss, *metrics])."""
         where = "train_on_batch"
         self._require_compiled(where)
-        x, y = check_xy(x, y, where)
+        x, y = check_xy(x, y, where, model=self)
+        w = self._weights_arg(sample_weight, x, where)
         with self._backend_scope():
             self._sync_optimizer()
-            return self._result(self._train_batch(x, y), return_dict)
+            return self._result(self._train_batch(x, y, sample_weight=w), return_dict)
 
-    def test_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> Any:
+    def test_on_batch(self, x: Any, y: Any, sample_weight: Any = None, return_dict: bool = False) -> Any:
         """Loss (and metrics) on (x, y) in inference mode, without an update."""
         where = "test_on_batch"
         self._require_compiled(where)
-        x, y = check_xy(x, y, where)
+        x, y = check_xy(x, y, where, model=self)
+        w = self._weights_arg(sample_weight, x, where)
         with self._backend_scope():
-            return self._result(self._test_batch(x, y), return_dict)
+            return self._result(self._test_batch(x, y, sample_weight=w), return_dict)
 
     # -- batching -------------------------------------------------------------------------------
     @staticmethod
     def _batches(x: Any, y: Any, batch_size: int, order: np.ndarray | None) -> Iterator[tuple[Any, Any]]:
-        n = x.shape[0]
+        """(xb, yb) slices of validated arrays (each an array, a list or a dict of them), in `order`
+        when given; see gpunn.train.data_adapter for fit's and evaluate's batches."""
+        n = data_adapter.num_samples(x)
         for start in range(0, n, batch_size):
-            if order is None:
-                sl = slice(start, start + batch_size)
-                yield x[sl], (y[sl] if y is not None else None)
-            else:
-                idx = order[start:start + batch_size]
-                yield x[idx], (y[idx] if y is not None else None)
+            index = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+            yield data_adapter.take(x, index), data_adapter.take(y, index)
 
     def _epoch_order(self, n: int, epoch: int) -> np.ndarray:
-        return np.random.default_rng([int(self.shuffle_seed or 0), int(epoch)]).permutation(n)
+        return data_adapter.epoch_order(int(self.shuffle_seed or 0), n, epoch)
 
-    def _run_eval(self, data: Any, batch_size: int, where: str = "evaluate") -> dict[str, float]:
-        """Sample-weighted means of loss and metrics over arrays (x, y) or a batch iterable."""
+    def _run_eval(self, data: Any, where: str = "evaluate", epoch: int = 0) -> dict[str, float]:
+        """Means of loss and metrics over the batches of `data` (an ArrayData or BatchData),
+        each batch weighted by its number of samples (per-sample weights are inside its loss)."""
         totals: dict[str, float] = {}
         seen = 0
-        batches = data if _is_batch_iterable(data) else self._batches(data[0], data[1], batch_size, None)
-        for xb, yb in batches:
-            n = int(xb.shape[0])
-            for k, v in self._test_batch(xb, yb).items():
-                totals[k] = totals.get(k, 0.0) + v * n
-            seen += n
+        with contextlib.closing(data.epoch(epoch)) as batches:
+            for xb, yb, swb in batches:
+                n = data_adapter.batch_size_of(xb)
+                logs = self._test_batch(xb, yb) if swb is None else self._test_batch(xb, yb, sample_weight=swb)
+                for k, v in logs.items():
+                    totals[k] = totals.get(k, 0.0) + v * n
+                seen += n
+        data.end_epoch()
         if seen == 0:
-            raise _no_batches_error(data, "data", where)
+            raise data_adapter.no_batches_error(getattr(data, "source", None), "data", where)
         return {k: v / seen for k, v in totals.items()}
+
+    def _adapt_validation(self, validation_data: Any, batch_size: int, steps: int | None, passes: int,
+                          where: str) -> Any:
+        """fit's validation_data as batches: (x, y), (x, y, sample_weight), or a batch source."""
+        label = f"{where} (validation_data)"
+        if _is_batch_iterable(validation_data):
+            if _is_one_shot(validation_data) and passes > 1 and steps is None:
+                raise data_adapter.one_shot_error(validation_data, "validation_data", where, passes,
+                                                  "validation_steps")
+            return data_adapter.BatchData(validation_data, "validation data", label, steps=steps)
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
+                   if isinstance(validation_data, (tuple, list)) else type(validation_data).__name__)
+            raise ValueError(f"{where}: argument 'validation_data' must be a pair (x_val, y_val), a triple (x_val, "
+                             f"y_val, sample_weight_val) or a batch source such as a DataLoader, got {got}")
+        vx, vy = check_xy(validation_data[0], validation_data[1], label, model=self)
+        sw = validation_data[2] if len(validation_data) == 3 else None
+        vsw = data_adapter.array_weights(sw, None, vx, vy, label) if sw is not None else None
+        return data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=steps)
 
     # -- fit / evaluate / predict ---------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
             validation_split: float = 0.0, shuffle: bool = True, verbose: int = 1, callbacks: Any = None,
-            initial_epoch: int = 0) -> Any:
+            initial_epoch: int = 0, sample_weight: Any = None, class_weight: dict[int, float] | None = None,
+            steps_per_epoch: int | None = None, validation_steps: int | None = None) -> Any:
         """Train for epochs initial_epoch..epochs-1; returns a History whose .history maps
         "loss", each metric and their "val_" forms to per-epoch lists.
 
-        `x` may also be a DataLoader (or any re-iterable of (x, y) batches) with y=None."""
+        `x` (with `y`) is arrays - each an array, or a list or dict of them for several inputs
+        (outputs) - or a source of (x, y) / (x, y, sample_weight) batches with y=None: a DataLoader,
+        any re-iterable, a Sequence (__len__ / __getitem__, as Keras's), a function returning a
+        fresh iterator per epoch, or an iterator (one pass, unless `steps_per_epoch` spreads it).
+        `sample_weight` (one weight per sample, with arrays) or `class_weight` (class index ->
+        weight) make the loss a weighted mean; `steps_per_epoch` / `validation_steps` set the
+        batches per epoch (see gpunn.train.data_adapter). `validation_data` is (x, y),
+        (x, y, sample_weight) or a batch source; `validation_split` holds out the last samples
+        (and their sample weights)."""
         where = "fit"
         self._require_compiled(where)
         epochs = _int_arg(epochs, "epochs", where, 0)
@@ -346,38 +505,43 @@ class TrainingMixin:
                              f"epoch), got {verbose!r}")
         validation_split = real_arg(validation_split, "validation_split", where, 0.0, 1.0, hi_open=True,
                                     want="a float in [0, 1)", numpy=False)
-        loader = _is_batch_iterable(x)
-        if loader:
+        if steps_per_epoch is not None:
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch", where)
+        if validation_steps is not None:
+            validation_steps = positive_int(validation_steps, "validation_steps", where)
+        if class_weight is not None:
+            class_weight = class_weight_arg(class_weight, "class_weight", where)
+        passes = epochs - initial_epoch
+        seed = int(self.shuffle_seed or 0)
+        val = None
+        if _is_batch_iterable(x):
             if y is not None:
                 raise ValueError(f"{where}: argument 'y' must be None when 'x' yields (x, y) batches")
+            if sample_weight is not None:
+                raise ValueError(f"{where}: argument 'sample_weight' needs array data; a batch source gives its "
+                                 "weights in (x, y, sample_weight) batches")
             if validation_split:
                 raise ValueError(f"{where}: argument 'validation_split' needs array data; pass validation_data")
-            if _is_one_shot(x) and epochs - initial_epoch > 1:
-                raise _one_shot_error(x, "x", where, epochs - initial_epoch)
-            steps = len(x) if hasattr(x, "__len__") else None
-            n_train = getattr(x, "num_samples", None)
+            if _is_one_shot(x) and passes > 1 and steps_per_epoch is None:
+                raise data_adapter.one_shot_error(x, "x", where, passes, "steps_per_epoch")
+            train: Any = data_adapter.BatchData(x, "training data", where, steps=steps_per_epoch, shuffle=shuffle,
+                                                seed=seed, class_weight=class_weight, replay_epochs=True)
         else:
-            x, y = check_xy(x, y, where)
+            x, y = check_xy(x, y, where, model=self)
+            if sample_weight is not None and class_weight is not None:
+                data_adapter.array_weights(sample_weight, class_weight, x, y, where)  # refuses both
+            sw = data_adapter.array_weights(sample_weight, None, x, y, where)
             if validation_split:
-                n_val = int(x.shape[0] * validation_split)
-                if n_val < 1 or n_val >= x.shape[0]:
-                    raise ValueError(f"{where}: argument 'validation_split'={validation_split} leaves "
-                                     f"{n_val} of {x.shape[0]} samples for validation; need at least one on each side")
                 if validation_data is not None:
                     raise ValueError(f"{where}: give 'validation_data' or 'validation_split', not both")
-                # the last samples, taken before shuffling, as Keras does
-                validation_data = (x[-n_val:], y[-n_val:])
-                x, y = x[:-n_val], y[:-n_val]
-            n_train = int(x.shape[0])
-            steps = -(-n_train // batch_size)
-        if validation_data is not None and not _is_batch_iterable(validation_data):
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{where}: argument 'validation_data' must be a pair (x_val, y_val) or a batch "
-                                 f"iterable, got {type(validation_data).__name__}")
-            validation_data = check_xy(validation_data[0], validation_data[1], f"{where} (validation_data)")
-        elif _is_one_shot(validation_data) and epochs - initial_epoch > 1:
-            raise _one_shot_error(validation_data, "validation_data", where, epochs - initial_epoch)
-        self._check_last_batch(x, loader, n_train, batch_size, where)
+                (x, y, sw), (vx, vy, vsw) = data_adapter.split_arrays(x, y, sw, validation_split, where)
+                val = data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=validation_steps)
+            if class_weight is not None:  # the training samples only, as in Keras
+                sw = data_adapter.array_weights(None, class_weight, x, y, where)
+            train = data_adapter.ArrayData(x, y, sw, batch_size, shuffle=shuffle, seed=seed, steps=steps_per_epoch)
+        if validation_data is not None:
+            val = self._adapt_validation(validation_data, batch_size, validation_steps, passes, where)
+        self._check_last_batch(train, where)
         if callbacks is None:
             callbacks = []
         elif not isinstance(callbacks, (list, tuple)):
@@ -386,8 +550,8 @@ class TrainingMixin:
         # History after the user's callbacks, so it records what they add to the logs (e.g. "lr")
         cbs = CallbackList([*callbacks, history] + ([ProgbarLogger(verbose)] if verbose else []))
         cbs.set_model(self)
-        cbs.set_params({"epochs": epochs, "steps": steps, "samples": n_train, "batch_size": batch_size,
-                        "verbose": verbose, "do_validation": validation_data is not None,
+        cbs.set_params({"epochs": epochs, "steps": train.steps, "samples": train.num_samples,
+                        "batch_size": batch_size, "verbose": verbose, "do_validation": val is not None,
                         "metrics": ["loss", *(n for n, _ in self.metric_fns)]})
         self.history = history
         self.stop_training = False
@@ -395,63 +559,87 @@ class TrainingMixin:
         with self._backend_scope():
             self._sync_optimizer()
             cbs.on_train_begin()
-            for epoch in range(initial_epoch, epochs):
-                cbs.on_epoch_begin(epoch)
-                logs = self._fit_epoch(x, y, epoch, batch_size, shuffle, loader, cbs, again=epoch > initial_epoch)
-                if validation_data is not None and not self.stop_training:
-                    val = self._run_eval(validation_data, batch_size, f"{where} (validation_data)")
-                    logs.update({f"val_{k}": v for k, v in val.items()})
-                self.epoch = epoch + 1
-                cbs.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+            try:
+                for epoch in range(initial_epoch, epochs):
+                    if epoch > initial_epoch and not train.has_more():
+                        self._ran_out("training data", train, epoch, epochs, "steps_per_epoch")
+                        break
+                    cbs.on_epoch_begin(epoch)
+                    logs = self._fit_epoch(train, epoch, cbs, again=epoch > initial_epoch)
+                    val_dry = val is not None and not self.stop_training and not val.has_more()
+                    if val is not None and not self.stop_training and not val_dry:
+                        logs.update({f"val_{k}": v for k, v in
+                                     self._run_eval(val, f"{where} (validation_data)", epoch).items()})
+                    self.epoch = epoch + 1
+                    cbs.on_epoch_end(epoch, logs)
+                    if train.ran_out or val_dry or (val is not None and val.ran_out):
+                        dry = (train, "training data", "steps_per_epoch") if train.ran_out else \
+                            (val, "validation data", "validation_steps")
+                        self._ran_out(dry[1], dry[0], epoch, epochs, dry[2])
+                        break
+                    if self.stop_training:
+                        break
+            finally:
+                train.close()
+                if val is not None:
+                    val.close()
             cbs.on_train_end(logs)
         return history
 
-    def _fit_epoch(self, x: Any, y: Any, epoch: int, batch_size: int, shuffle: bool, loader: bool,
-                   cbs: Any, again: bool = False) -> dict[str, float]:
-        if loader:
-            if hasattr(x, "set_epoch"):
-                x.set_epoch(epoch)
-            batches = iter(x)
-        else:
-            order = self._epoch_order(x.shape[0], epoch) if shuffle else None
-            batches = self._batches(x, y, batch_size, order)
+    @staticmethod
+    def _ran_out(what: str, data: Any, epoch: int, epochs: int, steps_name: str) -> None:
+        """Warn that a one-shot iterator ran out before `epochs` epochs of its steps: the fit stops
+        there, with what it trained, as Keras's "Your input ran out of data" does."""
+        warnings.warn(f"fit: the {what} ran out in epoch {epoch + 1} of {epochs}; training stopped there. A one-shot "
+                      f"iterator must yield {steps_name}={data.steps} batches for every epoch ({data.steps} x "
+                      f"{epochs}); {data_adapter.REITERABLE} to train longer", data_adapter.DataRanOutWarning,
+                      stacklevel=3)
+
+    def _fit_epoch(self, data: Any, epoch: int, cbs: Any, again: bool = False) -> dict[str, float]:
+        """One epoch of training over the batches `data` (an ArrayData or BatchData) gives it."""
         totals: dict[str, float] = {}
         seen = 0
-        for step, (xb, yb) in enumerate(batches):
-            cbs.on_train_batch_begin(step)
-            self._last_batch_x = xb  # for TrainingMonitor's activation probe
-            batch_logs = self._train_batch(xb, yb)
-            n = int(xb.shape[0])
-            for k, v in batch_logs.items():
-                totals[k] = totals.get(k, 0.0) + v * n
-            seen += n
-            cbs.on_train_batch_end(step, {**batch_logs, "size": n})
-            if self.stop_training:
-                break
+        with contextlib.closing(data.epoch(epoch)) as batches:
+            for step, (xb, yb, swb) in enumerate(batches):
+                cbs.on_train_batch_begin(step)
+                self._last_batch_x = xb  # for TrainingMonitor's activation probe
+                # sample_weight only when there are weights: the step's signature without them is the old one
+                batch_logs = self._train_batch(xb, yb) if swb is None else self._train_batch(xb, yb, sample_weight=swb)
+                n = data_adapter.batch_size_of(xb)
+                for k, v in batch_logs.items():
+                    totals[k] = totals.get(k, 0.0) + v * n
+                seen += n
+                cbs.on_train_batch_end(step, {**batch_logs, "size": n})
+                if self.stop_training:
+                    break
+        data.end_epoch()
         if seen == 0:
-            raise _no_batches_error(x, "training data", "fit", epoch, again)
+            raise data_adapter.no_batches_error(getattr(data, "source", None), "training data", "fit", epoch, again)
         return {k: v / seen for k, v in totals.items()}
 
-    def _check_last_batch(self, x: Any, loader: bool, n_train: int | None, batch_size: int, where: str) -> None:
+    def _check_last_batch(self, data: Any, where: str) -> None:
         """Refuse, before any training, batches of one sample when a BatchNorm would then normalize
         one value per channel: such a batch has no variance. PyTorch raises "Expected more than 1
         value per channel when training" at that step; checking here loses no epoch's work to it.
         Checked where the batch sizes are known: arrays, and a DataLoader once the model is built."""
-        if loader:
-            if getattr(x, "drop_last", True) or not getattr(self, "built", False):
+        if isinstance(data, data_adapter.BatchData):
+            loader = data.source
+            if data.stream or getattr(loader, "drop_last", True) or not getattr(self, "built", False):
                 return
-            batch_size = getattr(x, "batch_size", None)
-        if not isinstance(n_train, int) or not isinstance(batch_size, int):
-            return
+            n_train, batch_size = getattr(loader, "num_samples", None), getattr(loader, "batch_size", None)
+            if not isinstance(n_train, int) or not isinstance(batch_size, int):
+                return
+        else:
+            n_train, batch_size = data.samples, data.batch_size
+            # the last batch of an epoch: a full one when steps_per_epoch stops before the data's end
+            n_train = min(n_train, data.steps * batch_size)
         if batch_size != 1 and n_train % batch_size != 1:
             return
         if not getattr(self, "built", False):
             if not any(isinstance(m, BatchNorm) for m in _walk(self)):
                 return
             with self._backend_scope():  # build from one sample, as the first batch would (no state changes)
-                self.forward(x[:1], training=False)
+                self.forward(data_adapter.take(data.x, slice(0, 1)), training=False)
         found = _batchnorms_on_single_values(self)
         if not found:
             return
@@ -464,36 +652,53 @@ class TrainingMixin:
                          f"BatchNorm {names} cannot estimate a variance from one value per channel in training; {fix}")
 
     def evaluate(self, x: Any, y: Any = None, batch_size: int = 32, verbose: int = 0,
-                 return_dict: bool = False) -> Any:
-        """Loss (plus compiled metrics, as [loss, *metrics]) in inference mode; sample-weighted means."""
+                 return_dict: bool = False, sample_weight: Any = None, steps: int | None = None) -> Any:
+        """Loss (plus compiled metrics, as [loss, *metrics]) in inference mode, averaged over the
+        batches weighted by their sizes. `x` and `y` as in fit (arrays, or a batch source with
+        y=None); `sample_weight` weights each sample's loss (as the batches' third entry does);
+        `steps` stops after that many batches."""
         where = "evaluate"
         self._require_compiled(where)
         batch_size = _int_arg(batch_size, "batch_size", where, 1)
-        data = x if _is_batch_iterable(x) and y is None else check_xy(x, y, where)
+        if steps is not None:
+            steps = positive_int(steps, "steps", where)
+        if _is_batch_iterable(x) and y is None:
+            if sample_weight is not None:
+                raise ValueError(f"{where}: argument 'sample_weight' needs array data; a batch source gives its "
+                                 "weights in (x, y, sample_weight) batches")
+            data: Any = data_adapter.BatchData(x, "data", where, steps=steps)
+        else:
+            x, y = check_xy(x, y, where, model=self)
+            sw = data_adapter.array_weights(sample_weight, None, x, y, where)
+            data = data_adapter.ArrayData(x, y, sw, batch_size, steps=steps)
         with self._backend_scope():
-            logs = self._run_eval(data, batch_size)
+            try:
+                logs = self._run_eval(data, where)
+            finally:
+                data.close()
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 
-    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> np.ndarray:
-        """The model's outputs (inference mode) for every sample of `x`, as one host NumPy array."""
+    def predict(self, x: Any, batch_size: int = 32, verbose: int = 0) -> Any:
+        """The model's outputs (inference mode) for every sample of `x`, as one host NumPy array;
+        for a model with several outputs, a list of them (in output order)."""
         where = "predict"
         batch_size = _int_arg(batch_size, "batch_size", where, 1)
         if _is_batch_iterable(x):
             parts = []
-            with self._backend_scope():
-                for batch in x:
-                    xb = batch[0] if isinstance(batch, (tuple, list)) else batch
-                    parts.append(to_host(self.forward(xb, training=False)))
+            source = data_adapter.BatchData(x, "data", where, need_y=False)  # a Sequence or a function too
+            with self._backend_scope(), contextlib.closing(source.epoch(0)) as batches:
+                for xb, _, _ in batches:
+                    parts.append(_host_outputs(self.forward(xb, training=False)))
         else:
-            x, _ = check_xy(x, None, where, need_y=False)
+            x, _ = check_xy(x, None, where, need_y=False, model=self)
             with self._backend_scope():
-                parts = [to_host(self.forward(xb, training=False))
+                parts = [_host_outputs(self.forward(xb, training=False))
                          for xb, _ in self._batches(x, None, batch_size, None)]
         if not parts:
             raise ValueError(f"{where}: argument 'x' yielded no samples")
-        return np.concatenate(parts, axis=0)
+        return _joined(parts)
 
     # -- transfer learning ----------------------------------------------------------------------
     def _layer_index(self, ref: Any, name: str, where: str) -> int:

@@ -165,3 +165,29 @@ def test_bad_arguments(kwargs, match):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=match):
         DataLoader(**args)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_sample_weight_batches_stay_paired(backend, prefetch):
+    x = np.arange(11, dtype=np.float32)[:, None]
+    y = np.arange(11)
+    w = np.arange(11) / 10.0
+    loader = DataLoader(x, y, batch_size=4, shuffle=True, seed=1, prefetch=prefetch, sample_weight=w)
+    seen = []
+    for xb, yb, wb in loader:
+        assert backend.is_native(wb)
+        ys, ws = backend.to_numpy(yb), backend.to_numpy(wb)
+        np.testing.assert_allclose(ws, ys / 10.0)  # each weight travels with its sample
+        seen.append(ys)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(11))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"sample_weight": np.ones(5)}, r"DataLoader: argument 'sample_weight' needs targets 'y'"),
+    ({"y": np.zeros(5), "sample_weight": np.ones(4)}, r"argument 'sample_weight' must have shape \(5,\)"),
+    ({"y": np.zeros(5), "sample_weight": -np.ones(5)}, r"argument 'sample_weight' must hold finite weights >= 0"),
+    ({"y": np.zeros(5), "sample_weight": "heavy"}, r"argument 'sample_weight' must be a 1-D NumPy array"),
+])
+def test_bad_sample_weight(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        DataLoader(np.zeros((5, 2), np.float32), batch_size=2, **kwargs)

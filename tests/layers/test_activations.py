@@ -1,7 +1,8 @@
 """Activation zoo: float64 gradchecks, values against hand formulas, stability at |x| = 1e4, the
-activation-string registry, and bad inputs."""
+activation-string registry, Keras's Activation("relu"), output_activation, and bad inputs."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import gpunn
 from gpunn.layers import (ELU, GELU, SELU, CReLU, Dense, LeakyReLU, LogSoftmax, Maxout, PReLU, ReLU6, Sigmoid, SiLU,
                           Softmax, Softplus, Softsign, Swish, Tanh, get_activation)
+from gpunn.layers import Activation, Chain, Conv2D, Flatten, Layer, WeightNorm, output_activation
 from gpunn.layers.activations import ReLU
 from gpunn.testing import gradcheck
 
@@ -192,3 +194,99 @@ def test_bad_forward_inputs():
         GELU().forward(np.ones((0, 3), np.float32))
     with pytest.raises(RuntimeError, match="before forward"):
         SiLU().backward(np.ones((2, 3), np.float32))
+
+
+# -- Activation("name"), as in Keras -----------------------------------------------------------------
+@pytest.mark.parametrize("name, cls", [("relu", ReLU), ("softmax", Softmax), ("sigmoid", Sigmoid), ("tanh", Tanh),
+                                       ("log_softmax", LogSoftmax), ("gelu", GELU), ("swish", SiLU)])
+def test_activation_by_name_builds_that_layer(backend, name, cls):
+    layer = Activation(name)
+    assert type(layer) is cls and layer.name == cls.__name__
+    x = _x(3, 4)
+    np.testing.assert_array_equal(backend.to_numpy(layer.forward(x)), backend.to_numpy(cls().forward(x)))
+    assert type(Activation(activation=name)) is cls  # Keras's keyword
+
+
+def test_activation_by_name_takes_name_and_input_shape(backend):
+    layer = Activation("softmax", name="probs", input_shape=(5,))
+    assert type(layer) is Softmax and layer.name == "probs" and layer.axis == 1
+    assert layer.input_shape == (5,)
+    with pytest.raises(ValueError, match=r"but input_shape=\(5,\) was declared"):
+        layer.forward(np.ones((2, 6), np.float32))
+    relu = ReLU()
+    assert Activation(relu) is relu  # a layer passes through, as get_activation does
+
+
+def test_subclasses_still_construct_with_name():
+    """Activation is the base of the activations: name= on a subclass (and on the base) is a name."""
+    assert ReLU(name="x").name == "x" and type(ReLU(name="x")) is ReLU
+    assert Softmax(axis=-1, name="s").name == "s"
+    assert LeakyReLU(0.2, name="leaky").alpha == 0.2
+    base = Activation(name="x")
+    assert type(base) is Activation and base.name == "x"
+
+    class Cube(Activation):
+        def _forward(self, x):
+            return x ** 3, x
+
+        def _backward(self, dy, x):
+            return 3 * x * x * dy
+
+    cube = Cube(name="cube")
+    assert type(cube) is Cube and cube.name == "cube"
+    assert gradcheck(cube, _x(2, 3))
+    assert list(inspect.signature(Softmax).parameters) == ["axis", "name"]  # what gpunn.io checks configs against
+
+
+@pytest.mark.parametrize("args, kwargs, err, words", [
+    (("nope",), {}, ValueError, r"^Activation: argument 'activation' must be a Layer or one of \[.*\], got 'nope'; "
+                                r"to subclass Activation, call super\(\).__init__\(name=...\)"),
+    ((3,), {}, ValueError, "argument 'activation' must be a Layer or one of"),
+    (("relu",), {"name": 3}, TypeError, r"^Activation: argument 'name' must be a str, got int"),
+    ((ReLU(),), {"name": "r"}, ValueError, "arguments 'name' and 'input_shape' apply to a named activation"),
+    (("relu",), {"alpha": 0.1}, TypeError, "unexpected keyword argument 'alpha'"),
+])
+def test_activation_by_name_bad_arguments(args, kwargs, err, words):
+    with pytest.raises(err, match=words):
+        Activation(*args, **kwargs)
+
+
+# -- output_activation ----------------------------------------------------------------------------
+def test_output_activation_names_what_the_output_ends_in():
+    assert output_activation(Softmax()) == "softmax"
+    assert output_activation(LogSoftmax()) == "log_softmax"
+    assert output_activation(Sigmoid()) == "sigmoid"
+    assert output_activation(Activation("softmax")) == "softmax"
+    assert output_activation(Dense(10, activation="softmax")) == "softmax"
+    assert output_activation(Dense(1, activation="sigmoid")) == "sigmoid"
+    assert output_activation(Conv2D(4, 3, activation="sigmoid")) == "sigmoid"
+    assert output_activation(Dense(10)) is None  # logits
+    assert output_activation(Dense(10, activation="relu")) is None
+    assert output_activation(ReLU()) is None and output_activation(Tanh()) is None
+    assert output_activation(WeightNorm(Dense(3, activation="softmax"))) == "softmax"
+    assert output_activation(Chain([Dense(5), Dense(3, activation="softmax")])) == "softmax"
+    assert output_activation(Chain([Dense(5), Chain([Dense(3), LogSoftmax()])])) == "log_softmax"
+    assert output_activation(Chain([Dense(3, activation="softmax"), Flatten()])) is None  # only the last layer
+    assert output_activation(Chain()) is None
+    assert output_activation(object()) is None
+
+
+def test_output_activation_of_a_sequential():
+    model = gpunn.Sequential([Dense(8, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")])
+    assert output_activation(model) == "softmax"
+    model.pop()
+    model.add(Dense(3))
+    assert output_activation(model) is None
+
+
+def test_a_custom_layer_declares_its_output():
+
+    class Normalize(Layer):
+        """Rows scaled to sum to 1: probabilities without a Softmax."""
+        output_activation = "softmax"
+
+    class Other(Layer):
+        output_activation = "relu"  # not one the losses care about: ignored
+
+    assert output_activation(Normalize()) == "softmax"
+    assert output_activation(Other()) is None

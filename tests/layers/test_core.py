@@ -215,3 +215,17 @@ def test_backward_before_forward_is_a_clear_error():
 def test_empty_sequential_is_a_clear_error():
     with pytest.raises(RuntimeError, match="has no layers"):
         Sequential().forward(np.zeros((1, 3), np.float32))
+
+
+# -- GlobalAveragePooling2D (channels_last: tests/layers/test_data_format.py) ---------------------
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 4, 5), (3, 2, 1, 7)])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pooling_gradcheck(backend, shape, keepdims):
+    from gpunn.layers import GlobalAveragePooling2D
+
+    layer = GlobalAveragePooling2D(keepdims=keepdims)
+    assert gradcheck(layer, _x(*shape))
+    n, c = shape[:2]
+    assert layer.output_shape == ((c, 1, 1) if keepdims else (c,))
+    y = backend.to_numpy(layer.forward(_x(*shape)))
+    np.testing.assert_allclose(y.reshape(n, c), _x(*shape).mean(axis=(2, 3)), rtol=1e-12)

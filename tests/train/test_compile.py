@@ -93,3 +93,32 @@ def test_compile_does_not_inspect_class_names():
     source = Path(model_module.__file__).read_text()
     assert "__name__.lower()" not in source
     assert '"binary" in' not in source
+
+
+def test_compile_takes_an_optimizer_by_name_instance_or_class():
+    model = identity_model()
+    model.compile(loss="mse", optimizer="rmsprop")  # a name: Keras's defaults for it
+    assert (model.optimizer.lr, model.optimizer.alpha) == (1e-3, 0.9)
+    model.compile(loss="mse", optimizer=gpunn.optim.RMSprop)  # a class: its own (PyTorch) defaults
+    assert type(model.optimizer) is gpunn.optim.RMSprop and model.optimizer.lr == 0.01
+    model.compile(loss="mse", optimizer=gpunn.optim.SGD, lr=0.5)
+    assert model.optimizer.lr == 0.5
+    unbound = gpunn.optim.Adam(learning_rate=1e-2)
+    assert unbound.bound is False
+    model.compile(loss="mse", optimizer=unbound)  # bound here, to this model
+    assert unbound.bound and model.optimizer is unbound
+    model.train_on_batch(PRED, TRUE)
+    assert unbound.step_count == 1
+
+
+@pytest.mark.parametrize("optimizer, err, match", [
+    (3, TypeError, "argument 'optimizer' must be a name such as 'adam', a gpunn Optimizer or an Optimizer class"),
+    (dict, TypeError, "argument 'optimizer' must be"),
+    ("nope", ValueError, "compile: get_optimizer: argument 'name'"),
+])
+def test_compile_refuses_other_optimizers(optimizer, err, match):
+    with pytest.raises(err, match=match):
+        identity_model().compile(loss="mse", optimizer=optimizer)
+    with pytest.raises(ValueError, match="given with an Optimizer instance"):
+        model = identity_model()
+        model.compile(loss="mse", optimizer=gpunn.optim.SGD(model), lr=0.1)
