@@ -10,8 +10,8 @@
   diabetes data, so that nothing downloads): Dense(64)-Dense(64)-Dense(1), "rmsprop" by name,
   "mse" with an "mae" metric, targets of shape (N,).
 
-The MNIST ports train on a slice of MNIST (../shared/data/mnist; they skip without it) for one
-epoch, which keeps them to seconds on two cores.
+The MNIST ports train on a 12,000-image slice of MNIST (../shared/data/mnist; they skip without it) for
+one or two epochs, which keeps them to about ten seconds each on two cores.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from gpunn.utils import to_categorical
 SHARED_MNIST = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="../shared/data/mnist is not present")
 
-TRAIN, TEST = 6000, 2000
+TRAIN, TEST = 12000, 2000
 
 
 def mnist_channels_last() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -38,19 +38,23 @@ def mnist_channels_last() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarr
     return (np.expand_dims(x_train, -1), y_train[:TRAIN]), (np.expand_dims(x_test, -1), y_test[:TEST])
 
 
-def keras_convnet(head: str) -> gpunn.Sequential:
+def keras_convnet(head: str | None) -> gpunn.Sequential:
+    """The example's model, verbatim but for the layout: Keras defaults to channels_last, gpunn to
+    channels_first, so the layers are built inside use_image_data_format (Keras's
+    keras.config.set_image_data_format, scoped)."""
     num_classes, input_shape = 10, (28, 28, 1)
     gpunn.manual_seed(0)
-    return gpunn.Sequential([
-        gpunn.Input(shape=input_shape),
-        layers.Conv2D(32, kernel_size=(3, 3), activation="relu", data_format="channels_last"),
-        layers.MaxPooling2D(pool_size=(2, 2), data_format="channels_last"),
-        layers.Conv2D(64, kernel_size=(3, 3), activation="relu", data_format="channels_last"),
-        layers.MaxPooling2D(pool_size=(2, 2), data_format="channels_last"),
-        layers.Flatten(data_format="channels_last"),
-        layers.Dropout(0.5),
-        layers.Dense(num_classes, activation=head),
-    ])
+    with layers.use_image_data_format("channels_last"):
+        return gpunn.Sequential([
+            gpunn.Input(shape=input_shape),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation=head),
+        ])
 
 
 @needs_mnist
@@ -105,8 +109,7 @@ def test_pytorch_mnist_example_subclassed_nll_adadelta_steplr():
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     gpunn.manual_seed(1)
     model = Net()
-    model.compile(loss=gpunn.losses.NLLLoss(), optimizer="sgd")  # replaced below, torch-style
-    optimizer = gpunn.optim.Adadelta(model, lr=1.0)
+    optimizer = gpunn.optim.Adadelta(model, lr=1.0)  # optim.Adadelta(model.parameters(), lr=args.lr)
     model.compile(loss=gpunn.losses.NLLLoss(), optimizer=optimizer, metrics=["accuracy"])
     scheduler = gpunn.optim.StepDecay(optimizer, step_size=1, gamma=0.7)
     history = model.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0,
@@ -141,14 +144,17 @@ def build_model(optimizer="rmsprop"):
 def test_deep_learning_with_python_regression_with_rmsprop_by_name():
     (train_data, train_targets), (test_data, test_targets) = diabetes()
     assert train_targets.shape == (350,)  # (N,) targets for a (N, 1) output, as the book has them
-    gpunn.manual_seed(0)
-    model = build_model()
-    opt = model.optimizer
-    assert (opt.lr, opt.alpha, opt.eps) == (1e-3, 0.9, 1e-7)  # Keras's RMSprop defaults, not PyTorch's
-    model.fit(train_data, train_targets, epochs=130, batch_size=16, verbose=0)
-    test_mse_score, test_mae_score = model.evaluate(test_data, test_targets, verbose=0)
-    # The PyTorch defaults (lr 1e-2, alpha 0.99) overfit this small table: the Keras ones do better.
-    gpunn.manual_seed(0)
-    torch_defaults = build_model(gpunn.optim.RMSprop)
-    assert torch_defaults is not None
-    assert test_mae_score < 50.0, test_mae_score
+    maes = {}
+    for name, optimizer in (("keras", "rmsprop"), ("torch", gpunn.optim.RMSprop)):
+        gpunn.manual_seed(0)
+        model = build_model(optimizer)
+        model.fit(train_data, train_targets, epochs=130, batch_size=16, verbose=0)
+        test_mse_score, test_mae_score = model.evaluate(test_data, test_targets, verbose=0)
+        maes[name] = test_mae_score
+        if name == "keras":  # by name: Keras's RMSprop defaults; the class keeps PyTorch's
+            assert (model.optimizer.lr, model.optimizer.rho, model.optimizer.eps) == (1e-3, 0.9, 1e-7)
+        else:
+            assert (model.optimizer.lr, model.optimizer.rho, model.optimizer.eps) == (1e-2, 0.99, 1e-8)
+    # PyTorch's defaults overshoot on this small table (measured 49.8 vs 43.7 MAE); Keras's do not
+    assert maes["keras"] < 0.95 * maes["torch"], maes
+    assert maes["keras"] < 50.0, maes

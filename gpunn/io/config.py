@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.layers.base import AllocationBudgetError, Layer, allocation_budget
+from gpunn.layers.data_format import CHANNELS_FIRST, use_image_data_format
 from gpunn.layers.symbolic import Input
 from gpunn.io import registry
 from gpunn.io.graph_check import GraphConfigError, check_build_shapes, check_graph, check_shape_tree
@@ -506,7 +507,15 @@ def build_as_configured(model: Any, config: dict[str, Any], max_elements: int, w
 
 
 def build_model(config: Any, custom_objects: dict[str, Any] | None, max_elements: int, where: str) -> Any:
-    """model_from_config with an explicit cap on the elements the build may allocate."""
+    """model_from_config with an explicit cap on the elements the build may allocate.
+
+    Image layers whose config names no data_format (files written before it existed) are
+    channels_first, as they were then, whatever `use_image_data_format` block the caller is in."""
+    with use_image_data_format(CHANNELS_FIRST):
+        return _build_model(config, custom_objects, max_elements, where)
+
+
+def _build_model(config: Any, custom_objects: dict[str, Any] | None, max_elements: int, where: str) -> Any:
     if not isinstance(config, dict):
         raise ConfigError(f"{where}: the model config must be an object, got {type(config).__name__}")
     extra = sorted(set(config) - {"class", "config", "trainable", "input_shape", "dtype", "module", "graph",

@@ -25,16 +25,16 @@ from gpunn.layers.dense import Dense
 from gpunn.layers.dropout import Dropout
 from gpunn.layers.maxout import Maxout
 from gpunn.layers.merge import Add, Average, Concatenate, Maximum, Multiply, Subtract
-from gpunn.layers.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm
+from gpunn.layers.normalization import BatchNorm, BatchNormalization, GroupNorm, InstanceNorm, LayerNorm
 from gpunn.layers.pooling import AvgPool2D, GlobalAveragePooling2D, MaxPool2D
 from gpunn.layers.reshape import Flatten
 from gpunn.layers.residual import Residual, basic_block, projection_shortcut
 from gpunn.layers.weight_norm import WeightNorm
 
-# Keras's names for the same classes (a saved model records the class, so either name loads)
+# Keras's names for the same classes (a saved model records the class, so either name loads);
+# BatchNormalization is a class of its own: Keras's momentum means the opposite of PyTorch's
 MaxPooling2D = MaxPool2D
 AveragePooling2D = AvgPool2D
-BatchNormalization = BatchNorm
 
 __all__ = ["AveragePooling2D", "BatchNormalization", "MaxPooling2D", "output_activation", "Add", "Average", "Concatenate", "Maximum", "Multiply", "Subtract", "ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Chain", "Conv2D", "Dense", "Dropout",
            "Flatten", "GlobalAveragePooling2D", "GroupNorm", "InstanceNorm", "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",

@@ -190,6 +190,44 @@ def _normalize_backward(dxhat: Any, xhat: Any, invstd: Any) -> Any:
     return invstd * (dxhat - (s1 + xhat * s2) / m)
 
 
+class BatchNormalization(BatchNorm):
+    """Keras's BatchNormalization: BatchNorm with Keras's meaning and defaults of its arguments.
+
+    Keras keeps running = momentum * running + (1 - momentum) * batch with momentum 0.99, PyTorch
+    (and BatchNorm) running = (1 - momentum) * running + momentum * batch with 0.1: the same
+    number means opposite things, so an alias would have made Keras's momentum=0.99 keep almost
+    only the last batch. Here `momentum` is Keras's (BatchNorm gets 1 - momentum), `epsilon`
+    defaults to Keras's 1e-3, `center` / `scale` are Keras's (gpunn's affine: both or neither), and
+    `axis` may be 1 (channels_first) or -1 (channels_last, as in Keras; None: the layer default
+    of gpunn.layers.image_data_format())."""
+
+    def __init__(self, axis: int | None = None, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, input_shape: tuple[int, ...] | None = None, name: str | None = None,
+                 data_format: str | None = None) -> None:
+        where = "BatchNormalization"
+        keras_momentum = real_arg(momentum, "momentum", where, 0, 1, want="a float in [0, 1]", numpy=False)
+        if bool(center) != bool(scale):
+            raise ValueError(f"{where}: arguments 'center' and 'scale' must be both True or both False (gpunn's "
+                             f"affine), got center={center!r}, scale={scale!r}")
+        if axis is not None:
+            if axis not in (1, -1) or isinstance(axis, bool):
+                raise ValueError(f"{where}: argument 'axis' must be 1 (channels_first), -1 (channels_last) or None, "
+                                 f"got {axis!r}")
+            by_axis = "channels_first" if axis == 1 else CHANNELS_LAST
+            if data_format is not None and data_format != by_axis:
+                raise ValueError(f"{where}: argument 'axis'={axis} reads {by_axis} but 'data_format' is "
+                                 f"{data_format!r}; give one of them")
+            data_format = by_axis
+        super().__init__(momentum=1.0 - keras_momentum, eps=epsilon, affine=bool(center),
+                         input_shape=input_shape, name=name, data_format=data_format)
+        self.keras_momentum = keras_momentum
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments, in Keras's meaning (so that a saved model loads as it was)."""
+        return {"momentum": self.keras_momentum, "epsilon": self.eps, "center": self.affine, "scale": self.affine,
+                "name": self.name, "data_format": self.data_format}
+
+
 class LayerNorm(Layer):
     """Normalize each sample over its last `normalized_ndim` axes; gamma and beta have those axes' shape."""
 

@@ -30,6 +30,7 @@ FACTORIES = {
                                              L.GlobalAveragePooling2D(data_format="channels_last", keepdims=True),
                                              L.Flatten()]),
     "BatchNorm": (IMG, lambda: [L.BatchNorm(momentum=0.3, eps=1e-3), L.Flatten(), L.BatchNorm(affine=False)]),
+    "BatchNormalization": (IMG, lambda: [L.BatchNormalization(momentum=0.8), L.Flatten(), L.BatchNormalization(axis=-1)]),
     "LayerNorm": (IMG, lambda: [L.LayerNorm(normalized_ndim=2, eps=1e-4)]),
     "GroupNorm": (IMG, lambda: [L.GroupNorm(2)]),
     "InstanceNorm": (IMG, lambda: [L.InstanceNorm(affine=False)]),
@@ -460,3 +461,24 @@ def test_weights_of_another_graph_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="another architecture: layer model.Add is Add in the file but Multiply"):
         other.load_weights(tmp_path / "w.safetensors")
     assert all(np.array_equal(v, other.state_dict()[k]) for k, v in before.items())  # unchanged
+
+
+def test_a_config_without_data_format_loads_channels_first_inside_a_channels_last_block():
+    """Files written before data_format existed meant NCHW; the caller's default must not change that."""
+    model = gpunn.Sequential([L.Conv2D(2, 3, input_shape=(1, 6, 6)), L.MaxPool2D(2), L.Flatten(), L.Dense(2)])
+    config = model.get_config()
+
+    def strip(node):
+        if isinstance(node, dict):
+            node.pop("data_format", None)
+            for v in node.values():
+                strip(v)
+        elif isinstance(node, list):
+            for v in node:
+                strip(v)
+    strip(config)
+    with L.use_image_data_format("channels_last"):
+        rebuilt = gpunn.io.model_from_config(config)
+    assert [getattr(layer, "data_format", "channels_first") for layer in rebuilt.layers[:2]] == \
+        ["channels_first", "channels_first"]
+    assert L.image_data_format() == "channels_first"
