@@ -36,11 +36,13 @@ from gpunn.layers.weight_norm import WeightNorm
 MaxPooling2D = MaxPool2D
 AveragePooling2D = AvgPool2D
 
-__all__ = ["AveragePooling2D", "BatchNormalization", "MaxPooling2D", "output_activation", "Add", "Average", "Concatenate", "Maximum", "Multiply", "Subtract", "ELU", "GELU", "SELU", "Activation", "AvgPool2D", "BatchNorm", "CReLU", "Chain", "Conv2D", "Dense", "Dropout",
-           "Flatten", "GlobalAveragePooling2D", "GroupNorm", "InstanceNorm", "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
-           "MaxPool2D", "Maxout", "PReLU", "ReLU", "ReLU6", "Residual", "SiLU", "Sigmoid",
-           "Softmax", "Softplus", "Softsign", "Swish", "Tanh", "WeightNorm", "basic_block", "get_activation", "image_data_format", "use_image_data_format",
-           "projection_shortcut", "register_activation"]
+__all__ = ["Activation", "Add", "Average", "AveragePooling2D", "AvgPool2D", "basic_block", "BatchNorm",
+           "BatchNormalization", "Chain", "Concatenate", "Conv2D", "CReLU", "Dense", "Dropout", "ELU", "Flatten",
+           "GELU", "get_activation", "GlobalAveragePooling2D", "GroupNorm", "image_data_format", "InstanceNorm",
+           "Layer", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "Maximum", "Maxout", "MaxPool2D", "MaxPooling2D",
+           "Multiply", "output_activation", "PReLU", "projection_shortcut", "register_activation", "ReLU", "ReLU6",
+           "Residual", "SELU", "Sigmoid", "SiLU", "Softmax", "Softplus", "Softsign", "Subtract", "Swish", "Tanh",
+           "use_image_data_format", "WeightNorm"]
 
 
 def __getattr__(name: str) -> object:

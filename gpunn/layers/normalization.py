@@ -53,8 +53,8 @@ class BatchNorm(_ChannelAxis, Layer):
     """Batch normalization (Ioffe and Szegedy 2015) per channel (axis 1) over every other axis.
 
     Works on (N, C), (N, C, L) and (N, C, H, W); with data_format="channels_last" on (N, C),
-    (N, L, C) and (N, H, W, C), per channel on the last axis (Keras's BatchNormalization). Training normalizes with the batch mean and
-    biased variance and updates `running_mean` / `running_var` (unbiased variance, momentum as in
+    (N, L, C) and (N, H, W, C), per channel on the last axis. Training normalizes with the batch
+    mean and biased variance and updates `running_mean` / `running_var` (unbiased variance, momentum as in
     PyTorch); inference uses the running statistics. With `track_running_stats=False` batch
     statistics are used in both modes. A layer whose `trainable` is False (frozen for transfer
     learning) uses its running statistics even in training mode and leaves them unchanged.

@@ -405,7 +405,7 @@ def batch_size_of(xb: Any) -> int:
     return int(first[0].shape[0]) if first and is_array(first[0]) and len(first[0].shape) else 1
 
 
-__all__ = ["ArrayData", "Batch", "BatchData", "DataRanOutWarning", "REITERABLE", "array_weights", "batch_size_of", "class_weights_for",
-           "epoch_order", "is_batch_source", "is_one_shot", "is_sequence", "leaves", "no_batches_error",
+__all__ = ["ArrayData", "Batch", "BatchData", "DataRanOutWarning", "REITERABLE", "array_weights", "batch_size_of",
+           "class_weights_for", "epoch_order", "is_batch_source", "is_one_shot", "is_sequence", "leaves", "no_batches_error",
            "num_samples", "one_shot_error", "split_arrays", "take"]
 

@@ -36,7 +36,7 @@ def _output_kind(model: Any) -> str:
     if isinstance(last, (Softmax, Sigmoid)) or isinstance(act, (Softmax, Sigmoid)):
         return "probabilities"
     kind = getattr(getattr(model, "loss", None), "output_kind", "values")  # the loss says what it takes
-    return {"logits": "logits", "binary_logits": "binary_logits", "probabilities": "probabilities"}.get(kind, "identity")
+    return kind if kind in ("logits", "binary_logits", "probabilities") else "identity"
 
 
 class Ensemble:
