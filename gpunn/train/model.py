@@ -747,21 +747,9 @@ class TrainingMixin:
                 raise RuntimeError("summary: the model is not built; give the first layer input_shape=..., "
                                    "or call it on data first")
             self.build(self.input_shape)
-        rows = [(f"{layer.name} ({type(layer).__name__})", str(("N", *layer.output_shape)), layer.count_params())
+        rows = [(f"{layer.name} ({type(layer).__name__})", str(("N", *layer.output_shape)), f"{layer.count_params():,}")
                 for layer in self.layers]
-        trainable = sum(p.size for p in self.parameters() if p.trainable)
-        total = self.count_params()
-        w0 = max(len("Layer (type)"), *(len(r[0]) for r in rows)) + 2
-        w1 = max(len("Output shape"), *(len(r[1]) for r in rows)) + 2
-        rule = "=" * (w0 + w1 + 12)
-        lines = [f"Model: {self.name}", rule, f"{'Layer (type)':<{w0}}{'Output shape':<{w1}}{'Params':>12}", rule]
-        lines += [f"{a:<{w0}}{b:<{w1}}{c:>12,}" for a, b, c in rows]
-        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", rule]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return summary_table(self, ("Layer (type)", "Output shape", "Params"), rows, print_fn)
 
     # -- saving ---------------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
@@ -785,3 +773,24 @@ class TrainingMixin:
         `verify=False` skips the checksum, for a safetensors file written by another tool."""
         with self._backend_scope():
             load_weights(self, path, verify=verify)
+
+
+def summary_table(model: Any, heads: tuple[str, ...], rows: list[tuple[str, ...]], print_fn: Any = print) -> str:
+    """model.summary()'s text: a column per head (the third, the parameter count, right-aligned; a
+    fourth, the connections, as it comes), one row per layer, then the parameter totals."""
+    widths = [max(len(heads[i]), *(len(r[i]) for r in rows)) + 2 for i in range(min(3, len(heads)))]
+    last = max(len(heads[3]), *(len(r[3]) for r in rows)) if len(heads) > 3 else 0
+    rule = "=" * (sum(widths) + last)
+
+    def line(cells: tuple[str, ...]) -> str:
+        text = f"{cells[0]:<{widths[0]}}{cells[1]:<{widths[1]}}{cells[2]:>{widths[2] - 2}}"
+        return (text + (f"  {cells[3]}" if len(cells) > 3 else "")).rstrip()
+    trainable = sum(p.size for p in model.parameters() if p.trainable)
+    total = model.count_params()
+    lines = [f"Model: {model.name}", rule, line(heads), rule, *(line(r) for r in rows),
+             rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+             f"Non-trainable params: {total - trainable:,}", rule]
+    text = "\n".join(lines)
+    if print_fn is not None:
+        print_fn(text)
+    return text

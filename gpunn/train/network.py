@@ -37,7 +37,7 @@ from gpunn._checks import name_arg
 from gpunn.io.registry import register_builtin
 from gpunn.layers.base import Layer, on_backend
 from gpunn.train.functional import Graph, GraphError
-from gpunn.train.model import TrainingMixin
+from gpunn.train.model import TrainingMixin, summary_table
 from gpunn.train.subclassed import TapeRun, backward_on_tape, forward_on_tape, track
 
 
@@ -332,20 +332,7 @@ class Model(TrainingMixin, Layer):
                 shown = str(("N", *shape)) if isinstance(shape, tuple) and all(isinstance(s, int) for s in shape) \
                     else "?"
                 rows.append((f"{key} ({type(layer).__name__})", shown, f"{layer.count_params():,}", ""))
-        trainable = sum(p.size for p in self.parameters() if p.trainable)
-        total = self.count_params()
-        heads = ("Layer (type)", "Output shape", "Params", "Connected to")
-        widths = [max(len(heads[i]), *(len(r[i]) for r in rows)) + 2 for i in range(3)]
-        rule = "=" * (sum(widths) + max(len(heads[3]), *(len(r[3]) for r in rows)))
-        lines = [f"Model: {self.name}", rule,
-                 f"{heads[0]:<{widths[0]}}{heads[1]:<{widths[1]}}{heads[2]:>{widths[2] - 2}}  {heads[3]}", rule]
-        lines += [f"{a:<{widths[0]}}{b:<{widths[1]}}{c:>{widths[2] - 2}}  {d}".rstrip() for a, b, c, d in rows]
-        lines += [rule, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                  f"Non-trainable params: {total - trainable:,}", rule]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        return summary_table(self, ("Layer (type)", "Output shape", "Params", "Connected to"), rows, print_fn)
 
     @_default_config
     def get_config(self) -> dict[str, Any]:

@@ -61,15 +61,20 @@ def _one_loss(spec: Any, where: str, label: str) -> Loss:
     return loss
 
 
+def _check_output_keys(value: dict, names: list[str], what: str, where: str) -> None:
+    """Every key of a per-output dict names an output."""
+    unknown = [k for k in value if k not in names]
+    if unknown:
+        raise ValueError(f"{where}: argument '{what}' has keys {unknown} that are not output names; the outputs "
+                         f"are {names}")
+
+
 def _per_output(value: Any, names: list[str], what: str, where: str, default: Any) -> list[Any]:
     """`value` spread over the outputs: a list (one per output) or a dict keyed by output name
     (missing names get `default`)."""
     n = len(names)
     if isinstance(value, dict):
-        unknown = [k for k in value if k not in names]
-        if unknown:
-            raise ValueError(f"{where}: argument '{what}' has keys {unknown} that are not output names; the outputs "
-                             f"are {names}")
+        _check_output_keys(value, names, what, where)
         return [value.get(k, default) for k in names]
     if len(value) != n:
         raise ValueError(f"{where}: argument '{what}' must have one entry per output ({n}: {names}), got {len(value)}")
@@ -170,10 +175,7 @@ def align(value: Any, names: list[str], what: str, where: str) -> list[Any]:
     with one per output, or a dict keyed by output name (missing ones: None)."""
     n = len(names)
     if isinstance(value, dict):
-        unknown = [k for k in value if k not in names]
-        if unknown:
-            raise ValueError(f"{where}: argument '{what}' has keys {unknown} that are not output names; the outputs "
-                             f"are {names}")
+        _check_output_keys(value, names, what, where)
         return [value.get(k) for k in names]
     if n == 1:
         if isinstance(value, (list, tuple)) and len(value) == 1 and hasattr(value[0], "shape"):
