@@ -15,7 +15,7 @@ package owns.
 from gpunn import (callbacks, constraints, data, init, io, layers, losses, metrics, models, optim, regularizers,
                    train, tune)
 from gpunn import utils
-from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, get_backend, set_backend,
+from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, from_dlpack, get_backend, set_backend,
                            use_backend)
 from gpunn.backend.cpu.threads import get_num_threads, set_num_threads
 from gpunn.io import load_model
@@ -26,6 +26,6 @@ from gpunn.train import Ensemble, Input, Model, Sequential
 __version__ = "0.1.0"
 
 __all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Input", "Model", "Parameter", "Sequential", "__version__",
-           "callbacks", "constraints", "cuda_status", "data", "get_backend", "get_num_threads", "init", "io", "layers",
-           "load_model", "losses", "manual_seed", "metrics", "models", "optim", "regularizers", "set_backend",
-           "set_num_threads", "train", "tune", "use_backend", "utils"]
+           "callbacks", "constraints", "cuda_status", "data", "from_dlpack", "get_backend", "get_num_threads", "init",
+           "io", "layers", "load_model", "losses", "manual_seed", "metrics", "models", "optim", "regularizers",
+           "set_backend", "set_num_threads", "train", "tune", "use_backend", "utils"]

@@ -143,6 +143,16 @@ def real_pair(value: Any, name: str, where: str, minimum: float = 0.0) -> tuple[
     return out
 
 
+def numpy_dtype(dtype: Any, x: Any, name: str, where: str) -> np.dtype:
+    """`dtype` (an array's) as a NumPy dtype; a TypeError naming the argument when NumPy cannot read
+    it (a torch or JAX tensor that reached a check before being imported through the backend)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: argument '{name}' is a {type(x).__name__} of dtype {dtype}, which is not a NumPy "
+                        "dtype; pass a NumPy or backend array, or convert it with gpunn.from_dlpack(x)") from None
+
+
 def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...] | None = None,
                       layout: str = "") -> None:
     """A floating-point array with a non-empty batch axis and the expected rank."""
@@ -150,7 +160,8 @@ def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...]
     shape = getattr(x, "shape", None)
     if dtype is None or shape is None:
         raise TypeError(f"{where}: argument '{name}' must be an array, got {type(x).__name__}")
-    if np.dtype(dtype).kind != "f":
+    dtype = numpy_dtype(dtype, x, name, where)
+    if dtype.kind != "f":
         raise TypeError(f"{where}: argument '{name}' must be a floating-point array, got dtype {np.dtype(dtype)}; "
                         f"convert it, e.g. {name}.astype('float32')")
     if ndim is not None:

@@ -1,4 +1,4 @@
-"""Command line: `python -m gpunn info | train | bench`."""
+"""Command line: `python -m gpunn info | train | bench | export`."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="force a backend: auto, numpy, cupy, emulated")
     sub.add_parser("train", help="train a model (see `python -m gpunn train --help`)", add_help=False)
     sub.add_parser("bench", help="run the benchmark suites", add_help=False)
+    sub.add_parser("export", help="a saved model as an ONNX file (see `python -m gpunn export --help`)",
+                   add_help=False)
+    if argv and argv[0] == "export":
+        from gpunn.jobs.export import main as export_main
+        return export_main(argv[1:])
     if argv and argv[0] in ("train", "bench"):
         if argv[0] == "train":
             from gpunn.jobs.train import main as train_main

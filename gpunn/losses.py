@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_float_array, nonneg_real, positive_real, real_arg
-from gpunn.backend import get_backend, to_host
+from gpunn.backend import get_backend, is_foreign_array, to_host
 from gpunn.backend.base import native_byte_order
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -142,6 +142,8 @@ class Loss:
         be = get_backend()
         if isinstance(pred, (list, tuple)):
             pred = np.asarray(pred)
+        elif is_foreign_array(pred):  # a torch/JAX tensor, in place when on this device (DLPack)
+            pred = be.asarray(pred, where=f"{self.name}.forward")
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
         return pred if be.is_native(pred) else be.asarray(native_byte_order(to_host(pred)))
 
@@ -151,7 +153,9 @@ class Loss:
 
     def _target(self, target: Any, dtype: Any = None) -> Any:
         be = get_backend()
-        if isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
+        if is_foreign_array(target):  # torch int64 labels, a JAX array: through DLPack, no copy on the host
+            target = be.asarray(target, where=f"{self.name}.forward")
+        elif isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
             target = np.asarray(target)
         target = target if be.is_native(target) else be.asarray(native_byte_order(to_host(target)))
         if target.dtype.kind == "f" and bool(be.xp.isnan(target).any()):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import int_arg, positive_int, sample_weight_arg
-from gpunn.backend import Backend, get_backend
+from gpunn.backend import Backend, foreign_to_host, get_backend, is_foreign_array
 from gpunn.backend.base import native_byte_order
 from gpunn.random import host_rng
 
@@ -58,6 +58,12 @@ class DataLoader:
                  drop_last: bool = False, transform: Callable | None = None, prefetch: int = 2,
                  to_device: bool = True, sample_weight: Any = None) -> None:
         where = "DataLoader"
+        # torch/JAX tensors become host arrays once: in place for CPU ones, one copy for a device
+        # tensor (batches are gathered and transformed on the host, then moved by to_device)
+        x = foreign_to_host(x, where) if is_foreign_array(x) else x
+        y = foreign_to_host(y, where) if is_foreign_array(y) else y
+        if sample_weight is not None and is_foreign_array(sample_weight):
+            sample_weight = foreign_to_host(sample_weight, where)
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)
         if not hasattr(x, "shape") or len(x.shape) == 0:

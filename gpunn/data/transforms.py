@@ -19,10 +19,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from gpunn._checks import is_real, pair, real_arg, real_pair
+from gpunn.backend import foreign_to_host, is_foreign_array
 
 
 def _images(x: Any, where: str, need_float: bool = False) -> np.ndarray:
-    """Validate a host NCHW batch."""
+    """Validate a host NCHW batch (a torch CPU tensor or any DLPack / __array__ producer is read
+    in place as a NumPy array; transforms never write into their input)."""
+    if is_foreign_array(x):
+        x = foreign_to_host(x, where)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{where}: argument 'x' must be a host NumPy array (N, C, H, W), got {type(x).__name__}; "
                         "transforms run on the host before the loader moves batches to the device")

@@ -9,7 +9,9 @@
 - meta.py: CheckpointError and the validation of a checkpoint's metadata;
 - safetensors.py: the tensor file, written and read with the `safetensors` package, plus gpunn's
   checksum and its validation (files of gpunn's earlier, hand-written codec still load);
-- atomic.py: the atomic write (a temporary file renamed over the target).
+- atomic.py: the atomic write (a temporary file renamed over the target);
+- onnx.py: export_onnx / to_onnx, a built model as an ONNX graph that ONNX Runtime runs (the
+  `onnx` extra, imported when exporting).
 
 It sits below gpunn.train: a model is saved through the methods it has, and gpunn.train
 registers Sequential and Model here so that a checkpoint can name them.
@@ -17,8 +19,10 @@ registers Sequential and Model here so that a checkpoint can name them.
 from gpunn.io.checkpoint import load_model, load_weights, save_model, save_weights
 from gpunn.io.config import ConfigError, model_from_config
 from gpunn.io.meta import CheckpointError
+from gpunn.io.onnx import OnnxExportError, export_onnx, to_onnx
 from gpunn.io.registry import register_serializable
 from gpunn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
 
 __all__ = ["CheckpointError", "ConfigError", "SafetensorsError", "load_model", "load_weights", "model_from_config",
-           "read_safetensors", "register_serializable", "save_model", "save_weights", "write_safetensors"]
+           "OnnxExportError", "export_onnx", "read_safetensors", "register_serializable", "save_model", "save_weights",
+           "to_onnx", "write_safetensors"]

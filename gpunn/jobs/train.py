@@ -10,9 +10,12 @@ gpunn.data.DataLoader (which prefetches and augments the next batch in a backgro
 callbacks: ModelCheckpoint keeps the model with the best validation accuracy in --out as
 best.safetensors (load it with gpunn.load_model), EarlyStopping(restore_best_weights) puts those
 weights back for the final test accuracy, a per-step learning-rate schedule, TerminateOnNaN, and
-History.plot draws curves.png. metrics.json holds the history, the results and the input
-normalization (per-channel mean and std) that the saved model expects. An --out folder that already
-holds these files from an earlier run is refused unless --overwrite is given.
+History.plot draws curves.png; with --tensorboard DIR a TensorBoard callback writes the per-epoch
+losses, accuracies and learning rate, weight and gradient histograms and the TrainingMonitor's
+diagnostics to DIR/train and DIR/validation (the `tensorboard` extra). metrics.json holds the
+history, the results and the input normalization (per-channel mean and std) that the saved model
+expects. An --out folder that already holds these files from an earlier run is refused unless
+--overwrite is given.
 
 A bad option value (out of range, NaN, an --out that is a file, a --max-train or --val-fraction that
 leaves a split empty) is a usage error: one line naming the option, exit status 2, no traceback.
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend import BackendUnavailableError, get_backend, set_backend
-from gpunn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from gpunn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TensorBoard, TerminateOnNaN
 from gpunn.data import DataLoader, load_cifar10, load_digits, load_fashion_mnist, load_mnist, train_test_split
 from gpunn.data import transforms as T
 from gpunn.jobs.arguments import backend_name
@@ -231,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only this many training samples (quick runs; at least 10)")
     p.add_argument("--tta", action="store_true", help="also report test accuracy with test-time augmentation")
     p.add_argument("--out", type=_folder, default=None, help="folder for " + ", ".join(OUTPUTS))
+    p.add_argument("--tensorboard", type=_folder, default=None, metavar="DIR",
+                   help="write TensorBoard event files (scalars, histograms, diagnostics) to DIR; needs tensorboardX")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of an earlier run in --out (refused without it)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
@@ -298,6 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.lr is None:
         args.lr = 1e-3 if args.optimizer in ("adam", "adamw", "nadam") else 0.05 if args.optimizer == "sgd" else 0.01
     _check_out(parser, args)
+    if args.tensorboard is not None and os.path.exists(args.tensorboard) and not os.path.isdir(args.tensorboard):
+        parser.error(f"argument --tensorboard: {args.tensorboard} is an existing file, not a folder")
+    tensorboard = None
+    if args.tensorboard is not None:
+        try:  # made before the data loads, so a missing tensorboardX stops the job at once
+            tensorboard = TensorBoard(args.tensorboard, histogram_freq=1, write_diagnostics=True)
+        except ImportError as exc:
+            print(f"error: --tensorboard: {exc}", file=sys.stderr)
+            return 1
     wall = time.perf_counter()
     try:
         backend = set_backend(args.backend) if args.backend else get_backend()
@@ -369,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = str(out / "best.safetensors").replace("{", "{{").replace("}", "}}")  # a literal path, not a template
         callbacks.append(ModelCheckpoint(ckpt, monitor="val_accuracy", mode="max",
                                          save_best_only=val_loader is not None))
+    if tensorboard is not None:
+        callbacks.append(tensorboard)
     callbacks.append(EpochReport(args.epochs, progress=not args.quiet))
 
     train_start = time.perf_counter()

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_float_array, check_grad_shape, model_dtype
-from gpunn.backend import Backend, BackendUnavailableError, available_names, get_backend, to_host, use_backend
+from gpunn.backend import (Backend, BackendUnavailableError, available_names, get_backend, is_foreign_array, to_host,
+                           use_backend)
 from gpunn.init import get_initializer
 from gpunn.layers.symbolic import symbolic_call, symbolic_inputs
 from gpunn.layers.tape import active_tape, restore_state, state_before
@@ -143,8 +144,10 @@ def _checked_backward(fn: Callable) -> Callable:
             return fn(self, dy, *args, **kwargs)
         if self._output_seen is not None:
             shape, dtype = self._output_seen
-            check_grad_shape(dy, shape, f"{self.name}.backward")
             be = self.backend
+            if is_foreign_array(dy):  # a torch/JAX gradient: imported as forward's inputs are
+                dy = be.asarray(dy, where=f"{self.name}.backward")
+            check_grad_shape(dy, shape, f"{self.name}.backward")
             if not be.is_native(dy) or dy.dtype != dtype:
                 dy = on_backend(be, dy, dtype)
         self._in_backward = True
@@ -288,6 +291,8 @@ class Layer:
         and float64 data a model twice as slow. Such inputs are cast, as Keras does."""
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)
+        elif is_foreign_array(x):  # a torch/JAX tensor: in place when on this backend's device (DLPack)
+            x = self.backend.asarray(x, where=label)
         check_float_array(x, "x", label, self.input_ndim, self.input_layout)
         dtype = self.dtype
         if not self.backend.is_native(x) or x.dtype != dtype:  # '>f4' != '<f4': swapped here too

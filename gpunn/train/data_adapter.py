@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import sample_weight_arg
-from gpunn.backend import to_host
+from gpunn.backend import get_backend, is_foreign_array, to_host
 
 Batch = tuple[Any, Any, Any]
 
@@ -77,6 +77,20 @@ def take(a: Any, index: Any) -> Any:
 def num_samples(a: Any) -> int:
     """The length of axis 0 of the first array of `a`."""
     return int(leaves(a)[0].shape[0])
+
+
+def imported(a: Any, where: str) -> Any:
+    """`a` (an array, or a list/tuple/dict of them) with each foreign array (a torch or JAX tensor,
+    anything with `__dlpack__` or `__array__`) imported into the current backend: in place when it
+    is on that backend's device (DLPack), one copy otherwise. Batch sources run with the model's
+    backend current, so this is the model's."""
+    if is_foreign_array(a):
+        return get_backend().asarray(a, where=where)
+    if isinstance(a, dict):
+        return {k: imported(v, where) for k, v in a.items()} if any(map(is_foreign_array, a.values())) else a
+    if isinstance(a, (list, tuple)) and any(is_foreign_array(v) for v in a):
+        return type(a)(imported(v, where) for v in a)
+    return a
 
 
 # -- arrays ---------------------------------------------------------------------------------------
@@ -354,7 +368,9 @@ class BatchData:
         self._batch += 1
         if not self.need_y:
             xb = batch[0] if isinstance(batch, (tuple, list)) and 1 <= len(batch) <= 3 else batch
-            return xb, None, None
+            return imported(xb, f"{self.where}: batch {self._batch} of the {self.what}"), None, None
+        if isinstance(batch, (tuple, list)) and len(batch) in (2, 3):
+            batch = tuple(imported(part, f"{self.where}: batch {self._batch} of the {self.what}") for part in batch)
         if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
             got = f"a {type(batch).__name__} of {len(batch)}" if isinstance(batch, (tuple, list)) else \
                 type(batch).__name__
@@ -406,6 +422,6 @@ def batch_size_of(xb: Any) -> int:
 
 
 __all__ = ["ArrayData", "Batch", "BatchData", "DataRanOutWarning", "REITERABLE", "array_weights", "batch_size_of",
-           "class_weights_for", "epoch_order", "is_batch_source", "is_one_shot", "is_sequence", "leaves", "no_batches_error",
-           "num_samples", "one_shot_error", "split_arrays", "take"]
+           "class_weights_for", "epoch_order", "imported", "is_batch_source", "is_one_shot", "is_sequence", "leaves",
+           "no_batches_error", "num_samples", "one_shot_error", "split_arrays", "take"]
 

@@ -29,13 +29,14 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_finite, class_weight_arg, int_arg, positive_int, real_arg, sample_weight_arg
-from gpunn.backend import get_backend, to_host, use_backend
+from gpunn.backend import get_backend, is_foreign_array, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.callbacks.base import CallbackList
 from gpunn.callbacks.builtin import ProgbarLogger
 from gpunn.callbacks.history import History
 from gpunn.io.checkpoint import load_weights, optimizer_config, save_model, save_weights
 from gpunn.io.config import model_to_config
+from gpunn.io.onnx import DEFAULT_OPSET, export_onnx
 from gpunn.layers.base import backend_named
 from gpunn.layers.normalization import BatchNorm
 from gpunn.optim import Optimizer, get_optimizer
@@ -126,6 +127,20 @@ def _checked_y(a: Any, name: str, where: str) -> Any:
     return native_byte_order(_as_array(a, name, where))
 
 
+def _imported(value: Any, backend: Any, label: str, where: str) -> Any:
+    """`value` with every foreign array in it (a torch or JAX tensor, anything with `__dlpack__` or
+    `__array__`: one array, or the arrays of a list/tuple/dict) imported into `backend`, the
+    model's: in place when it lives on that backend's device (a torch CPU tensor into NumPy), one
+    copy otherwise. Its dtype is kept, so the checks below word their errors as for NumPy input."""
+    if is_foreign_array(value):
+        return backend.asarray(value, where=f"{where}: argument '{label}'")
+    if isinstance(value, dict):
+        return {k: _imported(v, backend, f"{label}[{k!r}]", where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and any(is_foreign_array(v) for v in value):
+        return type(value)(_imported(v, backend, f"{label}[{i}]", where) for i, v in enumerate(value))
+    return value
+
+
 def _checked_tree(value: Any, label: str, count: int | None, check: Any, where: str) -> tuple[Any, list[tuple]]:
     """`value` (one array, a list/tuple of arrays or a dict of them) with each array checked, and
     (name, array) for each, in order."""
@@ -156,6 +171,9 @@ def check_xy(x: Any, y: Any, where: str, need_y: bool = True, model: Any = None)
     several)."""
     n_in = model._input_count() if model is not None else None
     n_out = model._output_count() if model is not None else None
+    backend = model.backend if model is not None else get_backend()
+    x = _imported(x, backend, "x", where)
+    y = _imported(y, backend, "y", where)
     x, leaves = _checked_tree(x, "x", n_in, _checked_x, where)
     if y is None:
         if need_y:
@@ -766,6 +784,12 @@ class TrainingMixin:
     def save_weights(self, path: str | os.PathLike) -> None:
         with self._backend_scope():
             save_weights(self, path)
+
+    def export_onnx(self, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> None:
+        """The built model, in inference mode, as an ONNX file with a dynamic batch axis (atomic);
+        ONNX Runtime reproduces predict on it. Needs the `onnx` extra; see gpunn.io.onnx."""
+        with self._backend_scope():
+            export_onnx(self, path, opset=opset)
 
     def load_weights(self, path: str | os.PathLike, verify: bool = True) -> None:
         """Load weights saved by save or save_weights; a mismatch raises and leaves the model unchanged.

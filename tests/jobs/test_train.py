@@ -237,3 +237,43 @@ def test_lenet5_mnist_two_epochs_reaches_98_5(capsys):
     assert main(["--model", "lenet5", "--dataset", "mnist", "--data-dir", str(SHARED_MNIST), "--epochs", "2",
                  "--batch-size", "64", "--batchnorm", "--quiet"]) == 0
     assert _final_acc(capsys.readouterr().out) >= 0.985
+
+
+def test_tensorboard_flag_writes_the_runs_values(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tensorboardX")
+    from tests.callbacks.tensorboard_events import read_folder
+    out, logs = tmp_path / "out", tmp_path / "tb"
+    assert main(["--epochs", "2", "--max-train", "200", "--quiet", "--out", str(out), "--tensorboard", str(logs)]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    train, val = read_folder(logs / "train"), read_folder(logs / "validation")
+    f32 = {"rel": 2e-7, "abs": 1e-30}
+    assert [s for s, _ in train["scalars"]["epoch_loss"]] == [0, 1]
+    assert [v for _, v in train["scalars"]["epoch_loss"]] == pytest.approx(history["loss"], **f32)
+    assert [v for _, v in val["scalars"]["epoch_accuracy"]] == pytest.approx(history["val_accuracy"], **f32)
+    # the per-step cosine schedule's lr at each epoch's end, as the job's history records it
+    assert [v for _, v in train["scalars"]["epoch_learning_rate"]] == pytest.approx(history["lr"], **f32)
+    best = gpunn.load_model(out / "best.safetensors")
+    for name, param in best.named_parameters():
+        assert [h.num for _, h in train["histograms"][f"weights/{name}"]] == [param.data.size] * 2
+        assert len(train["histograms"][f"gradients/{name}"]) == 2
+    norms = [tag for tag in train["scalars"] if tag.startswith("diagnostics/grad_norm/")]
+    assert norms and all(len(train["scalars"][tag]) == 2 for tag in norms)
+
+
+def test_tensorboard_must_not_be_a_file(tmp_path, capsys):
+    afile = tmp_path / "tb.txt"
+    afile.write_text("keep me")
+    line = _usage_error(["--tensorboard", str(afile), "--quiet"], capsys)
+    assert line == f"python -m gpunn train: error: argument --tensorboard: {afile} is an existing file, not a folder"
+    assert afile.read_text() == "keep me"
+
+
+def test_tensorboard_without_tensorboardx_stops_at_once(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # what an absent package looks like to import
+    assert main(["--tensorboard", str(tmp_path / "tb"), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("error: --tensorboard: TensorBoard: the tensorboardX package is not installed; "
+                                    "install gpunn's tensorboard extra: pip install 'gpunn[tensorboard]'")
+    assert captured.out == "" and not (tmp_path / "tb").exists()

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.base import Backend, native_byte_order
+from gpunn.backend.base import (DLPACK_CUDA_DEVICES, Backend, dlpack_device, foreign_to_host, is_foreign_array,
+                                native_byte_order)
 from gpunn.backend.cuda.kernel_ops import KernelOpsMixin, UseKernels
 
 # NVRTC options for every kernel module: C++17, and no fast-math so results track the reference.
@@ -28,8 +29,21 @@ class CupyBackend(KernelOpsMixin, Backend):
         self.device = f"cuda:{cupy.cuda.Device().id}"
         self._init_kernels(lambda code: cupy.RawModule(code=code, options=NVRTC_OPTIONS), use_kernels)
 
-    def asarray(self, a: Any, dtype: Any = None) -> Any:
+    def asarray(self, a: Any, dtype: Any = None, *, where: str | None = None) -> Any:
+        if is_foreign_array(a):
+            a = self._import_foreign(a, where or "cupy backend: asarray")
         return self._cupy.asarray(native_byte_order(a), dtype=dtype)  # CuPy arrays are little-endian
+
+    def _import_foreign(self, a: Any, where: str) -> Any:
+        """A tensor on a CUDA device (torch, JAX) imported in place with cupy.from_dlpack; one on
+        the host copied once, through the host (see foreign_to_host)."""
+        if hasattr(a, "__dlpack__"):
+            device = dlpack_device(a)
+            if device is not None and device[0] in DLPACK_CUDA_DEVICES:
+                return self._cupy.from_dlpack(a)
+        if hasattr(a, "__cuda_array_interface__"):
+            return a  # numba and friends: cupy.asarray reads the interface in place
+        return foreign_to_host(a, where)
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return self._cupy.asnumpy(a)
