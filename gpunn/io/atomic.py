@@ -19,7 +19,8 @@ _TMP_SUFFIX = ".tmp"
 _STALE_UNTAGGED_S = 3600  # a temporary without a pid tag (an older gpunn's) is stale after an hour
 
 
-def _path(path: Any, where: str) -> Path:
+def file_path(path: Any, where: str) -> Path:
+    """`path` as a Path that names a file (not '', '.' or '..'); errors name `where` and the argument."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{where}: argument 'path' must be a str or os.PathLike, got {type(path).__name__}")
     p = Path(path)
@@ -48,7 +49,7 @@ def clean_stale_temporaries(path: str | os.PathLike) -> list[str]:
     A temporary is named .<name>.<host>.<pid>.<random>.tmp; it is stale when that process, on this
     host, is gone. Temporaries of live processes (a concurrent save) and of other hosts (a shared
     folder) are left alone."""
-    p = _path(path, "clean_stale_temporaries")
+    p = file_path(path, "clean_stale_temporaries")
     parent = p.parent if str(p.parent) else Path(".")
     prefix, host, now = _tmp_prefix(p.name), socket.gethostname(), time.time()
     removed: list[str] = []
@@ -89,7 +90,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | bytearray | memoryview) 
 
     A crash at any moment leaves either the old file or the new one, never a torn mix; the
     temporaries of earlier killed writes to the same path are removed first."""
-    p = _path(path, "atomic_write")
+    p = file_path(path, "atomic_write")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"atomic_write: argument 'data' must be bytes, bytearray or memoryview, got "
                         f"{type(data).__name__}")

@@ -28,7 +28,7 @@ import numpy as np
 
 from gpunn._checks import is_int
 from gpunn.backend import to_host
-from gpunn.io.atomic import atomic_write
+from gpunn.io.atomic import atomic_write, file_path
 from gpunn.layers.activations import (ELU, GELU, SELU, CReLU, LeakyReLU, Linear, LogSoftmax, PReLU, ReLU, ReLU6,
                                       Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
 from gpunn.layers.base import Layer
@@ -517,11 +517,7 @@ def _opset_arg(opset: Any, where: str) -> int:
 
 
 def _path_arg(path: Any, where: str) -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{where}: argument 'path' must be a str or os.PathLike, got {type(path).__name__}")
-    p = Path(path)
-    if not p.name or p.name in (".", ".."):
-        raise ValueError(f"{where}: argument 'path' {os.fspath(path)!r} does not name a file")
+    p = file_path(path, where)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"{where}: the folder {str(parent)!r} of argument 'path' does not exist")

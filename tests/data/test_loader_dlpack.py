@@ -7,29 +7,18 @@ import pytest
 from gpunn.data import DataLoader
 from gpunn.data.transforms import CenterCrop, FlipTTA, Normalize, RandomHorizontalFlip, predict_tta
 
+from tests.dlpack_support import DLPackOnly, ptr
+
 torch = pytest.importorskip("torch")
 
 
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-class DLPackOnly:
-    def __init__(self, a: np.ndarray) -> None:
-        self._a = a
-
-    def __dlpack__(self, **kwargs):
-        return self._a.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return (1, 0)
 
 
 def test_loader_holds_torch_tensors_in_place_and_yields_their_batches():
     x = torch.arange(40, dtype=torch.float32).reshape(10, 4)
     y = torch.arange(10, dtype=torch.int64)
     loader = DataLoader(x, y, batch_size=4, shuffle=True, seed=1, prefetch=0)
-    assert _ptr(loader.x) == x.data_ptr() and _ptr(loader.y) == y.data_ptr()  # no copy of the data set
+    assert ptr(loader.x) == x.data_ptr() and ptr(loader.y) == y.data_ptr()  # no copy of the data set
     seen = []
     for xb, yb in loader:
         assert isinstance(xb, np.ndarray) and yb.dtype == np.int64

@@ -9,22 +9,11 @@ import gpunn
 from gpunn.layers import Dense, ReLU
 from gpunn.train.model import check_xy
 
+from tests.dlpack_support import DLPackOnly, ptr
+
 torch = pytest.importorskip("torch")
 
 
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
-class DLPackOnly:
-    def __init__(self, a: np.ndarray) -> None:
-        self._a = a
-
-    def __dlpack__(self, **kwargs):
-        return self._a.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return (1, 0)
 
 
 class ArrayOnly:
@@ -67,10 +56,10 @@ def test_torch_tensor_goes_into_fit_and_predict_with_no_copy():
     spy = Spy(8)
     model = _model(spy)
     model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
-    assert _ptr(spy.seen[0]) == x.data_ptr()  # the layer computed on the tensor's own memory
+    assert ptr(spy.seen[0]) == x.data_ptr()  # the layer computed on the tensor's own memory
     spy.seen.clear()
     out = model.predict(x, batch_size=32)
-    assert _ptr(spy.seen[0]) == x.data_ptr()
+    assert ptr(spy.seen[0]) == x.data_ptr()
     np.testing.assert_allclose(out, model.predict(x.numpy().copy(), batch_size=32), rtol=1e-6)
     x[0] += 10.0  # a write to the tensor is what the model sees next: the memory is shared, not copied
     assert not np.allclose(model.predict(x, batch_size=32)[0], out[0])
@@ -79,8 +68,8 @@ def test_torch_tensor_goes_into_fit_and_predict_with_no_copy():
 def test_check_xy_imports_in_place():
     x, y = _data(8)
     cx, cy = check_xy(x, y, "fit", model=_model())
-    assert isinstance(cx, np.ndarray) and _ptr(cx) == x.data_ptr()
-    assert cy.dtype == np.int64 and _ptr(cy) == y.data_ptr()
+    assert isinstance(cx, np.ndarray) and ptr(cx) == x.data_ptr()
+    assert cy.dtype == np.int64 and ptr(cy) == y.data_ptr()
 
 
 def test_fit_on_torch_matches_fit_on_numpy():
