@@ -67,9 +67,24 @@ def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[
     return scalars, {_OPT_PREFIX + k: np.asarray(v) for k, v in buffers.items()}
 
 
+def _constructor_arguments(cls: type) -> set[str]:
+    """The keyword arguments `cls(...)` takes, following **kwargs up the MRO (an optimizer passes
+    clipnorm / clipvalue on to Optimizer.__init__ that way)."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = list(inspect.signature(init).parameters.values())[1:]
+        accepted |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return accepted
+
+
 def optimizer_config(opt: Any) -> dict[str, Any]:
     cls = type(opt)
-    accepted = {p.name for p in list(inspect.signature(cls.__init__).parameters.values())[1:]}
+    accepted = _constructor_arguments(cls)
     settings = dict(opt.hyperparams()) if hasattr(opt, "hyperparams") else {}
     for extra in ("clipnorm", "clipvalue"):
         if getattr(opt, extra, None) is not None:

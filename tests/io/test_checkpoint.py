@@ -482,3 +482,19 @@ def test_a_config_without_data_format_loads_channels_first_inside_a_channels_las
     assert [getattr(layer, "data_format", "channels_first") for layer in rebuilt.layers[:2]] == \
         ["channels_first", "channels_first"]
     assert L.image_data_format() == "channels_first"
+
+
+def test_gradient_clipping_survives_save_and_load(tmp_path):
+    """clipnorm / clipvalue reach Optimizer.__init__ through **kwargs; a checkpoint (and every
+    rebuild of the optimizer) must keep them, or resumed training silently stops clipping."""
+    gpunn.manual_seed(0)
+    model = gpunn.Sequential([L.Dense(2, input_shape=(3,))])
+    model.compile(loss="mse", optimizer=gpunn.optim.Adam(model, lr=0.01, clipnorm=0.5, clipvalue=0.25))
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    model.fit(x, np.zeros((8, 2), np.float32), epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = gpunn.load_model(tmp_path / "m.safetensors")
+    assert (loaded.optimizer.clipnorm, loaded.optimizer.clipvalue) == (0.5, 0.25)
+    model.layers[0].trainable = False
+    model.layers[0].trainable = True
+    assert (model._rebuild_optimizer(model.optimizer).clipnorm, model.optimizer.clipvalue) == (0.5, 0.25)
