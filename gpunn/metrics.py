@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import positive_int, real_arg
+from gpunn.backend import to_host
 
 MetricFn = Callable[[Any, Any], float]
 
@@ -19,11 +20,7 @@ MetricFn = Callable[[Any, Any], float]
 def _host(a: Any, name: str, where: str) -> np.ndarray:
     if a is None:
         raise TypeError(f"{where}: argument '{name}' must be an array, got None")
-    if not isinstance(a, np.ndarray):
-        if hasattr(a, "get") and hasattr(a, "shape") and not isinstance(a, dict):  # a CuPy array
-            a = a.get()
-        else:
-            a = np.asarray(a)
+    a = to_host(a)  # any backend's array, a torch or JAX tensor, or a list
     if a.dtype.kind not in "fiub":
         raise TypeError(f"{where}: argument '{name}' must be numeric, got dtype {a.dtype}")
     if a.ndim == 0 or a.shape[0] == 0:

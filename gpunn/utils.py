@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import positive_int
+from gpunn.backend import to_host
 
 
 def to_categorical(y: Any, num_classes: int | None = None, dtype: Any = "float32") -> np.ndarray:
@@ -20,9 +21,7 @@ def to_categorical(y: Any, num_classes: int | None = None, dtype: Any = "float32
     where = "to_categorical"
     if isinstance(y, (str, bytes)) or y is None:
         raise TypeError(f"{where}: argument 'y' must be an array of integer class labels, got {type(y).__name__}")
-    if hasattr(y, "get") and hasattr(y, "shape"):
-        y = y.get()  # a CuPy array: the result is a host array, as Keras's is
-    labels = np.asarray(y)
+    labels = to_host(y)  # a CuPy array or a tensor too: the result is a host array, as Keras's is
     if labels.dtype.kind not in "iuf":
         raise TypeError(f"{where}: argument 'y' must hold integer class labels, got dtype {labels.dtype}")
     try:

@@ -76,3 +76,11 @@ def test_metric_type_errors():
         metrics.accuracy(np.array(["a", "b"]), np.zeros((2, 2)))
     with pytest.raises(TypeError, match="str or a callable"):
         metrics.get_metric(3)
+
+
+def test_metrics_take_tensors_through_to_host():
+    """A torch tensor (DLPack) is read like an array, as every other gpunn entry point reads it."""
+    torch = pytest.importorskip("torch")
+    y = torch.tensor([0, 1, 1, 2])
+    pred = torch.tensor([[2.0, 0.1, 0.0], [0.0, 1.0, 0.2], [0.3, 0.1, 2.0], [0.0, 0.0, 1.0]])
+    assert metrics.accuracy(y, pred) == pytest.approx(0.75)

@@ -61,3 +61,8 @@ def test_bad_inputs(args, kwargs, err, words):
 
 def test_no_labels_with_num_classes():
     assert to_categorical(np.zeros(0, np.int64), num_classes=3).shape == (0, 3)
+
+
+def test_to_categorical_takes_a_tensor():
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(to_categorical(torch.tensor([0, 2])), [[1, 0, 0], [0, 0, 1]])
