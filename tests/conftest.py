@@ -27,6 +27,16 @@ def _emulated_reason() -> str | None:
     return None
 
 
+@pytest.fixture
+def emulated():
+    """The emulated backend instance, not made current (tests that place objects on it choose
+    where it is current); skips with the reason where it cannot run."""
+    if _emulated_reason():
+        pytest.skip(_emulated_reason())
+    with gpunn.use_backend("emulated") as be:
+        return be
+
+
 def _backend_params() -> list:
     return [
         pytest.param("numpy", id="numpy"),

@@ -21,7 +21,7 @@ from typing import Any
 
 from gpunn.backend.base import Backend, foreign_to_host, is_foreign_array, to_host
 from gpunn.backend.detect import CudaStatus, cuda_status
-from gpunn.backend.registry import (available_names, get_backend, register_backend, selection_reason,
+from gpunn.backend.registry import (available_names, backend_named, get_backend, register_backend, selection_reason,
                                     set_backend, use_backend)
 from gpunn.errors import BackendUnavailableError
 
@@ -47,6 +47,7 @@ def from_dlpack(obj: Any, dtype: Any = None) -> Any:
     return out
 
 
-__all__ = ["Backend", "BackendUnavailableError", "CudaStatus", "available_names", "cuda_status", "foreign_to_host",
+__all__ = ["Backend", "BackendUnavailableError", "CudaStatus", "available_names", "backend_named", "cuda_status",
+           "foreign_to_host",
            "from_dlpack", "get_backend", "is_foreign_array",
            "register_backend", "selection_reason", "set_backend", "to_host", "use_backend"]

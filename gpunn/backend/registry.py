@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from gpunn.backend.base import Backend
 from gpunn.backend.detect import cuda_status
@@ -137,6 +138,23 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
         yield backend
     finally:
         stack.pop()
+
+
+def backend_named(backend_name: Any, where: str) -> Backend:
+    """The backend `backend_name` names ("numpy", "emulated", "cupy", "auto"), for a `to()` call;
+    an error naming the argument when it is not a name, an unknown one, or one that cannot run
+    here. Changes nothing (the current backend stays)."""
+    if not isinstance(backend_name, str):
+        raise TypeError(f"{where}: argument 'backend_name' must be a backend name (a str, one of {available_names()}), "
+                        f"got {type(backend_name).__name__}")
+    try:
+        return _resolve(backend_name)[0]
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(f"{where}: argument 'backend_name'={backend_name!r} cannot run here: {exc}") \
+            from None
+    except ValueError:
+        raise ValueError(f"{where}: argument 'backend_name' must be one of {available_names()}, "
+                         f"got {backend_name!r}") from None
 
 
 def selection_reason() -> str:

@@ -25,9 +25,6 @@ from gpunn.callbacks.history import _pyplot, _save
 from gpunn.layers.activations import ReLU, ReLU6
 
 
-_host = to_host  # any backend's array on the host
-
-
 def _is_relu_output(layer: Any) -> bool:
     if isinstance(layer, (ReLU, ReLU6)):
         return True
@@ -48,7 +45,7 @@ class TrainingMonitor(Callback):
             raise ValueError(f"{where}: argument 'percentiles' must be values in [0, 100], got {percentiles!r}")
         real_arg(warn_ratio, "warn_ratio", where, 0, 1, hi_open=True, want="a float in [0, 1)", numpy=False)
         if probe is not None:
-            probe = _host(probe)
+            probe = to_host(probe)
             if probe.ndim == 0 or probe.shape[0] == 0 or probe.dtype.kind != "f":
                 raise ValueError(f"{where}: argument 'probe' must be a non-empty floating-point batch, got "
                                  f"shape {probe.shape} dtype {probe.dtype}")
@@ -72,7 +69,7 @@ class TrainingMonitor(Callback):
         for name, layer in zip(self.layer_names(), self.model.layers):
             params = layer.parameters()
             if params:
-                out[name] = math.sqrt(sum(float(np.sum(_host(p.grad).astype(np.float64) ** 2)) for p in params))
+                out[name] = math.sqrt(sum(float(np.sum(to_host(p.grad).astype(np.float64) ** 2)) for p in params))
         return out
 
     def activations(self, x: Any) -> dict[str, np.ndarray]:
@@ -81,7 +78,7 @@ class TrainingMonitor(Callback):
         h = x
         for name, layer in zip(self.layer_names(), self.model.layers):
             h = layer.forward(h, training=False)
-            out[name] = _host(h)
+            out[name] = to_host(h)
         return out
 
     def _record(self) -> None:
@@ -89,7 +86,7 @@ class TrainingMonitor(Callback):
             last = getattr(self.model, "_last_batch_x", None)
             if last is None:
                 return
-            self.probe = np.array(_host(last), copy=True)  # fixed from now on, so records are comparable
+            self.probe = np.array(to_host(last), copy=True)  # fixed from now on, so records are comparable
         grads = self.gradient_norms()
         acts = self.activations(self.probe)
         record = {

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_float_array, check_grad_shape, model_dtype
-from gpunn.backend import (Backend, BackendUnavailableError, available_names, get_backend, is_foreign_array, to_host,
-                           use_backend)
+from gpunn.backend import Backend, backend_named, get_backend, is_foreign_array, to_host, use_backend
 from gpunn.init import get_initializer
 from gpunn.layers.symbolic import symbolic_call, symbolic_inputs
 from gpunn.layers.tape import active_tape, restore_state, state_before
@@ -74,24 +73,6 @@ def on_backend(backend: Backend, a: Any, dtype: Any = None) -> Any:
     """`a` (any backend's array, or a host one) as an array of `backend`, in native byte order and
     `dtype` when given; no copy when it already is one."""
     return backend.asarray(a if backend.is_native(a) else to_host(a), dtype=dtype)
-
-
-def backend_named(backend_name: Any, where: str) -> Backend:
-    """The backend `backend_name` names ("numpy", "emulated", "cupy", "auto"), for a `to()` call;
-    an error naming the argument when it is not a name, an unknown one, or one that cannot run
-    here. Changes nothing."""
-    if not isinstance(backend_name, str):
-        raise TypeError(f"{where}: argument 'backend_name' must be a backend name (a str, one of {available_names()}), "
-                        f"got {type(backend_name).__name__}")
-    try:
-        with use_backend(backend_name) as backend:
-            return backend
-    except BackendUnavailableError as exc:
-        raise BackendUnavailableError(f"{where}: argument 'backend_name'={backend_name!r} cannot run here: {exc}") \
-            from None
-    except ValueError:
-        raise ValueError(f"{where}: argument 'backend_name' must be one of {available_names()}, "
-                         f"got {backend_name!r}") from None
 
 
 def _on_owner(fn: Callable) -> Callable:

@@ -187,9 +187,9 @@ class Optimizer:
         """Over a model: move to the model's backend when it has moved since (model.to)."""
         owner = getattr(self._source, "backend", None)
         if isinstance(owner, Backend) and owner is not self._backend:
-            self._move_to(owner)
+            self.move_to(owner)
 
-    def _move_to(self, backend: Backend) -> None:
+    def move_to(self, backend: Backend) -> None:
         """Make `backend` this optimizer's: the flat buffers are re-made there from the parameters'
         current values (the parameters rebound to views into them) and the moments copied over,
         so the next step continues exactly. Before packing, only the owner changes."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import check_finite, class_weight_arg, int_arg, positive_int, real_arg, sample_weight_arg
-from gpunn.backend import get_backend, is_foreign_array, to_host, use_backend
+from gpunn.backend import backend_named, get_backend, is_foreign_array, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.callbacks.base import CallbackList
 from gpunn.callbacks.builtin import ProgbarLogger
@@ -37,7 +37,6 @@ from gpunn.callbacks.history import History
 from gpunn.io.checkpoint import load_weights, optimizer_config, save_model, save_weights
 from gpunn.io.config import model_to_config
 from gpunn.io.onnx import DEFAULT_OPSET, export_onnx
-from gpunn.layers.base import backend_named
 from gpunn.layers.normalization import BatchNorm
 from gpunn.optim import Optimizer, get_optimizer
 from gpunn.random import host_rng
@@ -231,8 +230,8 @@ class TrainingMixin:
         changes nothing. Returns the model."""
         new = backend_named(backend_name, f"{self.name}.to")  # before any change
         opt = self.optimizer
-        if opt is not None and callable(getattr(opt, "_move_to", None)):
-            opt._move_to(new)  # first: the parameters it packed become views on `new`, which _place keeps
+        if isinstance(opt, Optimizer):
+            opt.move_to(new)  # first: the parameters it packed become views on `new`, which _place keeps
         self._place(new)
         return self
 
@@ -347,7 +346,7 @@ class TrainingMixin:
         (it only updates the parameters it packed): fresh moments, like Keras's re-compile."""
         opt = self.optimizer
         if isinstance(opt, Optimizer) and opt.backend is not self.backend:
-            opt._move_to(self.backend)  # e.g. an Optimizer over a parameter list, built under another backend
+            opt.move_to(self.backend)  # e.g. an Optimizer over a parameter list, built under another backend
         packed = getattr(opt, "params", None)
         if not packed:
             return

@@ -5,7 +5,6 @@ registry's backend ops (the real op still runs) and `.backend`."""
 from __future__ import annotations
 
 import collections
-import functools
 
 import numpy as np
 import pytest
@@ -13,24 +12,6 @@ import pytest
 import gpunn
 from gpunn.layers import (BatchNorm, Chain, Conv2D, Dense, Layer, MaxPool2D, ReLU, Residual, WeightNorm,
                           basic_block)
-
-
-@functools.lru_cache(maxsize=None)
-def _emulated_reason() -> str | None:
-    try:
-        with gpunn.use_backend("emulated"):
-            pass
-    except Exception as exc:
-        return f"emulated backend unavailable: {exc}"
-    return None
-
-
-@pytest.fixture
-def emulated():
-    if _emulated_reason():
-        pytest.skip(_emulated_reason())
-    with gpunn.use_backend("emulated") as be:
-        return be
 
 
 def count_ops(monkeypatch, backend, names) -> collections.Counter:

@@ -8,7 +8,6 @@ real ops (the op still runs; the wrapper only counts), and `.backend.name` is ch
 from __future__ import annotations
 
 import collections
-import functools
 
 import numpy as np
 import pytest
@@ -28,24 +27,6 @@ LAYER_OPS = ("conv2d_forward", "conv2d_backward", "batchnorm_forward_train", "ba
 #: the emulated backend's CUDA-kernel ops the same model reaches
 KERNEL_OPS = ("im2col", "col2im", "batchnorm_forward_train", "batchnorm_backward", "maxpool2d_forward",
               "maxpool2d_backward", "adam_step")
-
-
-@functools.lru_cache(maxsize=None)
-def _emulated_reason() -> str | None:
-    try:
-        with gpunn.use_backend("emulated"):
-            pass
-    except Exception as exc:  # no compiler or emulator here
-        return f"emulated backend unavailable: {exc}"
-    return None
-
-
-@pytest.fixture
-def emulated():
-    if _emulated_reason():
-        pytest.skip(_emulated_reason())
-    with gpunn.use_backend("emulated") as be:
-        return be
 
 
 @pytest.fixture
