@@ -22,7 +22,7 @@ LEVELS: dict[str, int] = {
     "gpunn.backend.base": 2,
     "gpunn.backend.cpu": 3, "gpunn.backend.cuda": 3,
     "gpunn.backend.registry": 4, "gpunn.backend": 4,
-    "gpunn.init": 5, "gpunn.regularizers": 5, "gpunn.constraints": 5, "gpunn.testing": 5,
+    "gpunn.init": 5, "gpunn.regularizers": 5, "gpunn.constraints": 5, "gpunn.testing": 5, "gpunn.distributed": 5,
     "gpunn.losses": 6, "gpunn.optim": 6, "gpunn.data": 6,
     "gpunn.layers": 7,
     "gpunn.metrics": 8, "gpunn.io": 8, "gpunn.callbacks": 8, "gpunn.tune": 8, "gpunn.utils": 8,

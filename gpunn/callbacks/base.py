@@ -11,6 +11,11 @@ from typing import Any
 
 
 class Callback:
+    #: data parallelism: a callback that writes (a file, the terminal) runs on rank 0 only; one that
+    #: decides (early stopping, schedules) runs on every rank, on logs reduced across ranks, so
+    #: every rank decides the same
+    rank_zero_only = False
+
     def __init__(self) -> None:
         self.model: Any = None
         self.params: dict[str, Any] = {}
@@ -30,11 +35,13 @@ class Callback:
 
 
 class CallbackList:
-    def __init__(self, callbacks: list[Callback]) -> None:
+    def __init__(self, callbacks: list[Callback], main_rank: bool = True) -> None:
+        """`main_rank` False (ranks other than 0 of a data-parallel fit) leaves out the callbacks
+        marked `rank_zero_only`."""
         for i, cb in enumerate(callbacks):
             if not isinstance(cb, Callback):
                 raise TypeError(f"fit: argument 'callbacks[{i}]' must be a gpunn Callback, got {type(cb).__name__}")
-        self.callbacks = list(callbacks)
+        self.callbacks = [cb for cb in callbacks if main_rank or not cb.rank_zero_only]
 
     def set_model(self, model: Any) -> None:
         for cb in self.callbacks:

@@ -122,6 +122,8 @@ class ModelCheckpoint(_Monitoring):
     "ckpt-{epoch:02d}-{val_loss:.3f}.safetensors". Writes are atomic, and an epoch whose logs hold
     NaN or inf is never saved, so a diverged run cannot overwrite the last good checkpoint."""
 
+    rank_zero_only = True  # writes: on rank 0 only in data-parallel training
+
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto", verbose: int = 0) -> None:
         super().__init__(monitor, mode, 0.0, "ModelCheckpoint")
@@ -263,6 +265,8 @@ class TerminateOnNaN(Callback):
 class CSVLogger(Callback):
     """Append one row per epoch (epoch plus every logged value) to a CSV file."""
 
+    rank_zero_only = True  # writes: on rank 0 only in data-parallel training
+
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         if not isinstance(filename, (str, os.PathLike)) or not os.fspath(filename):
@@ -300,6 +304,8 @@ class CSVLogger(Callback):
 class ProgbarLogger(Callback):
     """verbose=1: a tqdm progress bar per epoch (a line per epoch when tqdm is missing);
     verbose=2: one line per epoch."""
+
+    rank_zero_only = True  # writes: on rank 0 only in data-parallel training
 
     def __init__(self, verbose: int = 1, file: Any = None) -> None:
         super().__init__()

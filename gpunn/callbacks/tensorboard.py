@@ -74,6 +74,8 @@ class TensorBoard(Callback):
       records this callback writes (configure its frequency and probe there).
     """
 
+    rank_zero_only = True  # writes: on rank 0 only in data-parallel training
+
     def __init__(self, log_dir: str | os.PathLike, histogram_freq: int = 0, update_freq: str | int = "epoch",
                  write_diagnostics: bool | TrainingMonitor = False) -> None:
         super().__init__()

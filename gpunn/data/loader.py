@@ -20,6 +20,8 @@ import numpy as np
 from gpunn._checks import int_arg, positive_int, sample_weight_arg
 from gpunn.backend import Backend, foreign_to_host, get_backend, is_foreign_array
 from gpunn.backend.base import native_byte_order
+from gpunn.distributed.collectives import broadcast_int
+from gpunn.distributed.sharding import check_shard, shard_length, shard_order
 from gpunn.random import host_rng
 
 _END = object()
@@ -47,6 +49,8 @@ class DataLoader:
     - `shuffle`, `seed`: a fresh permutation per epoch, reproducible from the seed (seed None draws
       one from gpunn's host generator, so `gpunn.manual_seed` makes it reproducible too).
     - `drop_last`: skip a final batch smaller than `batch_size`.
+    - `shard`: (rank, world_size) to iterate only that rank's equal part of each epoch, for data
+      parallelism (gpunn.distributed.sharding; as PyTorch's DistributedSampler does).
     - `transform`: applied on the host to each x batch (a `gpunn.data.transforms.Transform` gets
       the epoch's generator; any other callable is called as `transform(xb)`).
     - `prefetch`: batches prepared ahead in a background thread; 0 prepares them inline.
@@ -56,7 +60,7 @@ class DataLoader:
 
     def __init__(self, x: Any, y: Any = None, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
                  drop_last: bool = False, transform: Callable | None = None, prefetch: int = 2,
-                 to_device: bool = True, sample_weight: Any = None) -> None:
+                 to_device: bool = True, sample_weight: Any = None, shard: tuple[int, int] | None = None) -> None:
         where = "DataLoader"
         # torch/JAX tensors become host arrays once: in place for CPU ones, one copy for a device
         # tensor (batches are gathered and transformed on the host, then moved by to_device)
@@ -87,6 +91,8 @@ class DataLoader:
         if transform is not None and not callable(transform):
             raise TypeError(f"{where}: argument 'transform' must be callable or None, got {type(transform).__name__}")
         int_arg(prefetch, "prefetch", where, 0)
+        if shard is not None:
+            shard = check_shard(shard, where)
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -96,10 +102,29 @@ class DataLoader:
         self.prefetch = int(prefetch)
         self.to_device = bool(to_device)
         self.epoch = 0  # the epoch the next iteration runs; advanced by each __iter__
+        self.shard: tuple[int, int] | None = None
+        if shard is not None:
+            self.set_shard(*shard, seed_given=seed is not None)
+
+    def set_shard(self, rank: int, world_size: int, seed_given: bool = True) -> None:
+        """Iterate only rank `rank`'s equal part of each epoch (data parallelism; see
+        gpunn.distributed.sharding: the order is padded to a multiple of `world_size`). Every rank
+        must shuffle alike: without a given seed, rank 0's is broadcast (a collective: every rank
+        calls this). compile(distributed=True) shards an unsharded DataLoader this way in fit."""
+        self.shard = check_shard((rank, world_size), "DataLoader.set_shard")
+        if not seed_given and world_size > 1:
+            self.seed = broadcast_int(self.seed)
+
+    @property
+    def total_samples(self) -> int:
+        """Samples in `x`, across every shard."""
+        return int(self.x.shape[0])
 
     @property
     def num_samples(self) -> int:
-        return int(self.x.shape[0])
+        """Samples one epoch iterates: all of `x`, or this rank's shard."""
+        n = int(self.x.shape[0])
+        return n if self.shard is None else shard_length(n, self.shard[1], False)
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size
@@ -111,8 +136,11 @@ class DataLoader:
 
     def batch_indices(self, epoch: int) -> list[np.ndarray]:
         """The sample indices of each batch of `epoch`."""
-        n = self.num_samples
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        total = self.total_samples
+        order = np.random.default_rng([self.seed, epoch]).permutation(total) if self.shuffle else np.arange(total)
+        if self.shard is not None:
+            order = shard_order(order, *self.shard)
+        n = int(order.shape[0])
         stop = len(self) * self.batch_size if self.drop_last else n
         return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
 

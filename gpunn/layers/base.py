@@ -109,6 +109,8 @@ def _recording_forward(fn: Callable) -> Callable:
             self._in_forward = False
         shape, dtype = getattr(y, "shape", None), getattr(y, "dtype", None)
         self._output_seen = (tuple(shape), np.dtype(dtype)) if shape is not None and dtype is not None else None
+        for hook in self._forward_hooks:
+            hook(self)
         return y
     forward._gpunn_wrapped = True  # type: ignore[attr-defined]
     return forward
@@ -133,11 +135,25 @@ def _checked_backward(fn: Callable) -> Callable:
                 dy = on_backend(be, dy, dtype)
         self._in_backward = True
         try:
-            return fn(self, dy, *args, **kwargs)
+            dx = fn(self, dy, *args, **kwargs)
         finally:
             self._in_backward = False
+        for hook in self._backward_hooks:
+            hook(self)
+        return dx
     backward._gpunn_wrapped = True  # type: ignore[attr-defined]
     return backward
+
+
+class HookHandle:
+    """What register_forward_hook / register_backward_hook return: remove() unregisters the hook."""
+
+    def __init__(self, layer: Layer, attr: str, hook: Callable[[Layer], None]) -> None:
+        self._layer, self._attr, self._hook = layer, attr, hook
+
+    def remove(self) -> None:
+        hooks = getattr(self._layer, self._attr)
+        setattr(self._layer, self._attr, tuple(h for h in hooks if h is not self._hook))
 
 
 class Layer:
@@ -153,6 +169,10 @@ class Layer:
     _backend: Backend | None = None  # set by __init__; pinned on first use by a subclass that skips it
     #: whether the layer takes a list of inputs (the merge layers): forward(xs), backward -> list
     multi_input = False
+    # called with the layer after each outermost forward / backward (register_*_hook); class-level
+    # empty tuples so that layers without hooks pay one empty loop
+    _forward_hooks: tuple[Callable[[Layer], None], ...] = ()
+    _backward_hooks: tuple[Callable[[Layer], None], ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every layer's backward checks dy against its forward's output shape, and every layer
@@ -412,6 +432,24 @@ class Layer:
         for child in self.children.values():
             out += child.constraints()
         return out
+
+    def register_forward_hook(self, hook: Callable[[Layer], None]) -> HookHandle:
+        """Call `hook(layer)` after each forward of this layer (its outermost call, once per
+        forward); returns a handle whose remove() unregisters it. Data parallelism counts forwards
+        with it (gpunn.optim.DistributedOptimizer)."""
+        return self._add_hook("_forward_hooks", hook, "register_forward_hook")
+
+    def register_backward_hook(self, hook: Callable[[Layer], None]) -> HookHandle:
+        """Call `hook(layer)` after each backward of this layer has returned - its parameters'
+        gradients from that call are then complete; returns a handle whose remove() unregisters it.
+        Data parallelism starts a gradient bucket's all-reduce from it, while backward goes on."""
+        return self._add_hook("_backward_hooks", hook, "register_backward_hook")
+
+    def _add_hook(self, attr: str, hook: Callable[[Layer], None], where: str) -> HookHandle:
+        if not callable(hook):
+            raise TypeError(f"{self.name}.{where}: argument 'hook' must be callable, got {type(hook).__name__}")
+        setattr(self, attr, (*getattr(self, attr), hook))
+        return HookHandle(self, attr, hook)
 
     def zero_grad(self) -> None:
         for p in self.parameters():

@@ -14,6 +14,8 @@ from typing import Any
 
 from gpunn._checks import positive_int, positive_real, real_arg
 from gpunn.backend.ops.norm import stat_dtype
+from gpunn.distributed.collectives import all_reduce
+from gpunn.distributed.world import world_size
 from gpunn.layers.base import Layer
 from gpunn.layers.data_format import CHANNELS_LAST, layout_of, resolve_data_format, to_channels_first, to_channels_last
 
@@ -58,6 +60,10 @@ class BatchNorm(_ChannelAxis, Layer):
     PyTorch); inference uses the running statistics. With `track_running_stats=False` batch
     statistics are used in both modes. A layer whose `trainable` is False (frozen for transfer
     learning) uses its running statistics even in training mode and leaves them unchanged.
+
+    `sync=True` (PyTorch's SyncBatchNorm): in data-parallel training the statistics are those of
+    the global batch, every rank's samples together (two small all-reduces forward, one backward);
+    in a single process it is plain batch norm. With `sync=False` each rank normalizes its own part.
     """
 
     input_ndim = (2, 3, 4)
@@ -66,9 +72,12 @@ class BatchNorm(_ChannelAxis, Layer):
     def __init__(self, num_features: int | None = None, momentum: float = 0.1, eps: float = 1e-5,
                  affine: bool = True, track_running_stats: bool = True,
                  input_shape: tuple[int, ...] | None = None, name: str | None = None,
-                 data_format: str | None = None) -> None:
+                 data_format: str | None = None, sync: bool = False) -> None:
         super().__init__(input_shape=input_shape, name=name)
         where = "BatchNorm"
+        if not isinstance(sync, bool):
+            raise TypeError(f"{where}: argument 'sync' must be True or False, got {sync!r}")
+        self.sync = sync
         self._set_data_format(data_format, where, (2, 3, 4))
         self.num_features = None if num_features is None else positive_int(num_features, "num_features", where)
         self.momentum = real_arg(momentum, "momentum", where, 0, 1, want="a float in [0, 1]", numpy=False)
@@ -134,7 +143,12 @@ class BatchNorm(_ChannelAxis, Layer):
                                  "leaves no batch of one sample (n % batch_size != 1)")
             rm = self.buffers.get("running_mean") if training else None
             rv = self.buffers.get("running_var") if training else None
-            if relu:
+            if self._synced():
+                y, mean, invstd = be.batchnorm_sync_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps,
+                                                                  _sum_across_ranks)
+                if relu:
+                    y = relu_y = be.relu_forward(y)
+            elif relu:
                 y, mean, invstd = be.batchnorm_relu_forward_train(x, gamma, beta, rm, rv, self.momentum, self.eps)
                 relu_y = y
             else:
@@ -154,7 +168,11 @@ class BatchNorm(_ChannelAxis, Layer):
     def backward(self, dy: Any) -> Any:
         x, gamma, mean, invstd, use_batch, relu_y = self._need_cache("_cache")
         dy = self._first(dy)
-        if use_batch and relu_y is not None:
+        if use_batch and self._synced():
+            if relu_y is not None:
+                dy = self.backend.relu_backward(dy, relu_y)
+            dx, dgamma, dbeta = self.backend.batchnorm_sync_backward(dy, x, gamma, mean, invstd, _sum_across_ranks)
+        elif use_batch and relu_y is not None:
             dx, dgamma, dbeta = self.backend.batchnorm_relu_backward(dy, relu_y, x, gamma, mean, invstd)
         elif use_batch:
             dx, dgamma, dbeta = self.backend.batchnorm_backward(dy, x, gamma, mean, invstd)
@@ -170,6 +188,15 @@ class BatchNorm(_ChannelAxis, Layer):
             self.params["gamma"].grad += dgamma
             self.params["beta"].grad += dbeta
         return self._back(dx)
+
+
+    def _synced(self) -> bool:
+        return self.sync and world_size() > 1
+
+
+
+def _sum_across_ranks(v: Any) -> Any:
+    return all_reduce(v, "sum")
 
 
 def _normalize(x3: Any, eps: float, xp: Any) -> tuple[Any, Any]:
@@ -203,7 +230,7 @@ class BatchNormalization(BatchNorm):
 
     def __init__(self, axis: int | None = None, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
                  scale: bool = True, input_shape: tuple[int, ...] | None = None, name: str | None = None,
-                 data_format: str | None = None) -> None:
+                 data_format: str | None = None, synchronized: bool = False) -> None:
         where = "BatchNormalization"
         keras_momentum = real_arg(momentum, "momentum", where, 0, 1, want="a float in [0, 1]", numpy=False)
         if bool(center) != bool(scale):
@@ -218,14 +245,16 @@ class BatchNormalization(BatchNorm):
                 raise ValueError(f"{where}: argument 'axis'={axis} reads {by_axis} but 'data_format' is "
                                  f"{data_format!r}; give one of them")
             data_format = by_axis
+        if not isinstance(synchronized, bool):
+            raise TypeError(f"{where}: argument 'synchronized' must be True or False, got {synchronized!r}")
         super().__init__(momentum=1.0 - keras_momentum, eps=epsilon, affine=bool(center),
-                         input_shape=input_shape, name=name, data_format=data_format)
+                         input_shape=input_shape, name=name, data_format=data_format, sync=synchronized)
         self.keras_momentum = keras_momentum
 
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments, in Keras's meaning (so that a saved model loads as it was)."""
         return {"momentum": self.keras_momentum, "epsilon": self.eps, "center": self.affine, "scale": self.affine,
-                "name": self.name, "data_format": self.data_format}
+                "name": self.name, "data_format": self.data_format, "synchronized": self.sync}
 
 
 class LayerNorm(Layer):

@@ -18,6 +18,7 @@ from gpunn.optim.adagrad import Adagrad
 from gpunn.optim.adam import Adam, AdamW
 from gpunn.optim.base import Optimizer
 from gpunn.optim.clip import clip_grad_norm, clip_grad_value
+from gpunn.optim.distributed import DistributedOptimizer, GradientSync
 from gpunn.optim.nadam import Nadam
 from gpunn.optim.registry import KERAS_DEFAULTS, OPTIMIZERS, get_optimizer, register_optimizer
 from gpunn.optim.rmsprop import RMSprop
@@ -25,6 +26,6 @@ from gpunn.optim.schedules import (CosineAnnealing, ExponentialDecay, LinearWarm
                                    ReduceLROnPlateau, Schedule, StepDecay)
 from gpunn.optim.sgd import SGD
 
-__all__ = ["KERAS_DEFAULTS", "OPTIMIZERS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "ExponentialDecay",
+__all__ = ["KERAS_DEFAULTS", "OPTIMIZERS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "DistributedOptimizer", "ExponentialDecay", "GradientSync",
            "LinearWarmup", "MultiStep", "Nadam", "OneCycle", "Optimizer", "RMSprop", "ReduceLROnPlateau", "Schedule",
            "StepDecay", "clip_grad_norm", "clip_grad_value", "get_optimizer", "register_optimizer", "schedules"]

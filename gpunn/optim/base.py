@@ -35,6 +35,7 @@ import numpy as np
 from gpunn._checks import is_real, real_arg
 from gpunn.backend import Backend, get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
+from gpunn.errors import DistributedError
 from gpunn.parameter import Parameter
 
 
@@ -83,6 +84,8 @@ class Optimizer:
     _coupled_decay: bool = True
     #: the learning rate when neither `lr` nor `learning_rate` is given (each subclass documents its own)
     default_lr: float = 0.01
+    #: data parallelism: the GradientSync that DistributedOptimizer installs (gpunn/optim/distributed.py)
+    grad_sync: Any = None
 
     def __init__(self, params: Any = None, lr: float | None = None, weight_decay: float = 0.0,
                  clipnorm: float | None = None, clipvalue: float | None = None,
@@ -359,11 +362,19 @@ class Optimizer:
         self._ensure_packed(f"{self._where}.zero_grad")
         self._resync()
         self._flat_grad.fill(0)
+        if self.grad_sync is not None:
+            self.grad_sync.begin_step()
 
     def step(self) -> None:
         """Apply one update from the current gradients, then the constraints."""
         self._ensure_packed(f"{self._where}.step")
         self._resync()
+        if self.grad_sync is not None:
+            if not self.grad_sync.ready:
+                raise DistributedError(f"{self._where}.step: data-parallel training needs the model built before "
+                                       "DistributedOptimizer(...) is made (model.build(input_shape) or one forward), "
+                                       "so that rank 0's weights reach every rank before the first step")
+            self.grad_sync.finish()  # the average of every rank's gradient, before clipping
         g = self._flat_grad
         backend = self._backend
         if self.clipvalue is not None:

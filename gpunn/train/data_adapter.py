@@ -34,6 +34,7 @@ import numpy as np
 
 from gpunn._checks import sample_weight_arg
 from gpunn.backend import get_backend, is_foreign_array, to_host
+from gpunn.distributed.sharding import shard_length, shard_order
 
 Batch = tuple[Any, Any, Any]
 
@@ -150,11 +151,15 @@ class ArrayData:
     ran_out = False
 
     def __init__(self, x: Any, y: Any, sample_weight: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 steps: int | None = None) -> None:
+                 steps: int | None = None, shard: tuple[int, int] | None = None) -> None:
+        """`shard` (rank, world_size): this rank's equal part of each epoch's order (data parallelism,
+        see gpunn.distributed.sharding); `samples` is then the part's size."""
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.batch_size = int(batch_size)
         self.shuffle, self.seed = bool(shuffle), int(seed)
-        self.samples = num_samples(x)
+        self.shard = shard
+        self.total_samples = num_samples(x)
+        self.samples = self.total_samples if shard is None else shard_length(self.total_samples, shard[1], False)
         full = -(-self.samples // self.batch_size)
         self.steps = full if steps is None else min(full, int(steps))
         # the samples an epoch sees: all, unless steps cuts it short
@@ -166,7 +171,10 @@ class ArrayData:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """The batches of `epoch`, in its shuffled order when `shuffle`."""
-        order = epoch_order(self.seed, self.samples, epoch) if self.shuffle else None
+        order = epoch_order(self.seed, self.total_samples, epoch) if self.shuffle else None
+        if self.shard is not None:
+            base = order if order is not None else np.arange(self.total_samples)
+            order = shard_order(base, self.shard[0], self.shard[1])
         b = self.batch_size
         for i in range(self.steps):
             index = slice(i * b, (i + 1) * b) if order is None else order[i * b:(i + 1) * b]

@@ -42,6 +42,7 @@ from gpunn.optim import Optimizer, get_optimizer
 from gpunn.random import host_rng
 from gpunn.regularizers import regularization_loss
 from gpunn.train import data_adapter, outputs
+from gpunn.train.data_parallel import DataParallel, shard_loader
 
 _NO_METRICS: tuple = ()
 
@@ -214,6 +215,8 @@ class TrainingMixin:
     history: Any = None
     #: get_config() returns the whole architecture (for model_from_config), not constructor kwargs
     config_is_architecture = True
+    #: compile(distributed=True): the data-parallel state (gpunn/train/data_parallel.py), else None
+    _dp: DataParallel | None = None
 
     # -- backend placement ----------------------------------------------------------------------
     def _backend_scope(self) -> contextlib.AbstractContextManager:
@@ -245,7 +248,7 @@ class TrainingMixin:
 
     # -- compile --------------------------------------------------------------------------------
     def compile(self, loss: Any, optimizer: Any = "adam", metrics: Iterable[Any] | str | dict | None = None,
-                loss_weights: Any = None, **optimizer_kwargs: Any) -> None:
+                loss_weights: Any = None, distributed: bool = False, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
         which starts from Keras's defaults for that name; a gpunn.optim instance, bound to this
         model here when built without parameters; or a class such as gpunn.optim.RMSprop, built on
@@ -257,8 +260,14 @@ class TrainingMixin:
         (`Loss.from_logits`): with a loss on logits "binary_accuracy" thresholds at 0, otherwise at 0.5.
 
         A model with several outputs takes one loss for all, a list or a dict keyed by output name,
-        with `loss_weights`, and metrics per output (see gpunn.train.outputs)."""
+        with `loss_weights`, and metrics per output (see gpunn.train.outputs).
+
+        `distributed=True`: data-parallel training when the script runs as several processes
+        (`mpiexec -n N python ...`): gradients averaged across ranks, data sharded, logs reduced,
+        output on rank 0 (see gpunn/train/data_parallel.py). In a single process it changes nothing."""
         where = "compile"
+        if not isinstance(distributed, bool):
+            raise TypeError(f"{where}: argument 'distributed' must be True or False, got {distributed!r}")
         outputs.check_loss_spec(loss, where)
         if isinstance(optimizer, Optimizer):
             if optimizer_kwargs:
@@ -285,6 +294,7 @@ class TrainingMixin:
         self._set_outputs(specs)
         if self.shuffle_seed is None:
             self.shuffle_seed = int(host_rng().integers(2**62))
+        self._dp = DataParallel(self) if distributed else None
         self.compiled = True
 
     # -- outputs --------------------------------------------------------------------------------
@@ -354,6 +364,10 @@ class TrainingMixin:
         if now != [id(p) for p in packed]:
             self.optimizer = self._rebuild_optimizer(opt)
 
+    def _shard(self) -> tuple[int, int] | None:
+        """(rank, world_size) for array data in a data-parallel run, else None."""
+        return self._dp.shard if self._dp is not None else None
+
     # -- one batch ------------------------------------------------------------------------------
     def _objective(self, value: float) -> float:
         reg = getattr(self, "regularization_loss", None)
@@ -372,8 +386,13 @@ class TrainingMixin:
 
     def _step(self, xb: Any, yb: Any, sample_weight: Any, training: bool, where: str) -> dict[str, float]:
         """Forward, the losses per output, and with `training` backward and one optimizer step."""
+        dp = self._dp if training else None
+        if dp is not None:
+            dp.prepare(xb)  # first step: same weights everywhere, gradients averaged across ranks
         if training:
             self.zero_grad()  # every parameter, frozen ones too, so their grads never pile up
+            if dp is not None:
+                dp.begin_step()
         out = self.forward(xb, training=training)
         several = isinstance(out, (list, tuple))
         outs = list(out) if several else [out]
@@ -394,7 +413,8 @@ class TrainingMixin:
         if len(specs) > 1:
             logs.update(parts)
         if training:
-            if not math.isfinite(loss):
+            finite = dp.agree_finite(loss) if dp is not None else math.isfinite(loss)
+            if not finite:
                 return logs  # never applied: the weights stay as they were (TerminateOnNaN stops the fit)
             self.backward(grads if several else grads[0], need_input_grad=False)  # nobody reads d(loss)/d(input)
             self.optimizer.step()
@@ -472,6 +492,8 @@ class TrainingMixin:
                     totals[k] = totals.get(k, 0.0) + v * n
                 seen += n
         data.end_epoch()
+        if self._dp is not None:
+            totals, seen = self._dp.reduce_totals(totals, seen)  # the mean over every rank's samples
         if seen == 0:
             raise data_adapter.no_batches_error(getattr(data, "source", None), "data", where)
         return {k: v / seen for k, v in totals.items()}
@@ -484,6 +506,7 @@ class TrainingMixin:
             if _is_one_shot(validation_data) and passes > 1 and steps is None:
                 raise data_adapter.one_shot_error(validation_data, "validation_data", where, passes,
                                                   "validation_steps")
+            shard_loader(validation_data, self._dp)
             return data_adapter.BatchData(validation_data, "validation data", label, steps=steps)
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
@@ -493,7 +516,7 @@ class TrainingMixin:
         vx, vy = check_xy(validation_data[0], validation_data[1], label, model=self)
         sw = validation_data[2] if len(validation_data) == 3 else None
         vsw = data_adapter.array_weights(sw, None, vx, vy, label) if sw is not None else None
-        return data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=steps)
+        return data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=steps, shard=self._shard())
 
     # -- fit / evaluate / predict ---------------------------------------------------------------
     def fit(self, x: Any, y: Any = None, epochs: int = 1, batch_size: int = 32, validation_data: Any = None,
@@ -541,6 +564,7 @@ class TrainingMixin:
                 raise ValueError(f"{where}: argument 'validation_split' needs array data; pass validation_data")
             if _is_one_shot(x) and passes > 1 and steps_per_epoch is None:
                 raise data_adapter.one_shot_error(x, "x", where, passes, "steps_per_epoch")
+            shard_loader(x, self._dp)
             train: Any = data_adapter.BatchData(x, "training data", where, steps=steps_per_epoch, shuffle=shuffle,
                                                 seed=seed, class_weight=class_weight, replay_epochs=True)
         else:
@@ -552,10 +576,11 @@ class TrainingMixin:
                 if validation_data is not None:
                     raise ValueError(f"{where}: give 'validation_data' or 'validation_split', not both")
                 (x, y, sw), (vx, vy, vsw) = data_adapter.split_arrays(x, y, sw, validation_split, where)
-                val = data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=validation_steps)
+                val = data_adapter.ArrayData(vx, vy, vsw, batch_size, steps=validation_steps, shard=self._shard())
             if class_weight is not None:  # the training samples only, as in Keras
                 sw = data_adapter.array_weights(None, class_weight, x, y, where)
-            train = data_adapter.ArrayData(x, y, sw, batch_size, shuffle=shuffle, seed=seed, steps=steps_per_epoch)
+            train = data_adapter.ArrayData(x, y, sw, batch_size, shuffle=shuffle, seed=seed, steps=steps_per_epoch,
+                                           shard=self._shard())
         if validation_data is not None:
             val = self._adapt_validation(validation_data, batch_size, validation_steps, passes, where)
         self._check_last_batch(train, where)
@@ -565,7 +590,8 @@ class TrainingMixin:
             callbacks = [callbacks]
         history = History()
         # History after the user's callbacks, so it records what they add to the logs (e.g. "lr")
-        cbs = CallbackList([*callbacks, history] + ([ProgbarLogger(verbose)] if verbose else []))
+        cbs = CallbackList([*callbacks, history] + ([ProgbarLogger(verbose)] if verbose else []),
+                           main_rank=self._dp is None or self._dp.rank == 0)
         cbs.set_model(self)
         cbs.set_params({"epochs": epochs, "steps": train.steps, "samples": train.num_samples,
                         "batch_size": batch_size, "verbose": verbose, "do_validation": val is not None,
@@ -589,6 +615,8 @@ class TrainingMixin:
                                      self._run_eval(val, f"{where} (validation_data)", epoch).items()})
                     self.epoch = epoch + 1
                     cbs.on_epoch_end(epoch, logs)
+                    if self._dp is not None:
+                        self.stop_training = self._dp.agree_stop(self.stop_training)
                     if train.ran_out or val_dry or (val is not None and val.ran_out):
                         dry = (train, "training data", "steps_per_epoch") if train.ran_out else \
                             (val, "validation data", "validation_steps")
@@ -627,9 +655,13 @@ class TrainingMixin:
                     totals[k] = totals.get(k, 0.0) + v * n
                 seen += n
                 cbs.on_train_batch_end(step, {**batch_logs, "size": n})
+                if self._dp is not None:
+                    self.stop_training = self._dp.agree_stop(self.stop_training)  # every rank stops at once
                 if self.stop_training:
                     break
         data.end_epoch()
+        if self._dp is not None:
+            totals, seen = self._dp.reduce_totals(totals, seen)
         if seen == 0:
             raise data_adapter.no_batches_error(getattr(data, "source", None), "training data", "fit", epoch, again)
         return {k: v / seen for k, v in totals.items()}
@@ -683,17 +715,18 @@ class TrainingMixin:
             if sample_weight is not None:
                 raise ValueError(f"{where}: argument 'sample_weight' needs array data; a batch source gives its "
                                  "weights in (x, y, sample_weight) batches")
+            shard_loader(x, self._dp)
             data: Any = data_adapter.BatchData(x, "data", where, steps=steps)
         else:
             x, y = check_xy(x, y, where, model=self)
             sw = data_adapter.array_weights(sample_weight, None, x, y, where)
-            data = data_adapter.ArrayData(x, y, sw, batch_size, steps=steps)
+            data = data_adapter.ArrayData(x, y, sw, batch_size, steps=steps, shard=self._shard())
         with self._backend_scope():
             try:
                 logs = self._run_eval(data, where)
             finally:
                 data.close()
-        if verbose:
+        if verbose and (self._dp is None or self._dp.rank == 0):
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 

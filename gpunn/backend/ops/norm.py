@@ -8,6 +8,11 @@ Contract (the fused CUDA kernels must match it):
 - batchnorm_forward_infer(x, gamma, beta, running_mean, running_var, eps) -> y
 - batchnorm_backward(dy, x, gamma, mean, invstd) -> (dx, dgamma, dbeta), closed form, one pass
   of per-channel sums of dy and dy * xhat.
+- batchnorm_sync_forward_train / batchnorm_sync_backward: the same over a batch split across
+  processes (synchronized batch norm): `reduce(v)` sums a short host-or-device vector across them
+  in place (the layer passes gpunn.distributed's all_reduce, so this module knows no transport).
+  Statistics and the two sums of backward are global; dgamma and dbeta are this part's own (data
+  parallelism averages them with every other gradient).
 
 Details every implementation keeps:
 - gamma and beta are always (C,) arrays (callers pass ones/zeros when there is no affine part);
@@ -22,6 +27,7 @@ Details every implementation keeps:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -109,5 +115,47 @@ class NormOps:
         # dx = gamma * invstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
         k = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
         dx = k * (dya - (dbeta.reshape(shape) + xhat * dgamma.reshape(shape)) / acc.type(m))
+        return dx.astype(x.dtype, copy=False), dgamma.astype(gamma.dtype, copy=False), \
+            dbeta.astype(gamma.dtype, copy=False)
+
+    def batchnorm_sync_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any | None,
+                                     running_var: Any | None, momentum: float, eps: float,
+                                     reduce: Callable[[Any], Any]) -> tuple[Any, Any, Any]:
+        """batchnorm_forward_train with the mean and variance of the whole batch across processes:
+        two reductions (the sums and the count, then the squared deviations: two-pass, as above)."""
+        xp = self.xp
+        c = x.shape[1]
+        axes, shape = _channel_axes(x.ndim), _channel_shape(x.ndim, c)
+        acc = stat_dtype(x.dtype)
+        xa = x.astype(acc, copy=False)
+        sums = xp.concatenate([xa.sum(axis=axes), xp.asarray([x.size // c], dtype=acc)])
+        reduce(sums)
+        m = int(round(float(sums[c])))
+        mean = sums[:c] / acc.type(m)
+        centered = xa - mean.reshape(shape)
+        sq = xp.ascontiguousarray((centered * centered).sum(axis=axes))
+        reduce(sq)
+        var = sq / acc.type(m)
+        invstd = 1.0 / xp.sqrt(var + acc.type(eps))
+        scale = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
+        y = (centered * scale + beta.astype(acc, copy=False).reshape(shape)).astype(x.dtype, copy=False)
+        update_running_stats(running_mean, running_var, mean, var, m, momentum)
+        return y, mean, invstd
+
+    def batchnorm_sync_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any,
+                                reduce: Callable[[Any], Any]) -> tuple[Any, Any, Any]:
+        """batchnorm_backward for batchnorm_sync_forward_train: one reduction of [sum dy, sum dy*xhat, count]."""
+        xp = self.xp
+        c = x.shape[1]
+        axes, shape = _channel_axes(x.ndim), _channel_shape(x.ndim, c)
+        acc = stat_dtype(x.dtype)
+        xhat = (x.astype(acc, copy=False) - mean.reshape(shape)) * invstd.reshape(shape)
+        dya = dy.astype(acc, copy=False)
+        dbeta, dgamma = dya.sum(axis=axes), (dya * xhat).sum(axis=axes)
+        both = xp.concatenate([dbeta, dgamma, xp.asarray([x.size // c], dtype=acc)])
+        reduce(both)
+        m = acc.type(round(float(both[2 * c])))
+        k = (gamma.astype(acc, copy=False) * invstd).reshape(shape)
+        dx = k * (dya - (both[:c].reshape(shape) + xhat * both[c:2 * c].reshape(shape)) / m)
         return dx.astype(x.dtype, copy=False), dgamma.astype(gamma.dtype, copy=False), \
             dbeta.astype(gamma.dtype, copy=False)
