@@ -9,7 +9,7 @@ STAMP := $(VENV)/.gpunn-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,demo]"
+	$(PY) -m pip install -q -e ".[test,demo,mpi]"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## train the main job on data that needs no download

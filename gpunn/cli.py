@@ -28,6 +28,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"backend: {backend.name} ({backend.device}) - {selection_reason()}")
     if status.usable and status.device_name:
         print(f"device: {status.device_name}, {status.device_memory_bytes / 2**30:.1f} GiB")
+    from gpunn.distributed import engines
+
+    for name, line in engines().items():
+        print(f"distributed {name}: {line}")
     return 0
 
 

@@ -36,7 +36,9 @@ import numpy as np
 from gpunn.backend import BackendUnavailableError, get_backend, set_backend
 from gpunn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TensorBoard, TerminateOnNaN
 from gpunn.data import DataLoader, load_cifar10, load_digits, load_fashion_mnist, load_mnist, train_test_split
+from gpunn import distributed
 from gpunn.data import transforms as T
+from gpunn.distributed import DistributedError, is_main, launched_size
 from gpunn.jobs.arguments import backend_name
 from gpunn.models import MODELS, get_model
 from gpunn.optim import OPTIMIZERS, CosineAnnealing, MultiStep
@@ -105,6 +107,8 @@ class EpochReport(Callback):
     epoch's time (training plus validation), which it also adds to the logs as "epoch_time".
 
     fit's own ProgbarLogger is not used: it would print a second summary per epoch."""
+
+    rank_zero_only = True  # prints: once, on rank 0, in data-parallel training
 
     def __init__(self, epochs: int, progress: bool) -> None:
         super().__init__()
@@ -288,6 +292,17 @@ def _check_splits(p: argparse.ArgumentParser, args: argparse.Namespace, availabl
             f"{empty} split; choose another --val-fraction, or 0 for no validation")
 
 
+def _join_ranks() -> int:
+    """Under `mpiexec -n N` join the N ranks (data-parallel training) and silence the standard
+    output of every rank but 0, so the job prints once; alone, 1."""
+    if launched_size() <= 1:
+        return 1
+    distributed.init()
+    if not is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    return distributed.world_size()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -313,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --tensorboard: {exc}", file=sys.stderr)
             return 1
     wall = time.perf_counter()
+    try:
+        ranks = _join_ranks()
+    except DistributedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         backend = set_backend(args.backend) if args.backend else get_backend()
     except (BackendUnavailableError, ValueError) as exc:
@@ -345,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     opt_kwargs: dict[str, Any] = {"lr": args.lr, "weight_decay": args.weight_decay}
     if args.optimizer == "sgd":
         opt_kwargs["momentum"] = args.momentum
-    model.compile(loss="softmax_cross_entropy", optimizer=args.optimizer, metrics=["accuracy"], **opt_kwargs)
+    model.compile(loss="softmax_cross_entropy", optimizer=args.optimizer, metrics=["accuracy"], distributed=ranks > 1,
+                  **opt_kwargs)
     loader = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                         transform=pipeline)
     # evaluation in large batches: fewer Python round trips than fit's training batch size
@@ -360,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {args.model} ({model.count_params():,} parameters); optimizer {args.optimizer} lr {args.lr:g}, "
           f"schedule {args.schedule}, batch {args.batch_size}, epochs {args.epochs}"
           f"{', augmented' if args.augment else ''}")
-    out = Path(args.out) if args.out else None
+    if ranks > 1:
+        print(f"data parallel: {ranks} ranks (MPI), batch {args.batch_size} per rank, {args.batch_size * ranks} in all")
+    out = Path(args.out) if args.out and is_main() else None  # rank 0 writes the files
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
