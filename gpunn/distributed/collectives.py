@@ -83,7 +83,7 @@ def all_reduce_async(a: Any, op: str = "sum") -> Work:
     host = np.ascontiguousarray(_to_host(a))  # a device array without NCCL: through the host
 
     def back() -> None:
-        a[...] = _from_host(a, host)
+        a.set(host)  # CuPy's host-to-device copy into the array itself
         if scale is not None:
             scale()
     request = w.comm.Iallreduce(w.mpi.IN_PLACE, host, op=_mpi_op(w, op))
@@ -93,11 +93,6 @@ def all_reduce_async(a: Any, op: str = "sum") -> Work:
 def _to_host(a: Any) -> np.ndarray:
     get = getattr(a, "get", None)
     return get() if callable(get) else np.asarray(a)
-
-
-def _from_host(a: Any, host: np.ndarray) -> Any:
-    import cupy  # noqa: PLC0415 - only reached with a CuPy array in hand
-    return cupy.asarray(host)
 
 
 def all_reduce(a: Any, op: str = "sum") -> Any:
@@ -122,7 +117,7 @@ def broadcast(a: Any, src: int = 0) -> Any:
         return a
     host = np.ascontiguousarray(_to_host(a))
     w.wait(w.comm.Ibcast(host, root=int(src)), where)
-    a[...] = _from_host(a, host)
+    a.set(host)
     return a
 
 

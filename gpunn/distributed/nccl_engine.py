@@ -39,7 +39,8 @@ class _Engine:
         uid = np.zeros(128, dtype=np.int64)  # ncclUniqueId is 128 bytes; CuPy gives them as 128 ints
         if world.rank == 0:
             uid[:] = np.asarray(nccl.get_unique_id(), dtype=np.int64)
-        world.wait(world.comm.Ibcast(uid, root=0), "gpunn.distributed: NCCL unique id")
+        if world.comm is not None:  # a world of one (a test, one GPU) needs no broadcast
+            world.wait(world.comm.Ibcast(uid, root=0), "gpunn.distributed: NCCL unique id")
         self.nccl, self.cupy = nccl, cupy
         self.comm = nccl.NcclCommunicator(world.size, tuple(int(v) for v in uid), world.rank)
         self.stream = cupy.cuda.Stream(non_blocking=True)

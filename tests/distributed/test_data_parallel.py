@@ -138,3 +138,12 @@ def test_checkpoints_on_rank_zero_only_and_resume(behaviour: tuple[dict, object]
     names = sorted(p.name for p in folder.iterdir() if p.name.startswith("ckpt-"))  # type: ignore[attr-defined]
     assert d["ckpt_saved"] == 30 and len(names) == 30 and all(n.endswith("-r0.safetensors") for n in names)
     assert d["resumed_equal"] and d["resumed_ranks_agree"]
+
+
+def test_custom_loop_with_distributed_optimizer_and_sampler(behaviour: tuple[dict, object]) -> None:
+    d, _ = behaviour
+    got = np.array(d["custom_loop_params"])
+    want = _single_process("sgd", "float64", "none")
+    assert np.max(np.abs(got - want)) / np.max(np.abs(want)) <= TOL["float64"]
+    steps = models.EPOCHS * models.N // (2 * models.BATCH)
+    assert d["custom_loop_reduce_calls"] == steps  # one bucket (a small model) per step

@@ -66,5 +66,23 @@ r.compile(loss="mse", optimizer=r.optimizer, distributed=True)
 r.fit(x, y, epochs=1, batch_size=models.BATCH, verbose=0)
 rows = distributed.all_gather_host(models.flat_params(r), dtype=np.float64)
 out["resumed_ranks_agree"] = bool(np.array_equal(rows[0], rows[1]))
+# a custom loop: DistributedOptimizer over a parameter list, DistributedSampler with set_epoch
+m = models.model("float64")
+m.build((models.FEATURES,))
+opt = gpunn.optim.DistributedOptimizer(models.optimizer("sgd").bind(m.parameters()), model=m)
+sampler = distributed.DistributedSampler(models.N, seed=models.SHUFFLE_SEED)
+loss = gpunn.losses.MSE()
+for epoch in range(models.EPOCHS):
+    sampler.set_epoch(epoch)
+    idx = np.fromiter(sampler, dtype=np.int64)
+    for k in range(0, len(idx), models.BATCH):
+        batch = idx[k:k + models.BATCH]
+        opt.zero_grad()
+        m.zero_grad()
+        loss.forward(m.forward(x[batch], training=True), y[batch])
+        m.backward(loss.backward(1.0))
+        opt.step()
+out["custom_loop_params"] = models.flat_params(m).tolist()
+out["custom_loop_reduce_calls"] = opt.grad_sync.reduce_calls
 if rank == 0:
     Path(sys.argv[1]).write_text(json.dumps(out))
