@@ -36,21 +36,21 @@ _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_S
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
 
 
-def launched_size() -> int:
-    """The world size a launcher announced in the environment; 1 when no launcher started us."""
-    for var in _SIZE_VARS:
+def _first_int(names: tuple[str, ...], default: int) -> int:
+    for var in names:
         value = os.environ.get(var)
         if value and value.isdigit():
             return int(value)
-    return 1
+    return default
+
+
+def launched_size() -> int:
+    """The world size a launcher announced in the environment; 1 when no launcher started us."""
+    return _first_int(_SIZE_VARS, 1)
 
 
 def launched_rank() -> int:
-    for var in _RANK_VARS:
-        value = os.environ.get(var)
-        if value and value.isdigit():
-            return int(value)
-    return 0
+    return _first_int(_RANK_VARS, 0)
 
 
 class World:
