@@ -180,9 +180,8 @@ class GradientSync:
                 stop, members, limit = start, [], self.bucket_bytes
 
     def _hook_layers(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks, self._owners = [], {}
+        self.close()
+        self._owners = {}
         index = {id(p): i for i, p in enumerate(self.optimizer.params)}
         self._owner_count = [0] * len(index)
         if self.model is None:
@@ -198,6 +197,12 @@ class GradientSync:
             self._hooks.append(layer.register_backward_hook(self._on_backward))
         if any(c == 0 for c in self._owner_count):
             self._early = False  # a parameter no layer owns: nobody says when its gradient is done
+
+    def close(self) -> None:
+        """Unhook the layers (an optimizer rebuilt over the same model gets a fresh sync)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
 
     # -- one step -----------------------------------------------------------------------------
     def begin_step(self) -> None:

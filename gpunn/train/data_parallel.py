@@ -33,6 +33,7 @@ class DataParallel:
     def __init__(self, model: Any, timeout: float | None = None) -> None:
         self.world: World = init(timeout)
         self.model = model
+        self._sync: Any = None  # the GradientSync installed on the model's optimizer
         # every rank shuffles array data with rank 0's seed (each drew its own at compile)
         model.shuffle_seed = collectives.broadcast_int(int(model.shuffle_seed or 0)) if self.active else \
             model.shuffle_seed
@@ -63,9 +64,12 @@ class DataParallel:
         opt = model.optimizer
         sync = getattr(opt, "grad_sync", None)
         if sync is None:
-            DistributedOptimizer(opt, model)
+            if self._sync is not None:
+                self._sync.close()  # the optimizer was rebuilt (layers frozen or unfrozen): unhook the old one
+            sync = DistributedOptimizer(opt, model).grad_sync
         elif not sync.ready:
             sync.setup("fit")
+        self._sync = sync
 
     def begin_step(self) -> None:
         sync = getattr(self.model.optimizer, "grad_sync", None)

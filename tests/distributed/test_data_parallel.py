@@ -138,6 +138,7 @@ def test_checkpoints_on_rank_zero_only_and_resume(behaviour: tuple[dict, object]
     names = sorted(p.name for p in folder.iterdir() if p.name.startswith("ckpt-"))  # type: ignore[attr-defined]
     assert d["ckpt_saved"] == 30 and len(names) == 30 and all(n.endswith("-r0.safetensors") for n in names)
     assert d["resumed_equal"] and d["resumed_ranks_agree"]
+    assert d["refrozen_ranks_agree"] and d["hooks_after_rebuild"] == 1  # one sync's hook, not two
 
 
 def test_custom_loop_with_distributed_optimizer_and_sampler(behaviour: tuple[dict, object]) -> None:

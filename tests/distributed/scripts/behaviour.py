@@ -66,6 +66,13 @@ r.compile(loss="mse", optimizer=r.optimizer, distributed=True)
 r.fit(x, y, epochs=1, batch_size=models.BATCH, verbose=0)
 rows = distributed.all_gather_host(models.flat_params(r), dtype=np.float64)
 out["resumed_ranks_agree"] = bool(np.array_equal(rows[0], rows[1]))
+# freezing a layer rebuilds the optimizer: the new one averages too, the old one's hooks are gone
+r.layers[0].trainable = False
+r.fit(x, y, epochs=1, batch_size=models.BATCH, verbose=0)
+rows = distributed.all_gather_host(models.flat_params(r), dtype=np.float64)
+out["refrozen_ranks_agree"] = bool(np.array_equal(rows[0], rows[1]))
+out["hooks_after_rebuild"] = len(r.layers[-1]._backward_hooks)
+
 # a custom loop: DistributedOptimizer over a parameter list, DistributedSampler with set_epoch
 m = models.model("float64")
 m.build((models.FEATURES,))
