@@ -55,9 +55,12 @@ class Work:
         return self._finished or self._request is None or bool(self._request.Test())
 
     def wait(self) -> Any:
-        """Block (at most the group's timeout) until complete; returns the array."""
+        """Block (at most the group's timeout) until complete; returns the array. A reduction on
+        NCCL does not block the host: later work on the current stream is ordered after it."""
         if not self._finished:
-            if self._request is not None:
+            if hasattr(self._request, "order"):
+                self._request.order()  # NCCL: the current stream waits on the GPU; the host goes on
+            elif self._request is not None:
                 self._world.wait(self._request, self._op)
             if self._finish is not None:
                 self._finish()

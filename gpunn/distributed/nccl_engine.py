@@ -2,8 +2,10 @@
 
 The unique id is made on rank 0 and broadcast over MPI as a plain byte buffer (no pickle). Every
 collective runs on a side stream that first waits for the work already queued on the current
-stream; the returned handle is an event, which `wait` makes the current stream wait on (no host
-synchronisation, so backward keeps running while the reduction is in flight). Unmeasured here:
+stream; the returned handle is an event, which `Work.wait` makes the current stream wait on (no
+host synchronisation: backward keeps running while the reduction is in flight, and the update is
+queued behind it). A dead peer is still caught within the timeout: every data-parallel step also
+agrees over MPI on whether its loss was finite. Unmeasured here:
 this machine and CI have no GPU; it runs only when a device is lent.
 """
 from __future__ import annotations
@@ -76,9 +78,13 @@ class _EventRequest:
 
     def Test(self) -> bool:  # noqa: N802 - mirrors mpi4py's Request.Test
         if self.event.done:
-            self.cupy.cuda.get_current_stream().wait_event(self.event)
+            self.order()
             return True
         return False
+
+    def order(self) -> None:
+        """Make the current stream wait for the reduction, without blocking the host."""
+        self.cupy.cuda.get_current_stream().wait_event(self.event)
 
 
 def _engine(world: Any) -> _Engine:
