@@ -14,7 +14,9 @@ from gpunn import distributed  # noqa: E402
 from gpunn.callbacks import Callback  # noqa: E402
 
 mode = sys.argv[1]
-distributed.init(timeout=float(sys.argv[2]))
+distributed.init(timeout=120)  # start-up on a loaded machine may be slow: lined up first, then
+distributed.barrier()
+distributed.set_timeout(float(sys.argv[2]))  # the deadline under test
 rank = distributed.rank()
 
 
