@@ -39,12 +39,12 @@ IMAGE = (2, 3, 6, 6)
 #: (factory, input shape, an emulated op its forward reaches)
 LAYERS = {
     "dense": (lambda: Dense(4), (2, 5), "matmul"),
-    "conv": (lambda: Conv2D(2, 3, padding=1), IMAGE, "im2col"),
+    "conv": (lambda: Conv2D(2, 3, padding=1), IMAGE, "conv2d_forward"),
     "batchnorm": (lambda: BatchNorm(), IMAGE, "batchnorm_forward_train"),
     "maxpool": (lambda: MaxPool2D(2), IMAGE, "maxpool2d_forward"),
     "chain": (lambda: Chain([Conv2D(2, 3, padding=1), ReLU(), MaxPool2D(2)]), IMAGE, "maxpool2d_forward"),
     "residual": (lambda: Residual(Chain([Conv2D(3, 3, padding=1), BatchNorm()])), IMAGE, "batchnorm_forward_train"),
-    "basic_block": (lambda: basic_block(4, strides=2), IMAGE, "im2col"),
+    "basic_block": (lambda: basic_block(4, strides=2), IMAGE, "conv2d_forward"),
     "weight_norm": (lambda: WeightNorm(Dense(4)), (2, 5), "matmul"),
 }
 
@@ -87,9 +87,9 @@ def test_layer_to_moves_arrays_and_owner_and_refuses_bad_names(monkeypatch, emul
     before = layer.forward(x)
     state = layer.state_dict()
     assert layer.to("emulated") is layer and owners(layer) == {"emulated"}
-    calls = count_ops(monkeypatch, emulated, ["im2col", "batchnorm_forward_infer"])
+    calls = count_ops(monkeypatch, emulated, ["conv2d_forward", "batchnorm_forward_infer"])
     np.testing.assert_allclose(layer.forward(x), before, rtol=1e-5, atol=1e-5)
-    assert calls["im2col"] == 1 and calls["batchnorm_forward_infer"] == 1
+    assert calls["conv2d_forward"] == 1 and calls["batchnorm_forward_infer"] == 1
     for k, v in layer.state_dict().items():
         np.testing.assert_array_equal(v, state[k])
     for bad, error in ((1, TypeError), ("gpu", ValueError)):

@@ -25,8 +25,8 @@ from gpunn.train.ensemble import Ensemble
 LAYER_OPS = ("conv2d_forward", "conv2d_backward", "batchnorm_forward_train", "batchnorm_backward",
              "maxpool2d_forward", "maxpool2d_backward", "matmul", "adam_step")
 #: the emulated backend's CUDA-kernel ops the same model reaches
-KERNEL_OPS = ("im2col", "col2im", "batchnorm_forward_train", "batchnorm_backward", "maxpool2d_forward",
-              "maxpool2d_backward", "adam_step")
+KERNEL_OPS = ("conv2d_forward", "conv2d_backward", "batchnorm_forward_train", "batchnorm_backward",
+              "maxpool2d_forward", "maxpool2d_backward", "adam_step")
 
 
 @pytest.fixture
@@ -179,10 +179,10 @@ def test_objects_built_under_use_backend_keep_it_outside_the_block(monkeypatch, 
     calls = count_ops(monkeypatch, emulated, KERNEL_OPS)
     model.train_on_batch(x, y)  # outside the block: still emulated, lazily built sublayers included
     assert backends_of(model) == {"emulated"}
-    assert all(calls[op] >= 1 for op in KERNEL_OPS if op != "col2im"), calls  # the first layer skips dx
+    assert all(calls[op] >= 1 for op in KERNEL_OPS), calls
     with gpunn.use_backend("numpy"):  # another block current at call time does not move it either
         model.forward(x)
-    assert calls["im2col"] >= 2
+    assert calls["conv2d_forward"] >= 2
 
 
 def test_compile_outside_the_block_builds_the_optimizer_on_the_models_backend(emulated):
@@ -336,7 +336,7 @@ def test_ensemble_members_predict_on_their_own_backends(monkeypatch, emulated, n
     np_calls, emu_calls = count_ops(monkeypatch, numpy_be), count_ops(monkeypatch, emulated, KERNEL_OPS)
     out = Ensemble(members).evaluate(x, y)
     assert 0.0 <= out["accuracy"] <= 1.0
-    assert np_calls["conv2d_forward"] >= 1 and emu_calls["im2col"] >= 1
+    assert np_calls["conv2d_forward"] >= 1 and emu_calls["conv2d_forward"] >= 1
 
 
 # -- to_host ---------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_to_fixes_a_model_whose_children_were_built_on_different_backends(monkey
     assert backends_of(model) == {"emulated"}
     calls = count_ops(monkeypatch, emulated, KERNEL_OPS)
     model.forward(x, training=True)
-    assert calls["im2col"] == calls["maxpool2d_forward"] == calls["batchnorm_forward_train"] == 1
+    assert calls["conv2d_forward"] == calls["maxpool2d_forward"] == calls["batchnorm_forward_train"] == 1
 
 
 def test_a_layer_from_another_backend_is_adopted_by_the_model(emulated):

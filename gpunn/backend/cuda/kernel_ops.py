@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gpunn.backend.cuda import launchers
+from gpunn.backend.cuda import conv_launch, launchers
 from gpunn.backend.cuda.source import KernelCache, ModuleLoader
+from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
 
 KERNEL_OPS: frozenset[str] = frozenset({
     "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
     "batchnorm_forward_infer", "batchnorm_backward", "adam_step",
+    "conv2d_forward", "conv2d_backward",
 })
 
 UseKernels = bool | Iterable[str]
@@ -82,6 +84,46 @@ class KernelOpsMixin:
         # The generic accepts any layout that reshapes to (N, C*kh*kw, OH*OW); so does this.
         cols = self._contig(cols).reshape(n, c * kh * kw, -1)
         return launchers.col2im(self.kernels, self.xp, cols, x_shape, kh, kw, stride, padding, dilation)
+
+    def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Any, padding: Any, dilation: Any,
+                       relu: bool = False) -> tuple[Any, Any]:
+        """On the kernel path (kernels/conv.cu, implicit GEMM) the saved value is the contiguous
+        input itself: the backward kernels gather from x, so no im2col matrix is ever built."""
+        if not self._kernel_for("conv2d_forward", x, weight, bias) or x.size == 0:  # empty: nothing to launch
+            return super().conv2d_forward(x, weight, bias, stride, padding, dilation, relu)  # type: ignore[misc]
+        xc = self._contig(x)
+        bc = None if bias is None else self._contig(bias)
+        y = conv_launch.conv2d_forward(self.kernels, self.xp, xc, self._contig(weight), bc, stride, padding,
+                                       dilation, relu)
+        return y, xc
+
+    def conv2d_backward(self, dy: Any, x_shape: tuple[int, int, int, int], weight: Any, cols: Any, stride: Any,
+                        padding: Any, dilation: Any, need_dx: bool = True,
+                        relu_y: Any | None = None) -> tuple[Any | None, Any, Any]:
+        # `cols` is whatever conv2d_forward saved: the input x (4-D, x_shape) from the kernel path,
+        # or the generic path's 3-D im2col matrix. Either forward may meet either backward (an op
+        # switched between the passes, a dtype the kernels do not take), so route by what was saved.
+        saved_x = getattr(cols, "ndim", 0) == 4 and tuple(cols.shape) == tuple(x_shape)
+        if saved_x:  # the generic op's own checks and messages, before any columns are rebuilt
+            check_conv_grad(dy, x_shape, weight, stride, padding, dilation)
+            if relu_y is not None:
+                check_relu_y(dy, relu_y)
+        if saved_x and self._kernel_for("conv2d_backward", dy, weight, cols, relu_y):
+            c = self._contig
+            return conv_launch.conv2d_backward(self.kernels, self.xp, c(dy), c(cols), c(weight), stride, padding,
+                                               dilation, need_dx, None if relu_y is None else c(relu_y))
+        if saved_x:  # the generic backward wants the generic forward's columns: rebuild them
+            cols = self._generic_cols(cols, weight.shape[2], weight.shape[3], stride, padding, dilation)
+        return super().conv2d_backward(  # type: ignore[misc]
+            dy, x_shape, weight, cols, stride, padding, dilation, need_dx, relu_y)
+
+    def _generic_cols(self, x: Any, kh: int, kw: int, stride: Any, padding: Any, dilation: Any) -> Any:
+        """What ConvOps.conv2d_forward saves for input x: the im2col matrix, or x as (N, C, H*W) for a
+        1x1 convolution at stride 1 without padding."""
+        n, c, h, w = x.shape
+        if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
+            return x.reshape(n, c, h * w)
+        return self.im2col(x, kh, kw, stride, padding, dilation)
 
     # -- pooling ----------------------------------------------------------------------------
     def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Any, padding: Any) -> tuple[Any, Any]:

@@ -1,6 +1,6 @@
 """A small conv-BN-pool network trains to the same parameters on the emulated backend and NumPy.
 
-Three Adam steps through every kernel family (im2col/col2im in the conv, fused batch norm,
+Three Adam steps through every kernel family the model uses (the implicit-GEMM conv, fused batch norm,
 max-pool forward/backward, fused Adam), from the same initial weights and data. Tolerance:
 parameters and running statistics agree to 1e-5 relative in float32 (the kernels sum in a
 different order; every parameter has a gradient well above rounding noise).
@@ -60,7 +60,8 @@ def test_three_adam_steps_match_numpy(decoupled: bool) -> None:
     got, got_losses = _train("emulated", initial, x, y, decoupled)
     with gpunn.use_backend("emulated") as be:  # the registry's emulated backend: every kernel op on
         assert "adam_step" in be.use_kernels and "batchnorm_backward" in be.use_kernels
-        assert set(be.kernels.compiled_families()) == {"im2col", "maxpool", "batchnorm", "adam"}
+        # <=: earlier tests may have compiled more families (im2col, with the conv ops switched off)
+        assert {"conv", "maxpool", "batchnorm", "adam"} <= set(be.kernels.compiled_families())
     np.testing.assert_allclose(got_losses, want_losses, rtol=1e-5)
     assert set(got) == set(want)
     for name in want:
@@ -71,7 +72,8 @@ def test_three_adam_steps_match_numpy(decoupled: bool) -> None:
 
 
 def test_float64_kernels_pass_gradcheck_through_a_conv_bn_pool_stack() -> None:
-    """The float64 kernels (col2im, maxpool backward, fused BN backward) against central differences."""
+    """The float64 kernels (implicit-GEMM conv backward, maxpool backward, fused BN backward) against central
+    differences."""
     from gpunn.testing import gradcheck
     get_kernel_backend("emulated")
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 5))
@@ -80,4 +82,4 @@ def test_float64_kernels_pass_gradcheck_through_a_conv_bn_pool_stack() -> None:
         model = Sequential([Conv2D(3, 3, padding=1, strides=(1, 2), use_bias=False), BatchNorm(),
                             MaxPool2D(3, strides=2, padding=1), Flatten(), Dense(2)])
         assert gradcheck(model, x, training=True)
-        assert {"im2col", "maxpool", "batchnorm"} <= set(be.kernels.compiled_families())
+        assert {"conv", "maxpool", "batchnorm"} <= set(be.kernels.compiled_families())
