@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py")
+GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py", "bench_gemm.py", "bench_conv.py")
 PEER_SUITES = ("bench_peers.py", "bench_adam.py")
 UNSET_FOR_BENCH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PEER_PYTHON_ENV = "GPUNN_PEER_PYTHON"

@@ -42,7 +42,8 @@ class Maxout(FeaturesInput, Layer):
         self.check_rank(x)
         x = self._prepare(x)
         x2 = x.reshape(-1, x.shape[-1])
-        z = (x2 @ self.params["weight"].data + self.params["bias"].data).reshape(-1, self.units, self.pieces)
+        z = (self.backend.matmul(x2, self.params["weight"].data) + self.params["bias"].data).reshape(
+            -1, self.units, self.pieces)
         idx = z.argmax(axis=2)
         self._cache = (x, idx)
         y = self.backend.xp.take_along_axis(z, idx[..., None], axis=2)[..., 0]
@@ -55,6 +56,6 @@ class Maxout(FeaturesInput, Layer):
         winner = xp.arange(self.pieces) == idx[..., None]  # one-hot of the winning piece
         dz = (winner * dy2[..., None]).reshape(dy2.shape[0], -1)
         x2 = x.reshape(-1, x.shape[-1])
-        self.params["weight"].grad += x2.T @ dz
+        self.params["weight"].grad += self.backend.matmul(x2.T, dz)
         self.params["bias"].grad += dz.sum(axis=0)
-        return (dz @ self.params["weight"].data.T).reshape(x.shape)
+        return self.backend.matmul(dz, self.params["weight"].data.T).reshape(x.shape)

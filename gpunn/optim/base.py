@@ -380,7 +380,7 @@ class Optimizer:
         if self.clipvalue is not None:
             clip_flat_value(g, self.clipvalue, backend)
         if self.clipnorm is not None:
-            clip_flat_norm(g, self.clipnorm)
+            clip_flat_norm(g, self.clipnorm, backend)
         self.step_count += 1
         if self._wd_buf is not None:
             # g + wd * param into scratch: the user's .grad is left as backward wrote it
@@ -403,7 +403,7 @@ class Optimizer:
         self._ensure_packed(f"{self._where}.clip_grad_norm")
         self._resync()
         return clip_flat_norm(self._flat_grad, real_arg(max_norm, "max_norm", f"{self._where}.clip_grad_norm", 0,
-                                                        lo_open=True, type_error=True))
+                                                        lo_open=True, type_error=True), self._backend)
 
     def clip_grad_value(self, clip_value: float) -> None:
         """Clamp every trainable gradient element into [-clip_value, clip_value]."""
@@ -477,9 +477,9 @@ class Optimizer:
         return f"{type(self).__name__}({settings})"
 
 
-def clip_flat_norm(g: Any, max_norm: float) -> float:
+def clip_flat_norm(g: Any, max_norm: float, backend: Backend) -> float:
     """Scale `g` in place so that its L2 norm is <= max_norm (PyTorch's 1e-6 guard); returns the old norm."""
-    norm = float(g.dot(g)) ** 0.5 if g.size else 0.0
+    norm = backend.squared_norm(g) ** 0.5
     if not math.isfinite(norm):
         raise FloatingPointError(f"clip_grad_norm: the gradient norm is {norm}; the gradients hold inf or NaN")
     coef = max_norm / (norm + 1e-6)

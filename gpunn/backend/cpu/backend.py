@@ -115,6 +115,10 @@ class NumpyBackend(FrameConvOps, Backend):
             adam_range(np, param, grad, m, v, max_v, scratch[2 * i], scratch[2 * i + 1], lo, hi, ADAM_CHUNK, consts)
         cpu_threads.run(part, ranges)
 
+    def squared_norm(self, g: Any) -> float:
+        """BLAS's dot: one pass, no temporary."""
+        return float(g.dot(g)) if g.size else 0.0
+
     # -- dense and activations ----------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Any:
         """2-D float products split by rows over gpunn's CPU threads (BLAS held to one thread)."""

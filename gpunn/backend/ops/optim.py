@@ -79,6 +79,12 @@ def _check_flat(where: str, ref: Any, **arrays: Any) -> None:
 class OptimOps:
     xp: Any
 
+    def squared_norm(self, g: Any) -> float:
+        """sum(g * g) of a flat vector, on the host (gradient clipping by norm). A plain reduction,
+        no BLAS call: cuBLAS is not allowed in a step a CUDA graph will capture; the NumPy backend
+        overrides it with BLAS's dot, which needs no temporary."""
+        return float(self.xp.square(g).sum()) if g.size else 0.0
+
     def _optim_scratch(self, dtype: Any, size: int, count: int) -> list[Any]:
         """`count` scratch vectors of `size` elements, allocated once per calling thread and dtype."""
         local = self.__dict__.get("_optim_local")
