@@ -1,4 +1,5 @@
-"""The NVRTC compile gate: every kernels/*.cu compiles for sm_80 and sm_90 with no register spills.
+"""The NVRTC compile gate: every kernels/*.cu compiles for sm_80 and sm_90 with no register spills,
+and reports registers, shared memory and occupancy (resident blocks and warps per SM) per kernel.
 
 NVRTC is driven through ctypes on libnvrtc from the `nvidia-cuda-nvrtc-cu12` wheel, so no driver or
 GPU is needed (CuPy's compile path needs a driver). The CUBIN is built with `--ptxas-options=-v`,
@@ -104,6 +105,41 @@ def parse_ptxas_log(log: str) -> list[KernelStats]:
     return stats
 
 
+# Per-SM limits of the occupancy calculator: sm_80 (A100) and sm_90 (H100 / H200). Registers are
+# allocated per warp in units of 256; each block also reserves 1 KB of shared memory.
+SM_LIMITS = {"sm_80": {"smem": 164 * 1024}, "sm_90": {"smem": 228 * 1024}}
+SM_REGS, SM_WARPS, SM_BLOCKS, REG_UNIT, SMEM_RESERVED = 65536, 64, 32, 256, 1024
+DEFAULT_THREADS = 256  # launchers.BLOCK: what a kernel without __launch_bounds__ is launched with
+_BOUNDS = re.compile(r'extern\s+"C"\s+__global__\s+(?:void\s+)?__launch_bounds__\s*\(\s*(\w+)[^)]*\)\s*(?:void\s+)?(\w+)')
+
+
+def occupancy(registers: int, smem_bytes: int, threads: int, arch: str) -> tuple[int, float]:
+    """(resident blocks per SM, the share of the SM's 64 warp slots they fill) for a kernel."""
+    warps = -(-threads // 32)
+    regs_per_warp = -(-max(registers, 1) * 32 // REG_UNIT) * REG_UNIT
+    by_regs = (SM_REGS // regs_per_warp) // warps
+    by_warps = SM_WARPS // warps
+    by_smem = SM_LIMITS[arch]["smem"] // (smem_bytes + SMEM_RESERVED) if smem_bytes else SM_BLOCKS
+    blocks = min(by_regs, by_warps, by_smem, SM_BLOCKS)
+    return blocks, blocks * warps / SM_WARPS
+
+
+def block_threads(source: str) -> dict[str, int]:
+    """Kernel name -> threads per block: its __launch_bounds__ (a number or a #define), else 256."""
+    defines = dict(re.findall(r"#define\s+(\w+)\s+(\d+)", source))
+    out = {}
+    for value, name in _BOUNDS.findall(source):
+        out[name] = int(defines.get(value, value)) if (value.isdigit() or value in defines) else DEFAULT_THREADS
+    return out
+
+
+def test_occupancy_matches_the_calculator() -> None:
+    assert occupancy(128, 0, 256, "sm_90") == (2, 0.25)  # 4096 registers a warp: 16 warps fit
+    assert occupancy(32, 0, 256, "sm_90") == (8, 1.0)  # the 2048-thread limit
+    assert occupancy(40, 48 * 1024, 256, "sm_80") == (3, 0.375)  # shared memory: 164 KB / 49 KB
+    assert occupancy(40, 48 * 1024, 256, "sm_90") == (4, 0.5)
+
+
 _LIB = _find_libnvrtc()
 needs_nvrtc = pytest.mark.skipif(_LIB is None, reason="the nvidia-cuda-nvrtc wheel is not installed here")
 SOURCES = sorted(KERNEL_DIR.glob("*.cu"))
@@ -143,9 +179,12 @@ def test_kernel_compiles_without_spills(nvrtc: Nvrtc, path: Path, arch: str) -> 
     declared = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^()]*\)\s*)?(\w+)',
                               source))
     assert {s.name for s in stats} == declared, f"ptxas log does not cover every kernel of {path.name}"
+    threads = block_threads(source)
     for s in stats:
+        blocks, occ = occupancy(s.registers, s.smem_bytes, threads.get(s.name, DEFAULT_THREADS), arch)
         print(f"{arch} {path.name:14s} {s.name:22s} regs={s.registers:3d} smem={s.smem_bytes:5d}B "
-              f"stack={s.stack_bytes}B spills={s.spill_stores}/{s.spill_loads}")
+              f"stack={s.stack_bytes}B spills={s.spill_stores}/{s.spill_loads} blocks/SM={blocks} occupancy={occ:.0%}")
+        assert blocks >= 1, f"{s.name} cannot be resident on {arch}: {s}"
         assert s.spill_stores == 0 and s.spill_loads == 0, f"{s.name} spills registers on {arch}: {s}"
         assert s.stack_bytes == 0, f"{s.name} uses a {s.stack_bytes}-byte stack frame on {arch}"
 
@@ -184,11 +223,14 @@ def main() -> int:
                 failures += 1
                 print(f"FAIL {arch} {path.name}\n{result.log}")
                 continue
+            threads = block_threads(path.read_text(encoding="utf-8"))
             for s in parse_ptxas_log(result.log) if verbose else []:
                 bad = s.spill_stores or s.spill_loads or s.stack_bytes
                 failures += bool(bad)
-                print(f"{'SPILL' if bad else 'ok':5s} {arch} {path.name:14s} {s.name:22s} regs={s.registers:3d} "
-                      f"smem={s.smem_bytes:5d}B spills={s.spill_stores}/{s.spill_loads}")
+                blocks, occ = occupancy(s.registers, s.smem_bytes, threads.get(s.name, DEFAULT_THREADS), arch)
+                print(f"{'SPILL' if bad else 'ok':5s} {arch} {path.name:14s} {s.name:24s} regs={s.registers:3d} "
+                      f"smem={s.smem_bytes:5d}B spills={s.spill_stores}/{s.spill_loads} "
+                      f"threads={threads.get(s.name, DEFAULT_THREADS)} blocks/SM={blocks} occupancy={occ:.0%}")
     return 1 if failures else 0
 
 
