@@ -33,7 +33,9 @@ def clip_grad_norm(params: Any, max_norm: float) -> float:
     where = "clip_grad_norm"
     max_norm = real_arg(max_norm, "max_norm", where, 0, lo_open=True, type_error=True)
     grads = _grads(params, where)
-    total = math.fsum(float(g.ravel().dot(g.ravel())) for g in grads)
+    owner = getattr(params, "backend", None)
+    backend = owner if isinstance(owner, Backend) else get_backend()
+    total = math.fsum(backend.squared_norm(g.ravel()) for g in grads)
     norm = math.sqrt(total)
     if not math.isfinite(norm):
         raise FloatingPointError(f"{where}: the gradient norm is {norm}; the gradients hold inf or NaN")
