@@ -52,7 +52,7 @@ class Dense(FeaturesInput, Layer):
         w = self.params["weight"]
         x2 = x.reshape(-1, x.shape[-1])
         dy2 = dy.reshape(-1, self.units)
-        w.grad += self.backend.matmul(x2.T, dy2)
+        self.backend.matmul_acc(w.grad, x2.T, dy2)  # w.grad += x2.T @ dy2, in place
         if self.kernel_regularizer is not None:
             w.grad += self.kernel_regularizer.gradient(w.data)
         if self.use_bias:

@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from gpunn.backend.cuda import conv_launch, launchers
+from gpunn.backend.cuda import conv_launch, gemm_launch, launchers
 from gpunn.backend.cuda.source import KernelCache, ModuleLoader
 from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
+from gpunn.backend.ops.dense import check_matmul
 
 KERNEL_OPS: frozenset[str] = frozenset({
     "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
     "batchnorm_forward_infer", "batchnorm_backward", "adam_step",
-    "conv2d_forward", "conv2d_backward",
+    "conv2d_forward", "conv2d_backward", "matmul",
 })
 
 UseKernels = bool | Iterable[str]
@@ -124,6 +125,29 @@ class KernelOpsMixin:
         if kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0):
             return x.reshape(n, c, h * w)
         return self.im2col(x, kh, kw, stride, padding, dilation)
+
+    # -- dense ------------------------------------------------------------------------------
+    def matmul(self, a: Any, b: Any) -> Any:
+        """2-D products of one kernel dtype run kernels/gemm.cu; batched (> 2-D) ones, mixed dtypes
+        and other dtypes take the generic (broadcasting) path. Transposed views are read in place."""
+        if not self._gemm_for(a, b):
+            return super().matmul(a, b)  # type: ignore[misc]
+        check_matmul(a, b)  # the generic op's messages, whichever path runs
+        return gemm_launch.gemm(self.kernels, self.xp, a, b)
+
+    def matmul_acc(self, out: Any, a: Any, b: Any) -> None:
+        """out += a @ b, accumulated by the kernel's epilogue (no temporary for the product)."""
+        # CuPy's flags have no `writeable` (device arrays always are)
+        if not (self._gemm_for(a, b) and isinstance(out, self.xp.ndarray) and out.ndim == 2 and out.dtype == a.dtype
+                and out.flags.c_contiguous and getattr(out.flags, "writeable", True)):
+            return super().matmul_acc(out, a, b)  # type: ignore[misc]
+        check_matmul(a, b)
+        gemm_launch.gemm(self.kernels, self.xp, a, b, out=out, accumulate=True)
+        return None
+
+    def _gemm_for(self, a: Any, b: Any) -> bool:
+        return (isinstance(a, self.xp.ndarray) and isinstance(b, self.xp.ndarray) and a.ndim == 2 and b.ndim == 2
+                and self._kernel_for("matmul", a, b))
 
     # -- pooling ----------------------------------------------------------------------------
     def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Any, padding: Any) -> tuple[Any, Any]:

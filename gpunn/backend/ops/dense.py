@@ -13,6 +13,12 @@ class DenseOps:
         check_matmul(a, b)
         return self.xp.matmul(a, b)
 
+    def matmul_acc(self, out: Any, a: Any, b: Any) -> None:
+        """out += a @ b in place (a gradient accumulating). Here through this backend's matmul and a
+        temporary; the CUDA backends' kernel adds the product in its epilogue instead."""
+        check_matmul(a, b)
+        out += self.matmul(a, b)
+
 
 def check_matmul(a: Any, b: Any) -> None:
     """Both at least 2-D, with a's columns matching b's rows."""
