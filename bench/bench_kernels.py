@@ -160,3 +160,19 @@ def test_adam_step(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
         be.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, state["step"], True)
 
     _measure(benchmark, be, step, 28 * n, "adam", scale)
+
+
+def test_dropout_forward_backward(benchmark: Any, bench_backend: tuple[Backend, str]) -> None:
+    """kernels/philox.cu (Philox draw + advance, then the backward kernel) on cupy-kernels, against
+    CuPy's own generator path (the generic op: cupy.random's `random` then the comparisons) on
+    cupy-generic; the NumPy backend draws from its generator."""
+    be, scale = bench_backend
+    x = _data(be, SHAPES[scale][0])
+    dy = _data(be, x.shape, seed=1)
+
+    def step() -> Any:
+        _, mask = be.dropout_forward(x, 0.1)
+        return be.dropout_backward(dy, mask, 0.1)
+
+    # forward: x in, y and a uint8 mask out; backward: dy and the mask in, dx out (18 B per float32)
+    _measure(benchmark, be, step, 4 * x.nbytes + 2 * x.size, "dropout_fwd_bwd", scale)

@@ -13,6 +13,7 @@ import numpy as np
 from gpunn.backend.ops.activation import ActivationOps
 from gpunn.backend.ops.conv import ConvOps
 from gpunn.backend.ops.dense import DenseOps
+from gpunn.backend.ops.dropout import DropoutOps
 from gpunn.backend.ops.norm import NormOps
 from gpunn.backend.ops.optim import OptimOps
 from gpunn.backend.ops.pool import PoolOps
@@ -142,7 +143,7 @@ def to_host(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
-class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, ActivationOps):
+class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, DropoutOps, ActivationOps):
     name: str = "generic"
     device: str = "cpu"
     default_dtype = np.dtype(np.float32)

@@ -100,21 +100,34 @@ def _model_backend(model: Any) -> Any:
 
 
 def _rng_state(model: Any) -> dict[str, Any] | None:
-    """The state of the random generator `model` draws from (its backend's: dropout masks)."""
-    bitgen = getattr(_model_backend(model).rng, "bit_generator", None)
+    """The state of the random generator `model` draws from (its backend's: dropout masks), with,
+    on the CUDA backends, the (seed, offset) of their Philox dropout stream under "philox"."""
+    backend = _model_backend(model)
+    bitgen = getattr(backend.rng, "bit_generator", None)
     state = getattr(bitgen, "state", None)
-    return state if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        return None
+    get_philox = getattr(backend, "get_philox", None)
+    if callable(get_philox):
+        state = {**state, "philox": list(get_philox())}
+    return state
 
 
 def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, Any] | None:
     """`state` if the current backend's generator can take it (tried on a fresh generator of its
-    type), else None: load_model rebuilds the model on the current backend."""
+    type), else None: load_model rebuilds the model on the current backend. A "philox" entry must
+    be two ints in [0, 2**64)."""
     bitgen = getattr(get_backend().rng, "bit_generator", None)
     if not state or bitgen is None or not isinstance(getattr(bitgen, "state", None), dict) \
             or bitgen.state.get("bit_generator") != state.get("bit_generator"):
         return None
+    philox = state.get("philox")
+    if philox is not None and not (isinstance(philox, list) and len(philox) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 64 for v in philox)):
+        raise meta.error("has a corrupt random generator state in 'gpunn.training': 'philox' must be "
+                         f"[seed, offset], two ints in [0, 2**64), got {str(philox)[:80]}")
     try:
-        type(bitgen)().state = state
+        type(bitgen)().state = {k: v for k, v in state.items() if k != "philox"}
     except (TypeError, ValueError, KeyError, OverflowError) as exc:
         raise meta.error(f"has a corrupt random generator state in 'gpunn.training': {str(exc)[:200]}") from None
     return state
@@ -122,7 +135,11 @@ def _checked_rng_state(state: dict[str, Any] | None, meta: Meta) -> dict[str, An
 
 def _restore_rng(state: dict[str, Any] | None, model: Any) -> None:
     if state:
-        _model_backend(model).rng.bit_generator.state = state
+        backend = _model_backend(model)
+        backend.rng.bit_generator.state = {k: v for k, v in state.items() if k != "philox"}
+        set_philox = getattr(backend, "set_philox", None)
+        if state.get("philox") is not None and callable(set_philox):
+            set_philox(*state["philox"])
 
 
 # -- saving -----------------------------------------------------------------------------------

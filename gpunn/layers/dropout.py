@@ -1,4 +1,8 @@
-"""Inverted dropout: scale the kept units by 1/(1-rate) in training; the identity at inference."""
+"""Inverted dropout: scale the kept units by 1/(1-rate) in training; the identity at inference.
+
+The arithmetic and the draw are the backend's (`dropout_forward` / `dropout_backward`, see
+gpunn/backend/ops/dropout.py): NumPy draws from its generator, the CUDA backends from a Philox
+stream whose state lives in device memory."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +16,7 @@ class Dropout(Layer):
         super().__init__(input_shape=input_shape, name=name)
         self.rate = real_arg(rate, "rate", "Dropout", 0, 1, hi_open=True, want="a float in [0, 1)", numpy=False)
         self._mask: Any = None
+        self._mask_rate = self.rate
 
     def check_built_shape(self, shape: tuple[int, ...], where: str) -> None:
         pass  # no parameters: any shape
@@ -21,9 +26,12 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = 1
             return x
-        keep = self.backend.rng.random(x.shape, dtype=x.dtype) >= self.rate
-        self._mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._mask
+        y, self._mask = self.backend.dropout_forward(x, self.rate)
+        self._mask_rate = self.rate  # the rate the mask was drawn at, should `rate` change before backward
+        return y
 
     def backward(self, dy: Any) -> Any:
-        return dy * self._need_cache("_mask")
+        mask = self._need_cache("_mask")
+        if isinstance(mask, int):  # inference, or rate 0: the identity
+            return dy * mask
+        return self.backend.dropout_backward(dy, mask, self._mask_rate)

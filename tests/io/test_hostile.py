@@ -388,6 +388,8 @@ def test_huge_integers_are_a_checkpoint_error(tmp_path, trained):
     (lambda m: m["gpunn.training"].update(shuffle_seed=-1), "'shuffle_seed' must be in"),
     (lambda m: m["gpunn.training"].update(rng=[1, 2]), "'rng' must be an object"),
     (lambda m: m["gpunn.training"].update(rng={"bit_generator": "PCG64", "state": "junk"}), "random generator"),
+    (lambda m: m["gpunn.training"]["rng"].update(philox=[1, 2 ** 64]), "'philox' must be"),
+    (lambda m: m["gpunn.training"]["rng"].update(philox=[1]), "'philox' must be"),
     (lambda m: m["gpunn.compile"].update(metrics="accuracy"), "'metrics' must be a list"),
     (lambda m: m["gpunn.compile"].pop("loss"), r"missing keys \['loss'\]"),
     (lambda m: m["gpunn.optimizer"].update(step=True), "'step' must be an int"),

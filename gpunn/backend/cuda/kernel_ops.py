@@ -7,10 +7,13 @@ but float32 / float64, or a mix), the generic implementation inherited from gpun
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from gpunn.backend.cuda import conv_launch, gemm_launch, launchers
+import numpy as np
+
+from gpunn.backend.cuda import conv_launch, dropout_launch, gemm_launch, launchers
 from gpunn.backend.cuda.source import KernelCache, ModuleLoader
 from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
 from gpunn.backend.ops.dense import check_matmul
@@ -18,7 +21,7 @@ from gpunn.backend.ops.dense import check_matmul
 KERNEL_OPS: frozenset[str] = frozenset({
     "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
     "batchnorm_forward_infer", "batchnorm_backward", "adam_step",
-    "conv2d_forward", "conv2d_backward", "matmul",
+    "conv2d_forward", "conv2d_backward", "matmul", "dropout_forward", "dropout_backward",
 })
 
 UseKernels = bool | Iterable[str]
@@ -47,6 +50,8 @@ class KernelOpsMixin:
     def _init_kernels(self, loader: ModuleLoader, use_kernels: UseKernels) -> None:
         self._kernel_ops = resolve_use_kernels(use_kernels, type(self).__name__)
         self.kernels = KernelCache(loader)  # nothing compiles until a kernel op first runs
+        self._philox_state: Any = None
+        self._philox_seed: int | None = None
 
     @property
     def use_kernels(self) -> frozenset[str]:
@@ -70,6 +75,47 @@ class KernelOpsMixin:
     def _contig(self, a: Any) -> Any:
         """Read-only inputs may arrive as strided views; the kernels index flat buffers."""
         return self.xp.ascontiguousarray(a)
+
+    # -- random state -----------------------------------------------------------------------
+    @property
+    def philox_state(self) -> Any:
+        """The dropout generator's state, a 2-element uint64 device array (seed, offset), made on
+        first use: seeded by the last manual_seed, else from the OS's entropy. The kernels read it and
+        advance it on the device; manual_seed rewrites it in place (the same buffer, so a captured
+        CUDA graph that points at it sees the new seed)."""
+        if self._philox_state is None:
+            seed = self._philox_seed if self._philox_seed is not None else secrets.randbits(64)
+            self._philox_state = dropout_launch.make_state(self.xp, seed)
+        return self._philox_state
+
+    def manual_seed(self, seed: int) -> None:
+        """Seed the generic generator (`rng`) and the Philox state: (seed mod 2^64, offset 0)."""
+        super().manual_seed(seed)  # type: ignore[misc]
+        self._philox_seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        if self._philox_state is not None:
+            self._philox_state[...] = dropout_launch.make_state(self.xp, self._philox_seed)
+
+    def get_philox(self) -> tuple[int, int]:
+        """(seed, offset) of the Philox state, read back to the host (checkpoints save it)."""
+        seed, offset = (int(v) for v in self.to_numpy(self.philox_state))  # type: ignore[attr-defined]
+        return seed, offset
+
+    def set_philox(self, seed: int, offset: int) -> None:
+        """Set the Philox state to (seed, offset), both taken mod 2^64, in place (checkpoints restore it)."""
+        self._philox_seed = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.philox_state[...] = dropout_launch.make_state(self.xp, seed, offset)
+
+    # -- dropout ------------------------------------------------------------------------------
+    def dropout_forward(self, x: Any, rate: float) -> tuple[Any, Any]:
+        if not (isinstance(x, self.xp.ndarray) and self._kernel_for("dropout_forward", x)):
+            return super().dropout_forward(x, rate)  # type: ignore[misc]
+        return dropout_launch.dropout_forward(self.kernels, self.xp, self._contig(x), rate, self.philox_state)
+
+    def dropout_backward(self, dy: Any, mask: Any, rate: float) -> Any:
+        if not (isinstance(dy, self.xp.ndarray) and self._kernel_for("dropout_backward", dy)
+                and isinstance(mask, self.xp.ndarray) and mask.dtype == np.uint8 and mask.shape == dy.shape):
+            return super().dropout_backward(dy, mask, rate)  # type: ignore[misc]
+        return dropout_launch.dropout_backward(self.kernels, self.xp, self._contig(dy), self._contig(mask), rate)
 
     # -- convolution ------------------------------------------------------------------------
     def im2col(self, x: Any, kh: int, kw: int, stride: Any, padding: Any, dilation: Any) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../gpunn
-KERNEL_FAMILIES = ("im2col", "maxpool", "batchnorm", "adam", "conv", "gemm")
+KERNEL_FAMILIES = ("im2col", "maxpool", "batchnorm", "adam", "conv", "gemm", "philox")
 
 # A loader takes the CUDA source text and returns an object with get_function(name).
 ModuleLoader = Callable[[str], Any]
