@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.cuda.launchers import INT32_MAX, _check_array, _i32, _suffix
+from gpunn.backend.cuda.launchers import INT32_MAX, _check_array, _i32, _memo_plan, _suffix
 from gpunn.backend.cuda.source import KernelCache
 
 GEMM_THREADS = 256  # gemm.cu's GEMM_THREADS
@@ -107,16 +107,7 @@ def gemm(kernels: KernelCache, xp: Any, a: Any, b: Any, *, out: Any | None = Non
         raise ValueError(f"{where}: argument 'out' is required when accumulate=True (the array to add a @ b to)")
     if out is not None:
         _check_out(xp, out, a, b, m, n, where)
-    ints = tuple(_i32(v, name, where) for name, v in (("M", m), ("N", n), ("K", k)))
-    if max(m, n, k) > INT32_MAX - INT32_HEADROOM:  # the kernels form row, column and k indices past the tails
-        raise ValueError(f"{where}: dimensions {(m, n, k)} leave no room for the kernel's int indices past a tile "
-                         f"(each must be at most {INT32_MAX - INT32_HEADROOM})")
-    tile = _tile_arg(tile, m, n, where)
-    bm, bn = TILES[tile]
-    grid = (math.ceil(n / bn), math.ceil(m / bm))
-    if grid[1] > MAX_GRID_Y or grid[0] > MAX_GRID_Y:
-        raise ValueError(f"{where}: output of shape {(m, n)} needs a grid of {grid} blocks, over the {MAX_GRID_Y} "
-                         "limit per dimension")
+    tile, grid, ints = _plan(where, m, n, k, tile, SM_COUNT, MAX_GRID_Y)
     c = out if out is not None else xp.empty((m, n), dtype=a.dtype)
     if m == 0 or n == 0:
         return c
@@ -136,6 +127,26 @@ def gemm(kernels: KernelCache, xp: Any, a: Any, b: Any, *, out: Any | None = Non
     fn = kernels.function("gemm", f"gemm_{form}_{tile}_{load}_{_suffix(a, 'a', where)}")
     fn(grid, (GEMM_THREADS,), (a_buf, b_buf, c, *ints, np.int32(1 if accumulate else 0)))
     return c
+
+
+@_memo_plan
+def _plan(where: str, m: int, n: int, k: int, tile: str | None, *constants: int
+          ) -> tuple[str, tuple[int, int], tuple[np.int32, ...]]:
+    """(tile, grid, the kernel's int scalars) for an m x n x k product: a function of the shape
+    alone, so computed once per shape (see launchers._memo_plan: the checks cost about as much as
+    a small kernel). `constants` (this module's SM_COUNT, MAX_GRID_Y) are only part of the cache
+    key, so that a changed constant is never served a stale plan."""
+    ints = tuple(_i32(v, name, where) for name, v in (("M", m), ("N", n), ("K", k)))
+    if max(m, n, k) > INT32_MAX - INT32_HEADROOM:  # the kernels form row, column and k indices past the tails
+        raise ValueError(f"{where}: dimensions {(m, n, k)} leave no room for the kernel's int indices past a tile "
+                         f"(each must be at most {INT32_MAX - INT32_HEADROOM})")
+    tile = _tile_arg(tile, m, n, where)
+    bm, bn = TILES[tile]
+    grid = (math.ceil(n / bn), math.ceil(m / bm))
+    if grid[1] > MAX_GRID_Y or grid[0] > MAX_GRID_Y:
+        raise ValueError(f"{where}: output of shape {(m, n)} needs a grid of {grid} blocks, over the {MAX_GRID_Y} "
+                         "limit per dimension")
+    return tile, grid, ints
 
 
 def _tile_arg(tile: str | None, m: int, n: int, where: str) -> str:
