@@ -1,6 +1,6 @@
 """all_reduce, broadcast, barrier and a few small agreements, on whatever the array lives on.
 
-Host arrays (NumPy) travel through MPI; CuPy arrays through NCCL when CuPy has it (nccl_engine.py),
+Host arrays (NumPy) travel through MPI; CuPy arrays through NCCL when CuPy has it (gpunn/backend/cuda/nccl.py),
 else through the host and MPI. Alone (world size 1) every call returns its input untouched.
 Collectives work in place, as torch.distributed's do: `all_reduce(a)` leaves the sum in `a`.
 `all_reduce_async` returns a `Work` to `wait()` on later, so a caller can overlap it with compute.
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.distributed import nccl_engine
+from gpunn.backend.cuda import nccl
 from gpunn.distributed.world import World, world
 
 OPS = ("sum", "mean", "max", "min")
@@ -80,8 +80,8 @@ def all_reduce_async(a: Any, op: str = "sum") -> Work:
     if isinstance(a, np.ndarray):
         request = w.comm.Iallreduce(w.mpi.IN_PLACE, a, op=_mpi_op(w, op))
         return Work(w, a, where, request, scale)
-    if nccl_engine.usable(a):
-        done = nccl_engine.all_reduce(w, a, op)
+    if nccl.usable(a):
+        done = _nccl(w).all_reduce(a, op)
         return Work(w, a, where, done, scale)
     host = np.ascontiguousarray(_to_host(a))  # a device array without NCCL: through the host
 
@@ -96,6 +96,15 @@ def all_reduce_async(a: Any, op: str = "sum") -> Work:
 def _to_host(a: Any) -> np.ndarray:
     get = getattr(a, "get", None)
     return get() if callable(get) else np.asarray(a)
+
+
+def _nccl(w: World) -> nccl.Communicator:
+    """The world's NCCL communicator, made on first use; rank 0's unique id reaches the others
+    over MPI as a plain buffer."""
+    if w.nccl is None:
+        w.nccl = nccl.Communicator(w.rank, w.size, lambda uid: w.wait(w.comm.Ibcast(uid, root=0),
+                                                                        "gpunn.distributed: NCCL unique id"))
+    return w.nccl
 
 
 def all_reduce(a: Any, op: str = "sum") -> Any:
@@ -115,8 +124,8 @@ def broadcast(a: Any, src: int = 0) -> Any:
     if isinstance(a, np.ndarray):
         w.wait(w.comm.Ibcast(a, root=int(src)), where)
         return a
-    if nccl_engine.usable(a):
-        w.wait(nccl_engine.broadcast(w, a, int(src)), where)
+    if nccl.usable(a):
+        w.wait(_nccl(w).broadcast(a, int(src)), where)
         return a
     host = np.ascontiguousarray(_to_host(a))
     w.wait(w.comm.Ibcast(host, root=int(src)), where)

@@ -7,6 +7,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from gpunn.backend.cuda import nccl
+
 
 def _mpiexec() -> str | None:
     beside = Path(sys.executable).with_name("mpiexec")  # the mpich wheel puts it next to python
@@ -24,14 +26,5 @@ def engines() -> dict[str, str]:
         launcher = _mpiexec()
         out["mpi"] = (f"mpi4py {mpi4py.__version__}, launcher {launcher}" if launcher else
                       f"mpi4py {mpi4py.__version__}, but no mpiexec found: pip install mpich, or use your system's")
-    if importlib.util.find_spec("cupy") is None:
-        out["nccl"] = "no CuPy: pip install 'gpunn[cuda12]' (or cuda13) on a machine with an NVIDIA GPU"
-    else:
-        try:
-            from cupy.cuda import nccl  # noqa: PLC0415
-
-            ok = bool(getattr(nccl, "available", True))
-            out["nccl"] = f"NCCL {nccl.get_version()}" if ok else "CuPy has no NCCL: install the nvidia-nccl wheel"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not usable", said in words
-            out["nccl"] = f"not usable: {exc}"
+    out["nccl"] = nccl.status()
     return out

@@ -60,7 +60,7 @@ class World:
         self.comm, self.mpi, self.timeout = comm, mpi, timeout
         self.rank = 0 if comm is None else int(comm.Get_rank())
         self.size = 1 if comm is None else int(comm.Get_size())
-        self.nccl: Any = None  # made on first use by a CuPy array (nccl_engine.py)
+        self.nccl: Any = None  # made on first use by a CuPy array (collectives._nccl)
 
     def wait(self, request: Any, op: str) -> None:
         """Wait for a non-blocking MPI request, at most `timeout` seconds; polls with a short

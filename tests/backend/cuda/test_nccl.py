@@ -1,12 +1,11 @@
-"""NCCL through CuPy on a GPU (run when a device is lent): a communicator of one rank reduces on
+"""gpunn/backend/cuda/nccl.py on a GPU (run when a device is lent): a communicator of one rank reduces on
 a side stream and orders the current stream after it; the CIFAR step trains through it."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gpunn.distributed import nccl_engine
-from gpunn.distributed.world import World
+from gpunn.backend.cuda import nccl
 
 pytestmark = pytest.mark.gpu
 
@@ -19,18 +18,23 @@ def cupy():
             pytest.skip("no CUDA device")
     except Exception as exc:  # noqa: BLE001 - no driver: skip with the reason
         pytest.skip(f"no CUDA device: {exc}")
-    if not nccl_engine.available():
+    if not nccl.available():
         pytest.skip("CuPy has no NCCL here (install nvidia-nccl-cu12 / -cu13)")
     return cp
 
 
+def _wait(request) -> None:
+    request.event.synchronize()
+    assert request.Test()
+
+
 def test_nccl_all_reduce_and_broadcast_on_one_rank(cupy) -> None:
-    world = World(None, None, 30.0)
+    comm = nccl.Communicator(0, 1, lambda uid: None)
     a = cupy.arange(1000, dtype=cupy.float32)
-    world.wait(nccl_engine.all_reduce(world, a, "sum"), "all_reduce")
+    _wait(comm.all_reduce(a, "sum"))
     np.testing.assert_array_equal(cupy.asnumpy(a), np.arange(1000, dtype=np.float32))
     b = cupy.full(7, 3.0)
-    world.wait(nccl_engine.broadcast(world, b, 0), "broadcast")
+    _wait(comm.broadcast(b, 0))
     assert float(b.sum()) == 21.0
 
 
@@ -52,7 +56,7 @@ def test_cifar_step_through_nccl(cupy) -> None:
         sync._hook_layers()
         sync.ready = True
         opt.grad_sync = sync
-        world = World(None, None, 30.0)
+        comm = nccl.Communicator(0, 1, lambda uid: None)
         before = cupy.asnumpy(opt.flat_data).copy()
         opt.zero_grad()
         out = model.forward(x, training=True)
@@ -60,7 +64,7 @@ def test_cifar_step_through_nccl(cupy) -> None:
         # reduce each bucket through NCCL as a world of one would: the values must come back intact
         grads = cupy.asnumpy(opt.flat_grad).copy()
         for b in sync.buckets:
-            world.wait(nccl_engine.all_reduce(world, b.view, "sum"), "bucket")
+            _wait(comm.all_reduce(b.view, "sum"))
         np.testing.assert_array_equal(cupy.asnumpy(opt.flat_grad), grads)
         opt.grad_sync = None
         opt.step()
