@@ -433,6 +433,12 @@ class Layer:
             out += child.constraints()
         return out
 
+    def sublayers(self) -> list[Layer]:
+        """This layer and every layer below it, each once (a layer shared by two parents too),
+        parents before their children: what PyTorch calls `modules()`."""
+        seen: set[int] = set()
+        return [layer for layer in _walk(self) if id(layer) not in seen and not seen.add(id(layer))]
+
     def register_forward_hook(self, hook: Callable[[Layer], None]) -> HookHandle:
         """Call `hook(layer)` after each forward of this layer (its outermost call, once per
         forward); returns a handle whose remove() unregisters it. Data parallelism counts forwards

@@ -38,18 +38,6 @@ from gpunn.errors import DistributedError
 MB = 1 << 20
 
 
-def _walk(layer: Any) -> list[Any]:
-    out, stack, seen = [], [layer], set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        out.append(node)
-        stack.extend(reversed(list(getattr(node, "children", {}).values())))
-    return out
-
-
 def model_fingerprint(model: Any) -> list[int]:
     """[hash of every parameter's and buffer's name, shape and dtype, parameter count, elements]."""
     h = hashlib.sha256()
@@ -58,8 +46,8 @@ def model_fingerprint(model: Any) -> list[int]:
         h.update(f"p {name} {tuple(p.data.shape)} {np.dtype(p.data.dtype).str}\n".encode())
         count += 1
         total += int(p.data.size)
-    for layer in _walk(model):
-        for name, b in getattr(layer, "buffers", {}).items():
+    for layer in model.sublayers():
+        for name, b in layer.buffers.items():
             h.update(f"b {layer.name}.{name} {tuple(b.shape)} {np.dtype(b.dtype).str}\n".encode())
     return [int.from_bytes(h.digest()[:7], "little"), count, total]
 
@@ -75,24 +63,18 @@ def check_same_model(model: Any, where: str) -> None:
             f"{rows[0, 2]}; every rank must build the same model")
 
 
-def broadcast_model(model: Any) -> None:
-    """Rank 0's parameters and buffers on every rank (in place)."""
-    for p in model.parameters():
-        _broadcast_inplace(p, "data")
-    for layer in _walk(model):
-        for name in list(getattr(layer, "buffers", {})):
-            _broadcast_inplace(layer.buffers, name)
-
-
-def _broadcast_inplace(holder: Any, key: Any) -> None:
-    get = holder.__getitem__ if isinstance(holder, dict) else lambda k: getattr(holder, k)
-    a = get(key)
-    if a.flags.c_contiguous:
-        distributed.broadcast(a)
-        return
-    copy = a.copy()
-    distributed.broadcast(copy)
-    a[...] = copy
+def broadcast_model(model: Any, skip: set[int]) -> None:
+    """Rank 0's parameters and buffers on every rank, in place; parameters whose id is in `skip`
+    (those in the optimizer's flat buffer, broadcast as one) are left to the caller."""
+    arrays = [p.data for p in model.parameters() if id(p) not in skip]
+    arrays += [b for layer in model.sublayers() for b in layer.buffers.values()]
+    for a in arrays:
+        if a.flags.c_contiguous:
+            distributed.broadcast(a)
+        else:  # a strided view: through a contiguous copy
+            copy = a.copy()
+            distributed.broadcast(copy)
+            a[...] = copy
 
 
 def seed_dropout_per_rank(backend: Any) -> None:
@@ -148,17 +130,18 @@ class GradientSync:
                                        "or one forward) before data-parallel training, so rank 0's initial weights "
                                        "can be broadcast")
             check_same_model(self.model, where)
-            broadcast_model(self.model)
-            seed_dropout_per_rank(self.model.backend)
         opt._ensure_packed(where)
-        distributed.broadcast(opt._flat_data)
+        opt._resync()  # a parameter array replaced since packing is copied into its view first
+        distributed.broadcast(opt._flat_data)  # every trainable parameter at once (they are views of it)
         for buf in opt._state.values():
             distributed.broadcast(buf)
         opt.step_count = distributed.broadcast_int(int(opt.step_count))
+        if self.model is not None:
+            broadcast_model(self.model, skip={id(p) for p in opt.params})  # frozen parameters, buffers
+            seed_dropout_per_rank(self.model.backend)
         self._cut_buckets()
         self._hook_layers()
         self.ready = True
-        self.setup_runs = getattr(self, "setup_runs", 0) + 1
         self.begin_step()
 
     def _cut_buckets(self) -> None:
@@ -186,9 +169,9 @@ class GradientSync:
         self._owner_count = [0] * len(index)
         if self.model is None:
             return
-        for layer in _walk(self.model):
-            own = [index[id(p)] for p in getattr(layer, "params", {}).values() if id(p) in index]
-            if not own or not hasattr(layer, "register_backward_hook"):
+        for layer in self.model.sublayers():
+            own = [index[id(p)] for p in layer.params.values() if id(p) in index]
+            if not own:
                 continue
             self._owners[id(layer)] = own
             for i in own:

@@ -364,6 +364,10 @@ class TrainingMixin:
         if now != [id(p) for p in packed]:
             self.optimizer = self._rebuild_optimizer(opt)
 
+    def _on_main_rank(self) -> bool:
+        """Whether this process prints and writes: always alone, rank 0 in a data-parallel run."""
+        return self._dp is None or self._dp.rank == 0
+
     def _shard(self) -> tuple[int, int] | None:
         """(rank, world_size) for array data in a data-parallel run, else None."""
         return self._dp.shard if self._dp is not None else None
@@ -591,7 +595,7 @@ class TrainingMixin:
         history = History()
         # History after the user's callbacks, so it records what they add to the logs (e.g. "lr")
         cbs = CallbackList([*callbacks, history] + ([ProgbarLogger(verbose)] if verbose else []),
-                           main_rank=self._dp is None or self._dp.rank == 0)
+                           main_rank=self._on_main_rank())
         cbs.set_model(self)
         cbs.set_params({"epochs": epochs, "steps": train.steps, "samples": train.num_samples,
                         "batch_size": batch_size, "verbose": verbose, "do_validation": val is not None,
@@ -726,7 +730,7 @@ class TrainingMixin:
                 logs = self._run_eval(data, where)
             finally:
                 data.close()
-        if verbose and (self._dp is None or self._dp.rank == 0):
+        if verbose and self._on_main_rank():
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 

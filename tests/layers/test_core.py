@@ -229,3 +229,14 @@ def test_global_average_pooling_gradcheck(backend, shape, keepdims):
     assert layer.output_shape == ((c, 1, 1) if keepdims else (c,))
     y = backend.to_numpy(layer.forward(_x(*shape)))
     np.testing.assert_allclose(y.reshape(n, c), _x(*shape).mean(axis=(2, 3)), rtol=1e-12)
+
+
+def test_sublayers_lists_each_layer_once_parents_first() -> None:
+    from gpunn.layers import Chain, Dense, ReLU
+
+    shared = Dense(3)
+    inner = Chain([shared, ReLU()])
+    outer = Chain([inner, shared])  # the same Dense twice: listed once
+    layers = outer.sublayers()
+    assert layers[0] is outer and layers[1] is inner
+    assert [id(x) for x in layers].count(id(shared)) == 1 and len(layers) == 4

@@ -37,6 +37,11 @@ def philox_advance(kernels: KernelCache, xp: Any, state: Any, count: int) -> Non
     check_state(xp, state, "philox_advance")
     if not 0 <= int(count) < 1 << 64:
         raise ValueError(f"philox_advance: argument 'count' must be in [0, 2^64), got {count!r}")
+    _advance(kernels, state, int(count))
+
+
+def _advance(kernels: KernelCache, state: Any, count: int) -> None:
+    """The advance launch itself, on a checked state: one thread adds `count` to the offset."""
     kernels.function(FAMILY, "philox_advance")((1,), (1,), (state, np.uint64(count)))
 
 
@@ -57,7 +62,7 @@ def dropout_forward(kernels: KernelCache, xp: Any, x: Any, rate: float, state: A
     scalars = (np.int64(n), t(rate), dropout_scale(rate, x.dtype))
     kernels.function(FAMILY, f"dropout_fwd_{sfx}")((launchers.grid_for(blocks),), (BLOCK,),
                                                    (x, y, mask, state, *scalars))
-    kernels.function(FAMILY, "philox_advance")((1,), (1,), (state, np.uint64(blocks)))
+    _advance(kernels, state, blocks)  # the next draw starts past the blocks this one used
     return y, mask
 
 
