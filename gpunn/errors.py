@@ -11,3 +11,9 @@ class DistributedError(RuntimeError):
 
 class DistributedTimeoutError(DistributedError):
     """A collective did not complete within the group's timeout: a rank died, hung or stopped calling it."""
+
+
+class GraphCaptureError(RuntimeError):
+    """Something a captured step (a CUDA graph) cannot hold was done while capturing: a host read of
+    device memory, a host-to-device copy, a library call the driver refuses in capture; the message
+    names the op."""

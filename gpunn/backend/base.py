@@ -6,6 +6,7 @@ asks which array module is underneath.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from gpunn.backend.ops.dropout import DropoutOps
 from gpunn.backend.ops.norm import NormOps
 from gpunn.backend.ops.optim import OptimOps
 from gpunn.backend.ops.pool import PoolOps
+from gpunn.errors import GraphCaptureError
 
 
 def native_byte_order(a: Any) -> Any:
@@ -179,6 +181,39 @@ class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, DropoutOps, Activat
 
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU."""
+
+    # -- captured steps (CUDA graphs; see gpunn/train/captured.py) ------------------------------
+    #: whether this backend can record a step as a graph and replay it (CuPy: CUDA graphs; the
+    #: emulated backend: its recorder). The NumPy backend cannot: a captured step runs eagerly there.
+    supports_graphs: bool = False
+
+    @property
+    def capturing(self) -> bool:
+        """True while this backend is recording a graph: host reads of device memory, host-to-device
+        copies and data-dependent checks are not allowed then (the code that would do them asks)."""
+        return False
+
+    def capture_graph(self, body: Any) -> tuple[Any, Any]:
+        """Record `body()`'s device work as a graph without running it (the device state is as it
+        was before); returns (graph, body's result). `graph.replay()` then runs the recorded work
+        again on the same memory. Backends without graphs raise GraphCaptureError."""
+        raise GraphCaptureError(f"the {self.name} backend cannot capture a graph; use the cupy backend (a GPU) or "
+                                "the emulated backend (the CUDA path on the CPU)")
+
+    def graph_scope(self) -> Any:
+        """A context for the eager warm-up runs of a step that will be captured: the stream and the
+        memory pool the capture will use (CuPy); nothing elsewhere."""
+        return contextlib.nullcontext()
+
+    def host_to_device(self, dst: Any, values: Any) -> None:
+        """Copy host `values` (a scalar, a sequence or a NumPy array, cast to dst's dtype) into the
+        device array `dst` in place: one host-to-device copy, done outside a captured step (the lr
+        an optimizer reads from device memory, a static input buffer). Raises GraphCaptureError
+        while capturing: a graph would replay the value of the capture, not the current one."""
+        if self.capturing:
+            raise GraphCaptureError("host_to_device: a host-to-device copy inside a captured step would replay the "
+                                    "value seen at capture; write the value before the step (outside the graph)")
+        dst[...] = self.asarray(np.asarray(values, dtype=dst.dtype))
 
     def describe(self) -> str:
         return f"{self.name} ({self.device})"
