@@ -38,6 +38,7 @@ import numpy as np
 
 from gpunn._checks import check_float_array, nonneg_real, positive_real, real_arg
 from gpunn.backend import get_backend, is_foreign_array, to_host
+from gpunn.backend.values import host_scalar
 from gpunn.backend.base import native_byte_order
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -121,7 +122,7 @@ class Loss:
         self._cache = (grad, tuple(per.shape), count)
         if self.reduction == "none":
             return per
-        total = float(per.sum(dtype=_acc(per.dtype)))
+        total = host_scalar(per.sum(dtype=_acc(per.dtype)))  # a 0-d device array in a captured step
         return total / count if self.reduction == "mean" else total
 
     def check_pred(self, pred: Any, ndim: int | tuple[int, ...] | None = None, layout: str = "") -> Any:
@@ -158,7 +159,7 @@ class Loss:
         elif isinstance(target, (list, tuple)) or not hasattr(target, "shape"):
             target = np.asarray(target)
         target = target if be.is_native(target) else be.asarray(native_byte_order(to_host(target)))
-        if target.dtype.kind == "f" and bool(be.xp.isnan(target).any()):
+        if target.dtype.kind == "f" and data_checks() and bool(be.xp.isnan(target).any()):
             raise ValueError(f"{self.name}.forward: argument 'target' contains NaN")
         if target.dtype.kind not in "fiub":
             raise TypeError(f"{self.name}.forward: argument 'target' must be numeric, got dtype {target.dtype}")
@@ -174,11 +175,20 @@ class Loss:
         return target
 
 
+def data_checks() -> bool:
+    """Whether checks that read the data back (NaN targets, label ranges, probability rows) run:
+    always, except while a step is being captured as a CUDA graph, where a host read is an error
+    (a captured step checks its batches at its first, eager, run of each shape)."""
+    return not get_backend().capturing
+
+
 def class_indices(target: Any, num_classes: int, where: str) -> Any:
     """Validate class labels (ints, or floats holding integers) in [0, num_classes).
 
     The range is checked before the cast to int64, which would turn Inf or 1e30 into garbage."""
     xp = get_backend().xp
+    if not data_checks():
+        return target.astype(np.int64)
     if target.dtype.kind == "f":
         if not bool(xp.isfinite(target).all()) or bool((target != xp.round(target)).any()):
             raise ValueError(f"{where}: argument 'target' holds non-integer class labels; expected integers in "
@@ -197,6 +207,8 @@ def check_probability_rows(target: Any, where: str) -> None:
     The sum is allowed 4 C ulps of the target's dtype, and at least 1e-3: rows written in
     float32 (or float16) arithmetic are off by rounding, rows from the wrong array are not."""
     xp = get_backend().xp
+    if not data_checks():
+        return
     if target.dtype.kind == "f" and not bool(xp.isfinite(target).all()):
         raise ValueError(f"{where}: argument 'target' holds probability rows with Inf; expected finite values")
     if target.size == 0:
@@ -256,6 +268,8 @@ def _logits_xent(pred: Any, probs: Any) -> tuple[Any, Any]:
 def check_probabilities(pred: Any, where: str) -> None:
     """pred of a loss with from_logits=False: probabilities in [0, 1] (no NaN)."""
     xp = get_backend().xp
+    if not data_checks():
+        return
     if bool(xp.isnan(pred).any()) or bool((pred < 0).any()) or bool((pred > 1).any()):
         finite = pred[xp.isfinite(pred)]
         seen = (f"got min {float(finite.min()):.4g}, max {float(finite.max()):.4g}" if finite.size
@@ -508,7 +522,7 @@ class BinaryCrossEntropy(Loss):
         pred = self._pred(pred)
         t = self._same_shape_target(pred, target)
         xp = get_backend().xp
-        if t.size and (bool((t < 0).any()) or bool((t > 1).any())):
+        if t.size and data_checks() and (bool((t < 0).any()) or bool((t > 1).any())):
             raise ValueError(f"{where}: argument 'target' must hold values in [0, 1], got min {float(t.min())}, "
                              f"max {float(t.max())}")
         if self.from_logits:
@@ -543,7 +557,8 @@ class MulticlassHinge(Loss):
         xp = get_backend().xp
         n, c = pred.shape
         if target.ndim == 2 and target.shape == pred.shape:
-            is_one_hot = bool(((target == 0) | (target == 1)).all()) and bool((target.sum(axis=1) == 1).all())
+            is_one_hot = not data_checks() or (bool(((target == 0) | (target == 1)).all())
+                                               and bool((target.sum(axis=1) == 1).all()))
             if not is_one_hot:
                 raise ValueError(f"{where}: argument 'target' of shape {pred.shape} must hold one-hot rows")
             labels = target.argmax(axis=1)

@@ -19,6 +19,7 @@ from typing import Any
 
 from gpunn._checks import nonneg_real
 from gpunn.backend import Backend, get_backend, use_backend
+from gpunn.backend.values import host_scalar
 
 
 class Regularizer:
@@ -44,9 +45,9 @@ class L1L2(Regularizer):
         xp = get_backend().xp
         total = 0.0
         if self.l1:
-            total += self.l1 * float(xp.abs(w).sum(dtype=_acc(w)))
+            total += self.l1 * host_scalar(xp.abs(w).sum(dtype=_acc(w)))
         if self.l2:
-            total += self.l2 * float((w * w).sum(dtype=_acc(w)))
+            total += self.l2 * host_scalar((w * w).sum(dtype=_acc(w)))
         return total
 
     def gradient(self, w: Any) -> Any:

@@ -137,7 +137,8 @@ def to_host(a: Any) -> np.ndarray:
     `foreign_to_host` (no copy when it is on the host); anything else (a list, a scalar) through
     np.asarray."""
     if isinstance(a, np.ndarray):
-        return a
+        hook = getattr(type(a), "__gpunn_to_host__", None)  # the emulator's device memory (gpunn.emu.capture)
+        return a if hook is None else hook(a)
     if _is_cupy_like(a):
         return a.get()  # CuPy's device-to-host copy; np.asarray refuses a CuPy array
     if is_foreign_array(a):

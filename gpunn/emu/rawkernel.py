@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunn.emu import capture
 from gpunn.emu.build import EmuCompileError, build_library, runtime_is_loaded, sanitizers
 from gpunn.emu.signature import KernelSig, Param, find_kernels
 
@@ -97,6 +98,19 @@ def _check_arg(kernel: str, index: int, p: Param, value: Any) -> ctypes._SimpleC
     if value.dtype != p.dtype:
         raise TypeError(f"{where} must be a numpy {p.dtype} scalar, got {_describe(value)}")
     return _CTYPES[p.dtype](value.item())
+
+
+class _Keep:
+    """A recorded launch: the call, and the ctypes values and arrays its argument block points at
+    (kept alive as long as the graph that holds it)."""
+
+    __slots__ = ("_call", "_keep")
+
+    def __init__(self, call: Any, *keep: Any) -> None:
+        self._call, self._keep = call, keep
+
+    def __call__(self) -> None:
+        self._call()
 
 
 class RawModule:
@@ -219,11 +233,22 @@ class RawKernel:
         cargs = [_check_arg(kname, i, p, a) for i, (p, a) in enumerate(zip(params, args))]
         fn, lock = self._function()
         argv = (ctypes.c_void_p * max(1, len(cargs)))(*[ctypes.addressof(c) for c in cargs])
-        err = ctypes.create_string_buffer(_ERR_BYTES)
-        with lock:
-            rc = fn((ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b), shared_mem, limit, argv, err, _ERR_BYTES)
-        if rc != 0:
-            raise EmuLaunchError(f"{kname} (grid {g}, block {b}): {err.value.decode(errors='replace')}")
+        grid, blk = (ctypes.c_uint * 3)(*g), (ctypes.c_uint * 3)(*b)
+
+        def launch() -> None:
+            # the argument block holds device pointers and scalar values: a replay reuses it as is
+            err = ctypes.create_string_buffer(_ERR_BYTES)
+            with lock:
+                rc = fn(grid, blk, shared_mem, limit, argv, err, _ERR_BYTES)
+            if rc != 0:
+                raise EmuLaunchError(f"{kname} (grid {g}, block {b}): {err.value.decode(errors='replace')}")
+
+        recorder = capture.active()
+        if recorder is not None:
+            pointers = [(p, a) for p, a in zip(params, args) if p.pointer]
+            recorder.add_launch(kname, _Keep(launch, cargs, argv, args), [a for p, a in pointers if not p.const],
+                                [a for p, a in pointers if p.const])
+        launch()
 
     def __repr__(self) -> str:
         return f"<gpunn.emu.RawKernel {self.name} from {self.module.filename}>"

@@ -62,7 +62,8 @@ def test_emulated_backend_is_registered():
     get_kernel_backend("emulated")
     import gpunn
     with gpunn.use_backend("emulated") as be:
-        assert be.name == "emulated" and be.device == "cpu-emulated-cuda" and be.xp is np
+        from gpunn.emu.capture import device_numpy
+        assert be.name == "emulated" and be.device == "cpu-emulated-cuda" and be.xp is device_numpy
         assert be.use_kernels == KERNEL_OPS
 
 
