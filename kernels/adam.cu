@@ -7,8 +7,16 @@
 //   v = beta2 * v + (1 - beta2) * g * g
 //   p = p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
 //   grad[i] = 0 when zero_grad != 0 (saves a separate memset pass)
-// The host precomputes the bias corrections: step_size = lr / (1 - beta1^t),
-// bc2_sqrt = sqrt(1 - beta2^t), so the kernel does no pow and all threads agree bit for bit.
+// with step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t).
+// Two entry points compute the same update:
+//   adam_step_f32 / _f64: the host precomputes step_size, bc2_sqrt and decay and passes them as
+//     scalars (T), so the kernel does no pow.
+//   adam_step_dev_f32 / _f64: lr and t are read from device memory, `scalars` = [lr, t, ...]
+//     (double; t the 1-based step count after the increment), so a CUDA graph that captured the
+//     launch replays it with the current lr and step. Every thread computes the bias corrections
+//     itself, once, in double (1 - pow(beta1, t), sqrt(1 - pow(beta2, t)), lr / bc1, 1 - lr*wd),
+//     then rounds them to T: the same inputs and operations in every thread, so all threads agree
+//     bit for bit, and the same values the host path computes (its constants are double too).
 // Each element is independent: deterministic.
 // float32 reads and writes four parameters at a time (float4) when all four buffers are 16-byte
 // aligned, which leaves more bytes in flight per thread; the last n % 4 go one at a time.
@@ -17,12 +25,15 @@
 //   1-D: block 256, grid = min(ceil(n / 256), 65535) (float32: ceil(n / 1024), one thread per float4),
 //   grid-stride with 64-bit indices; the launcher splits buffers of 2^30 elements or more into
 //   several launches (n is an int).
-//   Scalars: n, zero_grad are `int` (np.int32); the rest are T (np.float32 for adam_step_f32,
-//   np.float64 for adam_step_f64).
+//   Scalars: n, zero_grad, decoupled are `int` (np.int32); adam_step_f32/_f64 take the rest as T
+//   (np.float32 / np.float64); adam_step_dev_* take beta1, beta2, eps, weight_decay as double
+//   (np.float64) and `scalars` as a const double* (a float64 device array of >= 2 elements).
 // Bytes moved per parameter (float32)
 //   28: read param, grad, m, v (16) and write param, m, v (12); +4 when zero_grad writes grad.
+//   The device-scalar entry adds 16 bytes per thread (lr and t, from cache), not per parameter.
 // NumPy reference
-//   gpunn/backend/ops/optim.py OptimOps.adam_step (match within ~1e-6 relative in float32).
+//   gpunn/backend/ops/optim.py OptimOps.adam_step and OptimOps.adam_step_device (match within
+//   ~1e-6 relative in float32).
 
 template <typename T> __device__ __forceinline__ T adam_sqrt(T v);
 template <> __device__ __forceinline__ float adam_sqrt<float>(float v) { return sqrtf(v); }
@@ -58,11 +69,12 @@ __device__ __forceinline__ void adam_scalar_loop(T* __restrict__ param, T* __res
     }
 }
 
-extern "C" __global__ void adam_step_f32(float* __restrict__ param, float* __restrict__ grad,
-                                         float* __restrict__ m, float* __restrict__ v, int n,
-                                         float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
-                                         float eps, float step_size, float bc2_sqrt, float l2, float decay,
-                                         int zero_grad) {
+// float32: float4 over aligned buffers, then the tail one at a time (see the header).
+__device__ __forceinline__ void adam_f32_run(float* __restrict__ param, float* __restrict__ grad,
+                                             float* __restrict__ m, float* __restrict__ v, int n,
+                                             float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                             float eps, float step_size, float bc2_sqrt, float l2, float decay,
+                                             int zero_grad) {
     const unsigned long long bits = reinterpret_cast<unsigned long long>(param) |
                                     reinterpret_cast<unsigned long long>(grad) |
                                     reinterpret_cast<unsigned long long>(m) | reinterpret_cast<unsigned long long>(v);
@@ -102,4 +114,48 @@ extern "C" __global__ void adam_step_f64(double* __restrict__ param, double* __r
                                          int zero_grad) {
     adam_scalar_loop<double>(param, grad, m, v, 0, n, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
                              step_size, bc2_sqrt, l2, decay, zero_grad);
+}
+
+extern "C" __global__ void adam_step_f32(float* __restrict__ param, float* __restrict__ grad,
+                                         float* __restrict__ m, float* __restrict__ v, int n,
+                                         float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                                         float eps, float step_size, float bc2_sqrt, float l2, float decay,
+                                         int zero_grad) {
+    adam_f32_run(param, grad, m, v, n, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, bc2_sqrt,
+                   l2, decay, zero_grad);
+}
+
+// The per-step constants from device memory, in double, rounded once to T (see the header).
+template <typename T>
+__device__ __forceinline__ void adam_device_consts(const double* __restrict__ scalars, double beta1, double beta2,
+                                                   double weight_decay, int decoupled, T& step_size, T& bc2_sqrt,
+                                                   T& l2, T& decay) {
+    const double lr = scalars[0];
+    const double t = scalars[1];
+    const double bc1 = 1.0 - pow(beta1, t);
+    const double sqrt_bc2 = sqrt(1.0 - pow(beta2, t));
+    step_size = T(lr / bc1);
+    bc2_sqrt = T(sqrt_bc2);
+    l2 = decoupled ? T(0) : T(weight_decay);
+    decay = decoupled ? T(1.0 - lr * weight_decay) : T(1);
+}
+
+extern "C" __global__ void adam_step_dev_f32(float* __restrict__ param, float* __restrict__ grad,
+                                             float* __restrict__ m, float* __restrict__ v, int n,
+                                             const double* __restrict__ scalars, double beta1, double beta2,
+                                             double eps, double weight_decay, int decoupled, int zero_grad) {
+    float step_size, bc2_sqrt, l2, decay;
+    adam_device_consts<float>(scalars, beta1, beta2, weight_decay, decoupled, step_size, bc2_sqrt, l2, decay);
+    adam_f32_run(param, grad, m, v, n, float(beta1), float(1.0 - beta1), float(beta2), float(1.0 - beta2),
+                   float(eps), step_size, bc2_sqrt, l2, decay, zero_grad);
+}
+
+extern "C" __global__ void adam_step_dev_f64(double* __restrict__ param, double* __restrict__ grad,
+                                             double* __restrict__ m, double* __restrict__ v, int n,
+                                             const double* __restrict__ scalars, double beta1, double beta2,
+                                             double eps, double weight_decay, int decoupled, int zero_grad) {
+    double step_size, bc2_sqrt, l2, decay;
+    adam_device_consts<double>(scalars, beta1, beta2, weight_decay, decoupled, step_size, bc2_sqrt, l2, decay);
+    adam_scalar_loop<double>(param, grad, m, v, 0, n, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step_size,
+                             bc2_sqrt, l2, decay, zero_grad);
 }

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 _local = threading.local()
 
 
@@ -33,5 +35,7 @@ def keeping_on_device() -> bool:
 
 
 def host_scalar(x: Any) -> Any:
-    """`float(x)`, or `x` itself (a 0-d device array) inside `device_values()`."""
-    return x if keeping_on_device() else float(x)
+    """`float(x)`, or inside `device_values()` x as a 0-d float64 device array: float64 as a Python
+    float is, so that what is computed from it next (a mean, a weighted sum) rounds as it would on
+    the host."""
+    return x.astype(np.float64) if keeping_on_device() else float(x)

@@ -1,9 +1,10 @@
 """`python -m gpunn bench`: run the benchmark suites in bench/ and write a report.
 
 For each of `--rounds` rounds it runs the gpunn suites (bench_ops, bench_e2e, bench_adam,
-bench_kernels) in one process and the PyTorch peers (bench_peers, and bench_adam's torch variant)
-in another, alternating A, B, A, B: torch and NumPy in one process slow torch by ~30%, and on a
-shared machine alternation spreads the noise over both. Each process gets the same thread count
+bench_kernels, bench_gemm, bench_conv, bench_cuda_graph) in one process and the PyTorch peers
+(bench_peers, and the torch variants of bench_adam and bench_cuda_graph) in another, alternating
+A, B, A, B: torch and NumPy in one process slow torch by ~30%, and on a shared machine alternation
+spreads the noise over both. Each process gets the same thread count
 (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS for NumPy, torch.set_num_threads for torch) and runs with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (they halve NumPy's sgemm here); only these benchmark
 subprocesses see that, never the tests.
@@ -45,8 +46,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py", "bench_gemm.py", "bench_conv.py")
-PEER_SUITES = ("bench_peers.py", "bench_adam.py")
+GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py", "bench_gemm.py", "bench_conv.py",
+                "bench_cuda_graph.py")
+# a suite in both lists: its gpunn cases (no "torch" in the name) run in the gpunn process, its torch ones in the peer's
+PEER_SUITES = ("bench_peers.py", "bench_adam.py", "bench_cuda_graph.py")
+# graphed gpunn steps (bench_cuda_graph.py): impl -> ratio label; each is compared with these (impl, label)s
+GRAPH_IMPLS = (("gpunn-graph", "graph"), ("gpunn-captured", "captured"))
+GRAPH_BASES = (("torch", "torch"), ("torch-graph", "torch-graph"), ("gpunn", "eager"))
 UNSET_FOR_BENCH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PEER_PYTHON_ENV = "GPUNN_PEER_PYTHON"
 # what the peer suites import in the peer interpreter (bench_adam.py imports gpunn from this checkout)
@@ -278,7 +284,9 @@ def summarize(samples: list[float]) -> dict[str, float]:
 def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dict[str, Any]]:
     """One row per key: each (impl, device)'s summary, and throughput ratios where both sides exist:
     gpu_over_cpu = gpunn cpu time / gpunn cuda time; vs_peer_<dev> = torch time / gpunn time;
-    kernel/generic <dev> = the generic (use_kernels=False) time / the custom kernel's time."""
+    kernel/generic <dev> = the generic (use_kernels=False) time / the custom kernel's time;
+    graph/<base> <dev> (captured/<base> <dev>) = the base's time / the gpunn-graph (gpunn-captured)
+    time, for the bases torch (eager), torch-graph and eager (gpunn eager); see GRAPH_IMPLS."""
     rows = []
     for key in sorted(table):
         cells = {col: summarize(v) for col, v in table[key].items()}
@@ -291,6 +299,10 @@ def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dic
                 row["ratios"][f"gpunn/torch {dev}"] = med[("torch", dev)] / med[("gpunn", dev)]
             if ("gpunn", dev) in med and ("gpunn-generic", dev) in med:  # custom kernel vs generic xp path
                 row["ratios"][f"kernel/generic {dev}"] = med[("gpunn-generic", dev)] / med[("gpunn", dev)]
+            for impl, label in GRAPH_IMPLS:  # a graphed gpunn step vs torch eager / graphed and gpunn eager
+                for base, base_label in GRAPH_BASES:
+                    if (impl, dev) in med and (base, dev) in med:
+                        row["ratios"][f"{label}/{base_label} {dev}"] = med[(base, dev)] / med[(impl, dev)]
         rows.append(row)
     return rows
 

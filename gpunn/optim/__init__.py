@@ -1,7 +1,9 @@
 """Optimizers over flat parameter buffers, gradient clipping, and learning-rate schedules.
 
 - base.py: Optimizer, which packs the trainable parameters into one flat data buffer and one flat
-  grad buffer, so a fused backend op (`adam_step`) updates the whole model in one launch;
+  grad buffer, so a fused backend op (`adam_step_device`) updates the whole model in one launch;
+  its per-step values (lr, step count, bias corrections) live in device memory, so a step splits
+  into `prepare_step()` (host) and `apply_step()` (device, what a CUDA graph captures);
 - sgd.py, adagrad.py, rmsprop.py, adadelta.py, adam.py (Adam, AdamW), nadam.py: one each, in
   PyTorch's form and defaults; built on parameters (PyTorch) or without them and bound later by
   `bind` / compile (Keras), with `lr` or `learning_rate`;

@@ -48,5 +48,5 @@ class Adadelta(Optimizer):
         xp.multiply(delta, delta, out=std)
         std *= 1.0 - rho
         acc += std
-        delta *= -self._lr
-        self._flat_data += delta
+        delta *= self._slot_t("lr")  # from the device slot; subtracting gives the bits of adding -lr * ...
+        self._flat_data -= delta

@@ -18,6 +18,8 @@ class Adagrad(Optimizer):
 
     _state_names = ("sum",)
     _scratch_count = 1
+    #: the decayed step size lr_t, computed on the device each step from the lr and step slots
+    _scalar_names = ("clr",)
     default_lr = 0.01
 
     def __init__(self, params: Any = None, lr: float | None = None, eps: float = 1e-10, weight_decay: float = 0.0,
@@ -36,14 +38,23 @@ class Adagrad(Optimizer):
     def _init_state(self) -> None:
         self._state["sum"].fill(self.initial_accumulator_value)
 
+    def _update_scalars(self) -> None:
+        # clr = lr / (1 + (t - 1) * lr_decay), in float64 on the device, in the host formula's order
+        xp = self.backend.xp
+        views = self._slot_views
+        clr = views["clr"]
+        xp.subtract(views["step"], 1.0, out=clr)
+        clr *= self.lr_decay
+        clr += 1.0
+        xp.divide(views["lr"], clr, out=clr)
+
     def _update(self, g: Any) -> None:
         xp = self.backend.xp
         s, tmp = self._state["sum"], self._scratch[0]
-        clr = self._lr / (1.0 + (self.step_count - 1) * self.lr_decay)
         xp.multiply(g, g, out=tmp)
         s += tmp
         xp.sqrt(s, out=tmp)
         tmp += self.eps
         xp.divide(g, tmp, out=tmp)
-        tmp *= -clr
-        self._flat_data += tmp
+        tmp *= self._slot_t("clr")
+        self._flat_data -= tmp

@@ -1,4 +1,5 @@
-"""Adam and AdamW: one `backend.adam_step` call over the flat buffers per step.
+"""Adam and AdamW: one `backend.adam_step_device` call over the flat buffers per step (lr and step
+read from the optimizer's device scalars, so a captured step replays the current ones).
 
 PyTorch (and here):  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
                      p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
@@ -58,9 +59,10 @@ class Adam(Optimizer):
 
     def _update(self, g: Any) -> None:
         s = self._state
-        self.backend.adam_step(self._flat_data, g, s["exp_avg"], s["exp_avg_sq"], self._lr, self.beta1,
-                                self.beta2, self.eps, self.weight_decay, self.step_count, self._decoupled,
-                                zero_grad=False, max_v=s.get("max_exp_avg_sq"))
+        # slots 0 and 1 of _scalars are lr and step: the op computes the bias corrections on the device
+        self.backend.adam_step_device(self._flat_data, g, s["exp_avg"], s["exp_avg_sq"], self._scalars, self.beta1,
+                                      self.beta2, self.eps, self.weight_decay, self._decoupled, zero_grad=False,
+                                      max_v=s.get("max_exp_avg_sq"))
 
 
 class AdamW(Adam):

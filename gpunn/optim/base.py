@@ -23,6 +23,18 @@ and follows it: after `model.to(name)` (which moves the compiled optimizer at on
 and moments are moved, values kept, at the next use. Over a list of Parameters it is the backend
 current at construction; a model's to() moves it too when it is that model's optimizer.
 Constraints are applied with the optimizer's backend current.
+
+Device scalars (a step captured as a CUDA graph, then replayed without Python, repeats every
+scalar argument as it was at capture): whatever changes from step to step lives in device memory,
+in `_scalars`, a float64 array allocated at packing time on the optimizer's backend: slot 0 the
+lr, slot 1 the step count (1-based, after this step's increment), slot 2 clipnorm's coefficient,
+then the subclass's `_scalar_names` (Nadam's mu_product, per-step bias corrections...). A step is
+two halves: `prepare_step()` on the host, outside a captured region (packing, resync, the lr
+written to slot 0 when it changed, the host mirror `step_count` advanced; it never reads the
+device), and `apply_step()`, the device work a graph captures (the step slot incremented, the
+per-step values computed from the slots on the device, clipping, decay, the update,
+constraints; no host read, no host-to-device copy, no allocation that outlives it). `step()` is
+the two in a row. Setting `step_count` (load_state_dict, a broadcast) writes slot 1 too.
 """
 from __future__ import annotations
 
@@ -104,6 +116,8 @@ class Optimizer:
         self._constraints = list(constraints) if constraints is not None else []
         self._check_constraints(self._constraints)
         self._backend: Backend = get_backend()
+        self._scalars: Any = None  # device scalars, made by _pack (see the module docstring)
+        self._step_count = 0
         if params is not None:
             self._attach(params, "params")
         self.step_count = 0
@@ -115,6 +129,10 @@ class Optimizer:
         self._state: dict[str, Any] = {}
         self._scratch: list[Any] = []
         self._wd_buf: Any = None
+        self._scalars_t: Any = None
+        self._slot_views: dict[str, Any] = {}
+        self._slot_views_t: dict[str, Any] = {}
+        self._lr_written: float | None = None
 
     # -- binding ------------------------------------------------------------------------------
     def _attach(self, params: Any, label: str) -> None:
@@ -201,10 +219,47 @@ class Optimizer:
             return
         self._check_views(f"{self._where}.to")
         state = {k: to_host(v) for k, v in self._state.items()}
+        scalars = np.array(to_host(self._scalars), copy=True)  # mu_product and the like
         self._backend = backend
         self._pack(self.params)
         for k, host in state.items():
             self._state[k][...] = backend.asarray(host)
+        backend.host_to_device(self._scalars, scalars)
+        self._lr_written = float(scalars[0])  # what the device holds: prepare_step rewrites it if lr changed
+        self._write_step_slot()
+
+    # -- the step count and the device scalars -------------------------------------------------
+    @property
+    def step_count(self) -> int:
+        """Updates applied so far (the host mirror of the device step slot)."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value: int) -> None:
+        # a restore or a broadcast: the device slot must follow, or the next bias corrections would be off
+        self._step_count = int(value)
+        self._write_step_slot()
+
+    def _write_step_slot(self) -> None:
+        if self._scalars is not None:
+            self._backend.host_to_device(self._slot_views["step"], float(self._step_count))
+
+    #: the base's device-scalar slots, in order (see the module docstring)
+    _BASE_SLOTS: tuple[str, ...] = ("lr", "step", "clip")
+    #: float64 device-scalar slots a subclass adds after the base ones
+    _scalar_names: tuple[str, ...] = ()
+
+    def _initial_scalars(self) -> dict[str, float]:
+        """Hook: initial values of the subclass's slots (default 0), written at packing time."""
+        return {}
+
+    def _update_scalars(self) -> None:
+        """Hook, device side: compute this step's derived values into the subclass's slots from
+        `self._slot_views` (float64, after the step slot was incremented), with xp ops only."""
+
+    def _slot_t(self, name: str) -> Any:
+        """The 1-element view of slot `name` in the parameter dtype (refreshed each apply_step)."""
+        return self._slot_views_t[name]
 
     # -- hyper-parameters ---------------------------------------------------------------------
     @property
@@ -316,6 +371,15 @@ class Optimizer:
         self._scratch = [xp.empty(total, dtype=dtype) for _ in range(self._scratch_count)]
         if self.weight_decay and self._coupled_decay:
             self._wd_buf = xp.empty(total, dtype=dtype)
+        # the device scalars, made here once: a captured step must not allocate persistent state
+        names = self._BASE_SLOTS + tuple(self._scalar_names)
+        self._scalars = xp.zeros(len(names), dtype=np.float64)
+        self._scalars_t = xp.zeros(len(names), dtype=dtype)
+        self._slot_views = {n: self._scalars[i:i + 1] for i, n in enumerate(names)}
+        self._slot_views_t = {n: self._scalars_t[i:i + 1] for i, n in enumerate(names)}
+        initial = {**self._initial_scalars(), "lr": self._lr, "step": float(self._step_count)}
+        backend.host_to_device(self._scalars, [float(initial.get(n, 0.0)) for n in names])
+        self._lr_written = self._lr
         self._init_state()
 
     def _init_state(self) -> None:
@@ -366,22 +430,60 @@ class Optimizer:
             self.grad_sync.begin_step()
 
     def step(self) -> None:
-        """Apply one update from the current gradients, then the constraints."""
-        self._ensure_packed(f"{self._where}.step")
+        """Apply one update from the current gradients, then the constraints: `prepare_step()`
+        then `apply_step()`."""
+        self.prepare_step()
+        self.apply_step()
+
+    def prepare_step(self) -> None:
+        """The host half of a step, run outside a captured region: pack (first use), resync rebound
+        parameters, check data-parallel readiness, write the current lr into the device lr slot
+        (only when it changed since the last write), and advance the host mirror `step_count`.
+        It never reads device memory."""
+        where = f"{self._where}.step"
+        self._ensure_packed(where)
         self._resync()
+        if self.grad_sync is not None and not self.grad_sync.ready:
+            raise DistributedError(f"{where}: data-parallel training needs the model built before "
+                                   "DistributedOptimizer(...) is made (model.build(input_shape) or one forward), "
+                                   "so that rank 0's weights reach every rank before the first step")
+        if self._lr != self._lr_written:
+            self._backend.host_to_device(self._slot_views["lr"], self._lr)
+            self._lr_written = self._lr
+        self._step_count += 1  # the host mirror only: apply_step increments the device slot
+
+    def apply_step(self) -> None:
+        """The device half of a step, what a CUDA graph captures: gradient averaging (data
+        parallel), clipvalue, clipnorm (on the device), the device step increment, the per-step
+        scalars, coupled weight decay, the update, the constraints. Every per-step value (lr,
+        step, bias corrections) is read from `_scalars`; nothing is read back to the host, except
+        the non-finite-norm check of clipnorm, which runs only when the backend is not capturing
+        (under capture a NaN/inf gradient is not detected here: it propagates into the
+        parameters). Call it after prepare_step()."""
+        if self._scalars is None:
+            raise RuntimeError(f"{self._where}.apply_step: call prepare_step() first (it packs the parameters "
+                               "and writes the learning rate to the device)")
         if self.grad_sync is not None:
-            if not self.grad_sync.ready:
-                raise DistributedError(f"{self._where}.step: data-parallel training needs the model built before "
-                                       "DistributedOptimizer(...) is made (model.build(input_shape) or one forward), "
-                                       "so that rank 0's weights reach every rank before the first step")
             self.grad_sync.finish()  # the average of every rank's gradient, before clipping
         g = self._flat_grad
         backend = self._backend
+        xp = backend.xp
+        views = self._slot_views
         if self.clipvalue is not None:
             clip_flat_value(g, self.clipvalue, backend)
         if self.clipnorm is not None:
-            clip_flat_norm(g, self.clipnorm, backend)
-        self.step_count += 1
+            try:
+                clip_norm_coef(g, self.clipnorm, backend, views["clip"])
+            except FloatingPointError:
+                self._step_count -= 1  # nothing was applied: host and device step counts stay equal
+                raise
+        step = views["step"]
+        xp.add(step, 1.0, out=step)
+        self._update_scalars()
+        # one cast of every slot to the parameter dtype: the operands of the float32 ops below
+        xp.copyto(self._scalars_t, self._scalars, casting="unsafe")
+        if self.clipnorm is not None:
+            g *= self._slot_views_t["clip"]
         if self._wd_buf is not None:
             # g + wd * param into scratch: the user's .grad is left as backward wrote it
             backend.xp.multiply(self._flat_data, self.weight_decay, out=self._wd_buf)
@@ -461,7 +563,7 @@ class Optimizer:
         backend = self._backend
         for k, arr in buffers.items():
             self._state[k][...] = backend.asarray(native_byte_order(to_host(arr)), dtype=self._state[k].dtype)
-        self.step_count = int(step)
+        self.step_count = int(step)  # writes the device step slot too
         self._set_hyperparams(hyper)
         self._load_extra_state(dict(state["scalars"]))
 
@@ -475,6 +577,24 @@ class Optimizer:
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.hyperparams().items())
         return f"{type(self).__name__}({settings})"
+
+
+def clip_norm_coef(g: Any, max_norm: float, backend: Backend, out: Any) -> None:
+    """clipnorm on the device: `out` (a 1-element float64 device array) gets
+    min(max_norm / (||g|| + 1e-6), 1), computed from `squared_norm_device` without a host read;
+    the caller scales g by it. Eagerly (the backend not capturing) a non-finite norm raises
+    FloatingPointError, as clip_flat_norm does; under capture that check, a host read, is skipped."""
+    xp = backend.xp
+    ss = backend.squared_norm_device(g)
+    if not backend.capturing:
+        norm = math.sqrt(float(to_host(ss).reshape(-1)[0]))
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"clip_grad_norm: the gradient norm is {norm}; the gradients hold inf or NaN")
+    xp.copyto(out, ss, casting="unsafe")  # float64 from here, as the host path computes the coefficient
+    xp.sqrt(out, out=out)
+    out += 1e-6
+    xp.divide(float(max_norm), out, out=out)
+    xp.minimum(out, 1.0, out=out)
 
 
 def clip_flat_norm(g: Any, max_norm: float, backend: Backend) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpunn._checks import real_arg
+from gpunn.backend import to_host
 from gpunn.backend.ops.optim import update_moments
 from gpunn.optim.adam import check_betas
 from gpunn.optim.base import Optimizer
@@ -34,7 +35,26 @@ class Nadam(Optimizer):
         self.beta1, self.beta2 = check_betas(beta1, beta2, "Nadam", betas)
         self.eps = real_arg(eps, "eps", "Nadam", 0, lo_open=True, type_error=True)
         self.momentum_decay = real_arg(momentum_decay, "momentum_decay", "Nadam", 0.0, type_error=True)
-        self.mu_product = 1.0
+        self._mu_product_host = 1.0  # until packing; then the device slot "mu_product" holds it
+
+    #: mu_product is running state (saved); the rest are this step's values, computed on the device
+    _scalar_names = ("mu_product", "mu", "mu_next", "bc2", "c1", "c2", "work")
+
+    @property
+    def mu_product(self) -> float:
+        """mu_1 * ... * mu_t so far (read from the device once packed: not inside a step)."""
+        if self._scalars is None:
+            return self._mu_product_host
+        return float(to_host(self._slot_views["mu_product"])[0])
+
+    @mu_product.setter
+    def mu_product(self, value: float) -> None:
+        self._mu_product_host = float(value)
+        if self._scalars is not None:
+            self.backend.host_to_device(self._slot_views["mu_product"], self._mu_product_host)
+
+    def _initial_scalars(self) -> dict[str, float]:
+        return {"mu_product": self._mu_product_host}
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
@@ -46,23 +66,49 @@ class Nadam(Optimizer):
     def _load_extra_state(self, extra: dict[str, float]) -> None:
         self.mu_product = float(extra.get("mu_product", 1.0))
 
+    def _update_scalars(self) -> None:
+        # PyTorch's schedule, in float64 on the device from the step slot t (after the increment):
+        #   mu = b1 * (1 - 0.5 * 0.96^(t*md)), mu_next likewise at t+1, mu_product *= mu,
+        #   bc2 = 1 - b2^t, c1 = lr * (1 - mu) / (1 - mu_product),
+        #   c2 = lr * mu_next / (1 - mu_product * mu_next)
+        xp = self.backend.xp
+        sv = self._slot_views
+        b1, md = self.beta1, self.momentum_decay
+        t, lr, mu, mu_next, prod, work = sv["step"], sv["lr"], sv["mu"], sv["mu_next"], sv["mu_product"], sv["work"]
+        for out, shift in ((mu, 0.0), (mu_next, 1.0)):
+            xp.add(t, shift, out=out)
+            out *= md
+            xp.power(0.96, out, out=out)
+            out *= 0.5
+            xp.subtract(1.0, out, out=out)
+            out *= b1
+        prod *= mu
+        bc2 = sv["bc2"]
+        xp.power(self.beta2, t, out=bc2)
+        xp.subtract(1.0, bc2, out=bc2)
+        c1, c2 = sv["c1"], sv["c2"]
+        xp.subtract(1.0, mu, out=c1)
+        xp.multiply(lr, c1, out=c1)
+        xp.subtract(1.0, prod, out=work)
+        xp.divide(c1, work, out=c1)
+        xp.multiply(prod, mu_next, out=work)
+        xp.subtract(1.0, work, out=work)
+        xp.multiply(lr, mu_next, out=c2)
+        xp.divide(c2, work, out=c2)
+
     def _update(self, g: Any) -> None:
         xp = self.backend.xp
-        b1, b2, t = self.beta1, self.beta2, self.step_count
-        mu = b1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
-        mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
-        self.mu_product *= mu
-        mu_product_next = self.mu_product * mu_next
         m, v = self._state["exp_avg"], self._state["exp_avg_sq"]
         denom, tmp = self._scratch
-        update_moments(xp, m, v, g, b1, b2, tmp)
-        xp.divide(v, 1.0 - b2 ** t, out=denom)
+        update_moments(xp, m, v, g, self.beta1, self.beta2, tmp)
+        xp.divide(v, self._slot_t("bc2"), out=denom)
         xp.sqrt(denom, out=denom)
         denom += self.eps
         p = self._flat_data
+        # p -= c1 * g / denom + c2 * m / denom: the bits of adding -c1 * ... and -c2 * ... as before
         xp.divide(g, denom, out=tmp)
-        tmp *= -self._lr * (1.0 - mu) / (1.0 - self.mu_product)
-        p += tmp
+        tmp *= self._slot_t("c1")
+        p -= tmp
         xp.divide(m, denom, out=tmp)
-        tmp *= -self._lr * mu_next / (1.0 - mu_product_next)
-        p += tmp
+        tmp *= self._slot_t("c2")
+        p -= tmp

@@ -78,7 +78,7 @@ class RMSprop(Optimizer):
             buf = self._state["momentum_buffer"]
             buf *= self.momentum
             buf += tmp
-            xp.multiply(buf, -self._lr, out=tmp)
+            xp.multiply(buf, self._slot_t("lr"), out=tmp)
         else:
-            tmp *= -self._lr
-        self._flat_data += tmp
+            tmp *= self._slot_t("lr")  # from the device slot; subtracting gives the bits of adding -lr * ...
+        self._flat_data -= tmp

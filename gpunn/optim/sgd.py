@@ -48,5 +48,6 @@ class SGD(Optimizer):
                 xp.multiply(buf, self.momentum, out=d)
                 d += g
         tmp = self._scratch[0]
-        xp.multiply(d, -self._lr, out=tmp)
-        self._flat_data += tmp
+        # lr from the device slot (a captured step replays it); p - d*lr has the bits of p + d*(-lr)
+        xp.multiply(d, self._slot_t("lr"), out=tmp)
+        self._flat_data -= tmp

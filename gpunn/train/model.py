@@ -43,6 +43,7 @@ from gpunn.random import host_rng
 from gpunn.regularizers import regularization_loss
 from gpunn.train import data_adapter, outputs
 from gpunn.train.data_parallel import DataParallel, shard_loader
+from gpunn.train.graph_mode import GraphMode, check_log_every
 
 _NO_METRICS: tuple = ()
 
@@ -217,6 +218,8 @@ class TrainingMixin:
     config_is_architecture = True
     #: compile(distributed=True): the data-parallel state (gpunn/train/data_parallel.py), else None
     _dp: DataParallel | None = None
+    #: compile(cuda_graph=True): the captured steps (gpunn/train/graph_mode.py), else None
+    _graphs: GraphMode | None = None
 
     # -- backend placement ----------------------------------------------------------------------
     def _backend_scope(self) -> contextlib.AbstractContextManager:
@@ -248,7 +251,8 @@ class TrainingMixin:
 
     # -- compile --------------------------------------------------------------------------------
     def compile(self, loss: Any, optimizer: Any = "adam", metrics: Iterable[Any] | str | dict | None = None,
-                loss_weights: Any = None, distributed: bool = False, **optimizer_kwargs: Any) -> None:
+                loss_weights: Any = None, distributed: bool = False, cuda_graph: bool = False,
+                log_every: int | None = None, **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
         which starts from Keras's defaults for that name; a gpunn.optim instance, bound to this
         model here when built without parameters; or a class such as gpunn.optim.RMSprop, built on
@@ -264,10 +268,22 @@ class TrainingMixin:
 
         `distributed=True`: data-parallel training when the script runs as several processes
         (`mpiexec -n N python ...`): gradients averaged across ranks, data sharded, logs reduced,
-        output on rank 0 (see gpunn/train/data_parallel.py). In a single process it changes nothing."""
+        output on rank 0 (see gpunn/train/data_parallel.py). In a single process it changes nothing.
+
+        `cuda_graph=True`: fit, train_on_batch, test_on_batch and evaluate capture the whole step
+        (forward, loss, backward, clipping, the update, BatchNorm statistics, the metrics' sums) as
+        a CUDA graph once per input shape and replay it per batch (gpunn/train/captured.py); the
+        host reads the logs every `log_every` batches (default 50) and at each epoch's end (see
+        gpunn/train/graph_mode.py). On the NumPy backend the same step runs eagerly."""
         where = "compile"
         if not isinstance(distributed, bool):
             raise TypeError(f"{where}: argument 'distributed' must be True or False, got {distributed!r}")
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f"{where}: argument 'cuda_graph' must be True or False, got {cuda_graph!r}")
+        if cuda_graph and distributed:
+            raise ValueError(f"{where}: cuda_graph=True with distributed=True is not supported yet (a captured step "
+                             "does not hold the gradient all-reduce); choose one")
+        every = check_log_every(log_every, cuda_graph, where)
         outputs.check_loss_spec(loss, where)
         if isinstance(optimizer, Optimizer):
             if optimizer_kwargs:
@@ -295,6 +311,7 @@ class TrainingMixin:
         if self.shuffle_seed is None:
             self.shuffle_seed = int(host_rng().integers(2**62))
         self._dp = DataParallel(self) if distributed else None
+        self._graphs = GraphMode(self, every) if cuda_graph else None
         self.compiled = True
 
     # -- outputs --------------------------------------------------------------------------------
@@ -428,10 +445,14 @@ class TrainingMixin:
     def _train_batch(self, xb: Any, yb: Any, sample_weight: Any = None) -> dict[str, float]:
         """One update on a batch: xb and yb are arrays, lists or dicts (several inputs/outputs);
         `sample_weight` None or one weight per sample (the loss is their weighted mean)."""
+        if self._graphs is not None:
+            return self._graphs.batch(xb, yb, sample_weight, True, "fit")
         return self._step(xb, yb, sample_weight, True, "fit")
 
     def _test_batch(self, xb: Any, yb: Any, sample_weight: Any = None) -> dict[str, float]:
         """The losses and metrics of a batch in inference mode (see _train_batch)."""
+        if self._graphs is not None:
+            return self._graphs.batch(xb, yb, sample_weight, False, "evaluate")
         return self._step(xb, yb, sample_weight, False, "evaluate")
 
     def _result(self, logs: dict[str, float], return_dict: bool) -> Any:
@@ -486,6 +507,8 @@ class TrainingMixin:
     def _run_eval(self, data: Any, where: str = "evaluate", epoch: int = 0) -> dict[str, float]:
         """Means of loss and metrics over the batches of `data` (an ArrayData or BatchData),
         each batch weighted by its number of samples (per-sample weights are inside its loss)."""
+        if self._graphs is not None:
+            return self._graphs.evaluate(data, where, epoch)
         totals: dict[str, float] = {}
         seen = 0
         with contextlib.closing(data.epoch(epoch)) as batches:
@@ -646,6 +669,8 @@ class TrainingMixin:
 
     def _fit_epoch(self, data: Any, epoch: int, cbs: Any, again: bool = False) -> dict[str, float]:
         """One epoch of training over the batches `data` (an ArrayData or BatchData) gives it."""
+        if self._graphs is not None:
+            return self._graphs.fit_epoch(data, epoch, cbs, again)
         totals: dict[str, float] = {}
         seen = 0
         with contextlib.closing(data.epoch(epoch)) as batches:

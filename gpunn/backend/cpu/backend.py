@@ -33,7 +33,7 @@ from gpunn.backend.cpu.conv import FrameConvOps
 from gpunn.backend.ops.activation import check_relu_grad
 from gpunn.backend.ops.dense import check_matmul
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
-from gpunn.backend.ops.optim import adam_range
+from gpunn.backend.ops.optim import _check_flat, adam_range, check_step_scalars
 
 Pair = tuple[int, int]
 
@@ -101,6 +101,21 @@ class NumpyBackend(FrameConvOps, Backend):
         super().adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled,
                           zero_grad=zero_grad, max_v=max_v)
 
+    def adam_step_device(self, param: Any, grad: Any, m: Any, v: Any, scalars: Any, beta1: float, beta2: float,
+                         eps: float, weight_decay: float, decoupled: bool, zero_grad: bool = False,
+                         max_v: Any = None) -> None:
+        """Here "device" memory is host memory: lr and step are read from `scalars` and the host-
+        scalar adam_step runs (the numba kernel or the chunked path: the same bits as before)."""
+        where = "adam_step_device"
+        _check_flat(where, param, param=param, grad=grad, m=m, v=v, max_v=max_v)
+        check_step_scalars(where, scalars, np)
+        lr, step = float(scalars[0]), float(scalars[1])
+        if not (step >= 1.0 and step == int(step)):
+            raise ValueError(f"{where}: argument 'scalars' must hold the step count (an int >= 1) in scalars[1], "
+                             f"got {step!r}")
+        self.adam_step(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, int(step), decoupled,
+                       zero_grad=zero_grad, max_v=max_v)
+
     def _adam_update(self, param: Any, grad: Any, m: Any, v: Any, max_v: Any, consts: tuple) -> None:
         """The generic update walked in ADAM_CHUNK pieces: contiguous, chunk-aligned slices over
         gpunn's CPU threads (below 4 chunks: one slice), each with its own scratch."""
@@ -118,6 +133,13 @@ class NumpyBackend(FrameConvOps, Backend):
     def squared_norm(self, g: Any) -> float:
         """BLAS's dot: one pass, no temporary."""
         return float(g.dot(g)) if g.size else 0.0
+
+    def squared_norm_device(self, g: Any) -> Any:
+        """BLAS's dot into a 1-element array (the host is this backend's device)."""
+        out = np.zeros(1, dtype=g.dtype)
+        if g.size:
+            out[0] = g.dot(g)
+        return out
 
     # -- dense and activations ----------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Any:

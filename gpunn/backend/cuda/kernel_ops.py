@@ -246,3 +246,16 @@ class KernelOpsMixin:
         launchers.adam_step(self.kernels, self.xp, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step,
                            decoupled, zero_grad)
         return None
+
+    def adam_step_device(self, param: Any, grad: Any, m: Any, v: Any, scalars: Any, beta1: float, beta2: float,
+                         eps: float, weight_decay: float, decoupled: bool, zero_grad: bool = False,
+                         max_v: Any = None) -> None:
+        """lr and step from the device array `scalars` (see gpunn/backend/ops/optim.py): the kernel
+        reads them itself; AMSGrad and unusual arrays take the generic device-scalar op."""
+        if max_v is not None or not self._kernel_for("adam_step", param, grad, m, v):
+            return super().adam_step_device(  # type: ignore[misc]
+                param, grad, m, v, scalars, beta1, beta2, eps, weight_decay, decoupled, zero_grad=zero_grad,
+                max_v=max_v)
+        launchers.adam_step_device(self.kernels, self.xp, param, grad, m, v, scalars, beta1, beta2, eps,
+                                   weight_decay, decoupled, zero_grad)
+        return None

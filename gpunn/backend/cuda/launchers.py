@@ -19,7 +19,7 @@ import numpy as np
 from gpunn._checks import int_arg, is_int, pair, real_arg
 from gpunn.backend.cuda.source import KernelCache
 from gpunn.backend.ops.geometry import conv_output_size
-from gpunn.backend.ops.optim import adam_constants
+from gpunn.backend.ops.optim import adam_constants, check_step_scalars
 
 Pair = tuple[int, int]
 
@@ -341,10 +341,35 @@ def adam_step(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: A
     decay = 1.0 - float(lr) * float(weight_decay) if decoupled else 1.0
     scalars = (t(beta1), t(1.0 - float(beta1)), t(beta2), t(1.0 - float(beta2)), t(eps), t(c.lr_t),
                t(c.sqrt_bc2), t(l2), t(decay), np.int32(1 if zero_grad else 0))
-    fn = kernels.function("adam", f"adam_step_{sfx}")
-    total = param.size
+    _adam_launches(kernels.function("adam", f"adam_step_{sfx}"), sfx, (param, grad, m, v), scalars)
+
+
+def _adam_launches(fn: Any, sfx: str, buffers: tuple[Any, Any, Any, Any], after_n: tuple) -> None:
+    """Launch an Adam kernel over (param, grad, m, v) in chunks below 2^30 elements (`n` is an int),
+    with `after_n` the arguments that follow n."""
+    total = buffers[0].size
     for start in range(0, total, ADAM_CHUNK):
         stop = min(start + ADAM_CHUNK, total)
-        chunk = (param[start:stop], grad[start:stop], m[start:stop], v[start:stop])
         threads = (stop - start + 3) // 4 if sfx == "f32" else stop - start  # float32: one thread per float4
-        fn((grid_for(threads),), (BLOCK,), (*chunk, np.int32(stop - start), *scalars))
+        fn((grid_for(threads),), (BLOCK,), (*(b[start:stop] for b in buffers), np.int32(stop - start), *after_n))
+
+
+def adam_step_device(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: Any, scalars: Any,
+                     beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+                     zero_grad: bool = False) -> None:
+    """adam_step with lr and step read by the kernel from `scalars` ([lr, step, ...], a float64 device
+    array): the launch's scalar arguments do not change from step to step, so a CUDA graph that
+    captured it replays it with the current lr and step (kernels/adam.cu, adam_step_dev_*)."""
+    where = "adam_step_device"
+    _check_array(xp, param, "param", where, ndim=1, writable=True)
+    sfx = _suffix(param, "param", where)
+    for name, a in (("grad", grad), ("m", m), ("v", v)):
+        _check_array(xp, a, name, where, dtype=param.dtype, shape=param.shape, writable=True)
+    check_step_scalars(where, scalars, xp)
+    for name, val in (("beta1", beta1), ("beta2", beta2)):
+        real_arg(val, name, where, 0, 1, hi_open=True)
+    for name, val in (("eps", eps), ("weight_decay", weight_decay)):
+        real_arg(val, name, where, 0, want="a finite number >= 0")
+    consts = (np.float64(beta1), np.float64(beta2), np.float64(eps), np.float64(weight_decay),
+              np.int32(1 if decoupled else 0), np.int32(1 if zero_grad else 0))
+    _adam_launches(kernels.function("adam", f"adam_step_dev_{sfx}"), sfx, (param, grad, m, v), (scalars, *consts))

@@ -28,6 +28,21 @@ CUDA, takes its constants from there), and a kernel may take them in the array d
 The generic op here makes one pass over the whole buffer against `xp`; a backend changes how the
 buffer is walked by overriding `_adam_update` (the NumPy backend: cache-sized chunks over its CPU
 threads) and keeps this validation.
+
+Device scalars (for a step captured as a CUDA graph, which replays every scalar argument as it
+was at capture, so whatever changes from step to step must be read from device memory):
+- adam_step_device(param, grad, m, v, scalars, beta1, beta2, eps, weight_decay, decoupled,
+                   zero_grad=False, max_v=None) -> None: the same update as adam_step, with lr
+  and step read from `scalars`, a 1-D contiguous float64 array of this backend with at least two
+  elements: scalars[0] = lr, scalars[1] = step (1-based, after the increment, as a float64);
+  further elements are not read (an optimizer's buffer holds more slots). Nothing is read back
+  to the host: the bias corrections are computed on the device, in float64, from those two
+  values (`adam_device_constants` here; the CUDA kernel computes them once per thread, which
+  gives every thread the same bits). The values themselves are not validated (that would need a
+  host read): a step < 1 or a negative lr gives what the formulas give. The NumPy backend, whose
+  "device" memory is host memory, reads them and runs adam_step.
+- squared_norm_device(g) -> a 1-element array of g's dtype and backend, sum(g * g), left on the
+  device (clipnorm inside a captured step).
 """
 from __future__ import annotations
 
@@ -60,6 +75,50 @@ def adam_constants(lr: float, beta1: float, beta2: float, eps: float, step: int)
     return AdamConstants(bc1, sqrt_bc2, float(lr) / bc1, float(lr) * sqrt_bc2 / bc1, float(eps) * sqrt_bc2)
 
 
+def check_step_scalars(where: str, scalars: Any, xp: Any = None) -> None:
+    """`scalars` (lr, step, ...) must be a 1-D contiguous float64 array of at least 2 elements (of
+    `xp` when given); names the argument and what was expected."""
+    if xp is not None and not isinstance(scalars, xp.ndarray):
+        raise TypeError(f"{where}: argument 'scalars' must be a {xp.__name__}.ndarray (float64, [lr, step, ...]), "
+                        f"got {type(scalars).__name__}")
+    if not all(hasattr(scalars, k) for k in ("ndim", "dtype", "shape", "flags")):
+        raise TypeError(f"{where}: argument 'scalars' must be a device array (float64, [lr, step, ...]), "
+                        f"got {type(scalars).__name__}")
+    if scalars.dtype != np.float64:
+        raise TypeError(f"{where}: argument 'scalars' must have dtype float64 ([lr, step, ...]), got {scalars.dtype}")
+    if scalars.ndim != 1 or scalars.shape[0] < 2:
+        raise ValueError(f"{where}: argument 'scalars' must be 1-D with at least 2 elements ([lr, step, ...]), "
+                         f"got shape {tuple(scalars.shape)}")
+    if not scalars.flags.c_contiguous:
+        raise ValueError(f"{where}: argument 'scalars' must be contiguous")
+
+
+def adam_device_constants(xp: Any, scalars: Any, beta1: float, beta2: float, eps: float, weight_decay: float,
+                          decoupled: bool, work: Any, out: Any) -> None:
+    """Adam's per-step constants from the device scalars [lr, step, ...], computed on the device in
+    float64 into `work` (float64, >= 5 elements) and cast once into `out` (>= 3 elements, the
+    param dtype): out[0] = step_size = lr * sqrt_bc2 / bc1, out[1] = eps_hat = eps * sqrt_bc2,
+    out[2] = shrink = 1 - lr * weight_decay (decoupled) or 1. The same operations, in the same
+    order, as `adam_constants` (np.power may differ from the host's pow by an ulp in float64)."""
+    lr, t = scalars[0:1], scalars[1:2]
+    bc1, sqrt_bc2, step_size, eps_hat, shrink = (work[i:i + 1] for i in range(5))
+    xp.power(float(beta1), t, out=bc1)
+    xp.subtract(1.0, bc1, out=bc1)
+    xp.power(float(beta2), t, out=sqrt_bc2)
+    xp.subtract(1.0, sqrt_bc2, out=sqrt_bc2)
+    xp.sqrt(sqrt_bc2, out=sqrt_bc2)
+    xp.multiply(lr, sqrt_bc2, out=step_size)
+    xp.divide(step_size, bc1, out=step_size)
+    xp.multiply(sqrt_bc2, float(eps), out=eps_hat)
+    if decoupled and weight_decay != 0.0:
+        xp.multiply(lr, float(weight_decay), out=shrink)
+        xp.subtract(1.0, shrink, out=shrink)
+    else:
+        shrink.fill(1.0)
+    # one cast to the param dtype, as a Python float operand is cast by the host path
+    xp.copyto(out[0:3], work[2:5], casting="unsafe")
+
+
 def _check_flat(where: str, ref: Any, **arrays: Any) -> None:
     """Every array 1-D, contiguous, with the size and dtype of `param`; names the offender."""
     for name, a in arrays.items():
@@ -84,6 +143,11 @@ class OptimOps:
         no BLAS call: cuBLAS is not allowed in a step a CUDA graph will capture; the NumPy backend
         overrides it with BLAS's dot, which needs no temporary."""
         return float(self.xp.square(g).sum()) if g.size else 0.0
+
+    def squared_norm_device(self, g: Any) -> Any:
+        """sum(g * g) of a flat vector as a 1-element array of g's dtype, left on the device (no
+        host read: clipnorm inside a captured step). A plain reduction, as in squared_norm."""
+        return self.xp.square(g).sum(keepdims=True).reshape(1)
 
     def _optim_scratch(self, dtype: Any, size: int, count: int) -> list[Any]:
         """`count` scratch vectors of `size` elements, allocated once per calling thread and dtype."""
@@ -115,6 +179,27 @@ class OptimOps:
         consts = (float(beta1), float(beta2), c.eps_hat, c.step_size, float(weight_decay), bool(decoupled),
                   float(lr), bool(zero_grad))
         self._adam_update(param, grad, m, v, max_v, consts)
+
+    def adam_step_device(self, param: Any, grad: Any, m: Any, v: Any, scalars: Any, beta1: float, beta2: float,
+                         eps: float, weight_decay: float, decoupled: bool, zero_grad: bool = False,
+                         max_v: Any = None) -> None:
+        """adam_step with lr and step read from the device array `scalars` ([lr, step, ...], float64):
+        no host read and no host-to-device copy, so a captured step replays it with the current
+        values. See the module docstring."""
+        where = "adam_step_device"
+        _check_flat(where, param, param=param, grad=grad, m=m, v=v, max_v=max_v)
+        if np.dtype(param.dtype).kind != "f":
+            raise TypeError(f"{where}: argument 'param' must be a floating-point array, got dtype {param.dtype}")
+        check_step_scalars(where, scalars, self.xp)
+        n = int(param.shape[0])
+        if n == 0:
+            return
+        work = self._optim_scratch(np.float64, 5, 1)[0]
+        consts_t = self._optim_scratch(param.dtype, 3, 1)[0]
+        adam_device_constants(self.xp, scalars, beta1, beta2, eps, weight_decay, decoupled, work, consts_t)
+        x, y = self._optim_scratch(param.dtype, n, 2)
+        adam_range_device(self.xp, param, grad, m, v, max_v, x, y, consts_t, float(beta1), float(beta2),
+                          float(weight_decay), bool(decoupled), bool(zero_grad))
 
     def _adam_update(self, param: Any, grad: Any, m: Any, v: Any, max_v: Any, consts: tuple) -> None:
         """Apply a validated update (consts as `adam_range` takes them): one pass over the buffer."""
@@ -161,8 +246,36 @@ def adam_range(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x_ful
             mv = max_v[a:b]
             xp.maximum(mv, vv, out=mv)
             u = mv
-        xp.sqrt(u, out=x)
-        x += eps_hat
-        xp.divide(mm, x, out=x)
-        x *= step_size
-        p -= x
+        _apply_moments(xp, p, mm, u, x, eps_hat, step_size)
+
+
+def _apply_moments(xp: Any, p: Any, m: Any, u: Any, x: Any, eps_hat: Any, step_size: Any) -> None:
+    """p -= step_size * m / (sqrt(u) + eps_hat), through the scratch x (scalars or 1-element arrays)."""
+    xp.sqrt(u, out=x)
+    x += eps_hat
+    xp.divide(m, x, out=x)
+    x *= step_size
+    p -= x
+
+
+def adam_range_device(xp: Any, param: Any, grad: Any, m: Any, v: Any, max_v: Any, x: Any, y: Any, consts_t: Any,
+                      beta1: float, beta2: float, wd: float, decoupled: bool, zero_grad: bool) -> None:
+    """adam_range over the whole buffer, with step_size, eps_hat and shrink read from the device
+    (`consts_t`, param dtype, from `adam_device_constants`) as 1-element operands: the same passes
+    in the same order, so the same bits as the host-scalar path given the same constants."""
+    step_size, eps_hat, shrink = consts_t[0:1], consts_t[1:2], consts_t[2:3]
+    g = grad
+    if wd != 0.0 and not decoupled:
+        xp.multiply(param, wd, out=y)
+        y += grad
+        g = y
+    if decoupled and wd != 0.0:
+        param *= shrink
+    update_moments(xp, m, v, g, beta1, beta2, x)
+    if zero_grad:
+        grad.fill(0)
+    u = v
+    if max_v is not None:
+        xp.maximum(max_v, v, out=max_v)
+        u = max_v
+    _apply_moments(xp, param, m, u, x, eps_hat, step_size)

@@ -1,0 +1,288 @@
+"""A whole training step as one CUDA graph, captured once per input shape and replayed per batch.
+
+    step = gpunn.train.CapturedStep(model, "sparse_categorical_crossentropy", Adam(model), metrics=["accuracy"])
+    for x, y in batches:
+        step.step(x, y)              # no host read: the values stay on the device
+    print(step.results())            # {"loss": ..., "accuracy": ...}: one read, the means so far
+
+`model.compile(..., cuda_graph=True)` runs fit, train_on_batch and evaluate through this.
+
+What one graph holds: zero_grad, forward, the loss, backward, gradient clipping, weight decay and
+the optimizer update (`Optimizer.apply_step`, which reads the learning rate and the step count
+from device memory), BatchNorm's running statistics, dropout's Philox counter, and the running
+sums of the loss and the metrics. Outside it, on the host, per step: the batch is copied into the
+graph's static input buffers, and `Optimizer.prepare_step` writes the current learning rate (a
+schedule's) to the device.
+
+Per input shape (and dtype): the first step runs eagerly (it compiles every kernel, packs the
+optimizer and fills the memory pool), inside the backend's `graph_scope` (CuPy: the capture
+stream and the graph's private pool); the step is then captured, which runs nothing, and every
+later batch of that shape replays the graph. A short last batch gets its own graph the same way
+(two shapes, two graphs); each graph keeps its own buffers alive.
+
+On the NumPy backend, which has no graphs, the same step runs eagerly every time: the results are
+the same, and a script written for the GPU runs in CPU-only CI.
+
+Limits (clear errors, not silent fallbacks): one input array and one target array, one output,
+no sample weights, no data parallelism; the metrics must have a device form
+(gpunn.metrics.device_metric). Data-dependent checks of the targets (NaN, label range) run at the
+eager first step of each shape only: a captured step cannot read the batch back.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from gpunn.backend import Backend, get_backend, to_host, use_backend
+from gpunn.backend.values import device_values
+from gpunn.losses import Loss, get_loss
+from gpunn.metrics import device_metric, get_metric
+from gpunn.optim.base import Optimizer
+from gpunn.regularizers import regularization_loss
+
+
+class _Shape:
+    """One input signature's static buffers and, once captured, its graph."""
+
+    __slots__ = ("x", "y", "n", "graph", "runs")
+
+    def __init__(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
+        self.n = int(x.shape[0])
+        self.graph: Any = None
+        self.runs = 0
+
+
+def _metric_pairs(metrics: Any, where: str) -> list[tuple[str, Any]]:
+    """[(log name, host function)] from names, functions or (name, function) pairs."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (str, tuple)) or callable(metrics):
+        metrics = [metrics]
+    pairs = []
+    for i, m in enumerate(metrics):
+        if isinstance(m, tuple) and len(m) == 2 and isinstance(m[0], str) and callable(m[1]):
+            pairs.append(m)
+        elif isinstance(m, str):
+            try:
+                pairs.append(get_metric(m))
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{where}: argument 'metrics[{i}]': {exc}") from None
+        elif callable(m):
+            pairs.append((getattr(m, "__name__", f"metric_{i}"), m))
+        else:
+            raise TypeError(f"{where}: argument 'metrics[{i}]' must be a metric name, a function or a (name, "
+                            f"function) pair, got {type(m).__name__}")
+    return pairs
+
+
+class CapturedStep:
+    """One step of `model` on (x, y), as a CUDA graph replayed per batch (see the module docstring).
+
+    - `loss`: a gpunn Loss or its name; `loss_weight` scales it (compile's loss_weights).
+    - `optimizer`: a gpunn Optimizer over the model (one built without parameters is bound to the
+      model); None with `training=False`, an evaluation step (forward, loss, metrics).
+    - `metrics`: names ("accuracy", ...), metric functions or (name, function) pairs, each with a
+      device form (gpunn.metrics.device_metric); accumulated on the device per batch.
+    - `warmup`: eager runs per input shape before the capture (at least 1: it compiles the kernels).
+
+    `step(x, y)` returns the device array [loss, *metrics] of that batch (overwritten by the next
+    step: copy it to keep it); `results()` reads the means since the last `reset()` (one host read);
+    `graphs` says how many shapes have been captured."""
+
+    def __init__(self, model: Any, loss: Any, optimizer: Optimizer | None = None, metrics: Any = None, *,
+                 training: bool = True, loss_weight: float = 1.0, warmup: int = 1) -> None:
+        where = "CapturedStep"
+        if not (callable(getattr(model, "forward", None)) and callable(getattr(model, "parameters", None))):
+            raise TypeError(f"{where}: argument 'model' must be a gpunn model or layer, got {type(model).__name__}")
+        if not isinstance(training, bool):
+            raise TypeError(f"{where}: argument 'training' must be True or False, got {training!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 1:
+            raise ValueError(f"{where}: argument 'warmup' must be an int >= 1 (the first run compiles the kernels), "
+                             f"got {warmup!r}")
+        if isinstance(loss_weight, bool) or not isinstance(loss_weight, (int, float)) or not loss_weight >= 0:
+            raise ValueError(f"{where}: argument 'loss_weight' must be a float >= 0, got {loss_weight!r}")
+        loss = get_loss(loss) if isinstance(loss, str) else loss
+        if not isinstance(loss, Loss):
+            raise TypeError(f"{where}: argument 'loss' must be a gpunn Loss or its name, got {type(loss).__name__}")
+        if loss.reduction == "none":
+            raise ValueError(f"{where}: argument 'loss' has reduction='none'; a step reduces the loss to one number")
+        if training:
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"{where}: argument 'optimizer' must be a gpunn Optimizer for a training step, got "
+                                f"{type(optimizer).__name__}")
+            if not optimizer.bound:
+                optimizer.bind(model)
+            if optimizer.grad_sync is not None:
+                raise ValueError(f"{where}: argument 'optimizer' is data-parallel (DistributedOptimizer); a captured "
+                                 "step does not hold the gradient all-reduce yet: train eagerly with distributed=True")
+        elif optimizer is not None:
+            raise ValueError(f"{where}: argument 'optimizer' must be None for an evaluation step (training=False)")
+        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.training, self.loss_weight, self.warmup = training, float(loss_weight), int(warmup)
+        pairs = _metric_pairs(metrics, where)
+        self._metrics = []
+        for name, fn in pairs:
+            dev = device_metric(fn)
+            if dev is None:
+                raise ValueError(f"{where}: metric {name!r} has no device form, so a captured step cannot compute "
+                                 "it; use a built-in metric (accuracy, top_k_accuracy, binary_accuracy, mse, mae) "
+                                 "or train without cuda_graph")
+            self._metrics.append(dev)
+        self.names = ["loss", *(name for name, _ in pairs)]
+        self._shapes: dict[tuple, _Shape] = {}
+        self._backend: Backend | None = None
+        self._vals: Any = None  # this batch's [loss, *metrics], float64, on the device
+        self._sums: Any = None  # their sums weighted by batch size since reset()
+        self._scaled: Any = None  # scratch: vals * n
+        self._seen = 0
+        self._baked: Any = None  # what the graphs baked in besides the lr (the optimizer's other settings)
+
+    # -- the step -------------------------------------------------------------------------------
+    @property
+    def graphs(self) -> int:
+        """How many input shapes have a captured graph."""
+        return sum(s.graph is not None for s in self._shapes.values())
+
+    def step(self, x: Any, y: Any) -> Any:
+        """One step on the batch (x, y): see the class docstring."""
+        where = "CapturedStep.step"
+        for name, a in (("x", x), ("y", y)):
+            if isinstance(a, (list, tuple, dict)) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
+                raise TypeError(f"{where}: argument '{name}' must be one array (a captured step takes one input and "
+                                f"one target), got {type(a).__name__}")
+            if len(a.shape) == 0 or int(a.shape[0]) == 0:
+                raise ValueError(f"{where}: argument '{name}' must hold at least one sample, got shape {tuple(a.shape)}")
+        if int(x.shape[0]) != int(y.shape[0]):
+            raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
+                             f"{int(x.shape[0])} and {int(y.shape[0])}")
+        backend = getattr(self.model, "backend", None)
+        backend = backend if isinstance(backend, Backend) else get_backend()
+        if backend is not self._backend:
+            self._place(backend)
+        self._check_baked()
+        with use_backend(backend), device_values():
+            shape = self._shape_for(x, y)
+            self._fill(shape, x, y)
+            if shape.graph is not None:
+                if self.training:
+                    self.optimizer.prepare_step()  # the lr of this step onto the device, the host's count
+                shape.graph.replay()
+            else:
+                with backend.graph_scope():
+                    self._body(shape, eager=True)
+                shape.runs += 1
+                if backend.supports_graphs and shape.runs >= self.warmup:
+                    shape.graph, _ = backend.capture_graph(lambda: self._body(shape))
+        self._seen += shape.n
+        return self._vals
+
+    def _body(self, shape: _Shape, eager: bool = False) -> Any:
+        """The step itself: device work only (it is what the graph records). Run eagerly, it also
+        does the optimizer's host half where the eager step does (after backward: the first
+        forward may be what builds the model)."""
+        model, loss = self.model, self.loss
+        if self.training:
+            model.zero_grad()  # every parameter, frozen ones too, as the eager step does
+        out = model.forward(shape.x, training=self.training)
+        if isinstance(out, (list, tuple)):
+            raise ValueError("CapturedStep: the model has several outputs; a captured step trains one-output models")
+        value = loss.forward(out, shape.y)
+        if self.training:
+            grad = loss.backward(self.loss_weight)
+            try:
+                model.backward(grad, need_input_grad=False)
+            except TypeError:
+                model.backward(grad)
+            if eager:
+                self.optimizer.prepare_step()
+            self.optimizer.apply_step()
+        total = value * self.loss_weight if self.loss_weight != 1.0 else value
+        reg = getattr(model, "regularization_loss", None)
+        penalty = reg() if callable(reg) else regularization_loss(model)
+        if not (isinstance(penalty, float) and penalty == 0.0):
+            total = total + penalty
+        vals = self._vals
+        vals[0] = total
+        for i, metric in enumerate(self._metrics, 1):
+            vals[i] = metric(shape.y, out)
+        xp = self._backend.xp
+        xp.multiply(vals, float(shape.n), out=self._scaled)
+        self._sums += self._scaled
+        return out
+
+    # -- buffers --------------------------------------------------------------------------------
+    def _place(self, backend: Backend) -> None:
+        """(Re)make the value buffers on `backend`; graphs made elsewhere are dropped."""
+        self._backend = backend
+        self._shapes.clear()
+        k = len(self.names)
+        xp = backend.xp
+        self._vals = xp.zeros(k, dtype=np.float64)
+        self._sums = xp.zeros(k, dtype=np.float64)
+        self._scaled = xp.zeros(k, dtype=np.float64)
+        self._seen = 0
+
+    def _check_baked(self) -> None:
+        """A graph bakes in the optimizer's settings other than the lr (betas, momentum, clipping):
+        when one changed, the graphs are captured again."""
+        opt = self.optimizer
+        baked = None
+        if opt is not None:
+            settings = {k: v for k, v in opt.hyperparams().items() if k not in ("lr", "learning_rate")}
+            baked = (id(opt), tuple(sorted((k, repr(v)) for k, v in settings.items())), opt.clipnorm, opt.clipvalue)
+        if baked != self._baked:
+            self._baked = baked
+            for shape in self._shapes.values():
+                shape.graph, shape.runs = None, 0
+
+    def _shape_for(self, x: Any, y: Any) -> _Shape:
+        key = (tuple(int(s) for s in x.shape), np.dtype(x.dtype).str, tuple(int(s) for s in y.shape),
+               np.dtype(y.dtype).str)
+        shape = self._shapes.get(key)
+        if shape is None:
+            xp = self._backend.xp
+            shape = self._shapes[key] = _Shape(xp.empty(key[0], dtype=x.dtype), xp.empty(key[2], dtype=y.dtype))
+        return shape
+
+    def _fill(self, shape: _Shape, x: Any, y: Any) -> None:
+        """Copy the batch into the static buffers the graph reads."""
+        backend = self._backend
+        for dst, src in ((shape.x, x), (shape.y, y)):
+            if backend.is_native(src):
+                dst[...] = src  # a device-to-device copy
+            else:
+                backend.host_to_device(dst, to_host(src))
+
+    # -- results --------------------------------------------------------------------------------
+    @property
+    def samples(self) -> int:
+        """Samples stepped since the last reset()."""
+        return self._seen
+
+    def results(self) -> dict[str, float]:
+        """The loss and metrics averaged over the samples since the last reset() (weighted by batch
+        size): one read of device memory. Empty before the first step."""
+        if self._sums is None or self._seen == 0:
+            return {}
+        sums = to_host(self._sums)
+        return {name: float(s) / self._seen for name, s in zip(self.names, sums)}
+
+    def last(self) -> dict[str, float]:
+        """The last batch's loss and metrics (one read of device memory)."""
+        if self._vals is None:
+            return {}
+        return {name: float(v) for name, v in zip(self.names, to_host(self._vals))}
+
+    def reset(self) -> None:
+        """Start the running sums again (one fill on the device, outside any graph)."""
+        if self._sums is not None:
+            with use_backend(self._backend) if self._backend is not None else contextlib.nullcontext():
+                self._sums.fill(0)
+        self._seen = 0
+
+    def __repr__(self) -> str:
+        kind = "training" if self.training else "evaluation"
+        return f"<gpunn CapturedStep ({kind}): {self.graphs} graph(s), values {self.names}>"
