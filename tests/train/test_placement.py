@@ -23,10 +23,10 @@ from gpunn.train.ensemble import Ensemble
 
 #: the ops a conv -> batchnorm -> max-pool -> dense model calls on any backend
 LAYER_OPS = ("conv2d_forward", "conv2d_backward", "batchnorm_forward_train", "batchnorm_backward",
-             "maxpool2d_forward", "maxpool2d_backward", "matmul", "adam_step")
+             "maxpool2d_forward", "maxpool2d_backward", "matmul", "adam_step_device")
 #: the emulated backend's CUDA-kernel ops the same model reaches
 KERNEL_OPS = ("conv2d_forward", "conv2d_backward", "batchnorm_forward_train", "batchnorm_backward",
-              "maxpool2d_forward", "maxpool2d_backward", "adam_step")
+              "maxpool2d_forward", "maxpool2d_backward", "adam_step_device")
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_bare_forward_backward_after_to_runs_on_the_new_backend_and_back(monkeyp
     assert backends_of(model) == {"emulated"}
     out = model.forward(x, training=True)  # bare: no use_backend block anywhere
     model.backward(np.ones_like(to_host(out)))
-    assert all(emu_calls[op] >= 1 for op in KERNEL_OPS if op != "adam_step"), emu_calls
+    assert all(emu_calls[op] >= 1 for op in KERNEL_OPS if op != "adam_step_device"), emu_calls
     assert sum(np_calls.values()) == 0, np_calls
 
     emu_calls.clear()
@@ -90,7 +90,7 @@ def test_bare_forward_backward_after_to_runs_on_the_new_backend_and_back(monkeyp
     assert backends_of(model) == {"numpy"}
     out = model.forward(x, training=True)
     model.backward(np.ones_like(out))
-    assert all(np_calls[op] >= 1 for op in LAYER_OPS if op != "adam_step"), np_calls
+    assert all(np_calls[op] >= 1 for op in LAYER_OPS if op != "adam_step_device"), np_calls
     assert sum(emu_calls.values()) == 0, emu_calls
 
 
@@ -124,9 +124,9 @@ def test_optimizer_state_moves_and_steps_on_the_new_backend(monkeypatch, emulate
     out = model.forward(x, training=True)  # a bare step, outside fit
     model.backward(np.ones_like(to_host(out)))
     opt.step()
-    assert calls["adam_step"] == 1 and sum(other_calls.values()) == 0, (calls, other_calls)
+    assert calls["adam_step_device"] == 1 and sum(other_calls.values()) == 0, (calls, other_calls)
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
-    assert calls["adam_step"] == 2 and sum(other_calls.values()) == 0, (calls, other_calls)
+    assert calls["adam_step_device"] == 2 and sum(other_calls.values()) == 0, (calls, other_calls)
     assert opt.step_count == 4
 
 
@@ -157,7 +157,7 @@ def test_an_optimizer_over_a_model_follows_it(monkeypatch, emulated):
     opt.step()
     moments = {k: v.copy() for k, v in opt.state_dict()["state"].items()}
     model.to("emulated")
-    calls = count_ops(monkeypatch, emulated, ("adam_step",))
+    calls = count_ops(monkeypatch, emulated, ("adam_step_device",))
     model.zero_grad()
     out = model.forward(x, training=True)
     model.backward(np.ones_like(out))
@@ -165,7 +165,7 @@ def test_an_optimizer_over_a_model_follows_it(monkeypatch, emulated):
     np.testing.assert_array_equal(opt.state_dict()["state"]["exp_avg"], moments["exp_avg"])
     assert opt.backend is emulated
     opt.step()
-    assert calls["adam_step"] == 1 and opt.step_count == 2
+    assert calls["adam_step_device"] == 1 and opt.step_count == 2
 
 
 # -- use_backend chooses where new objects are built -----------------------------------------------
@@ -198,9 +198,9 @@ def test_an_optimizer_over_parameters_holds_the_backend_it_was_built_on(monkeypa
     with gpunn.use_backend("emulated"):
         opt = Adam(layer.parameters(), lr=0.1)
     assert opt.backend is emulated
-    calls = count_ops(monkeypatch, emulated, ("adam_step",))
+    calls = count_ops(monkeypatch, emulated, ("adam_step_device",))
     opt.step()
-    assert calls["adam_step"] == 1
+    assert calls["adam_step_device"] == 1
 
 
 def test_an_optimizer_compiled_from_another_backend_is_moved_to_the_models(monkeypatch, emulated):
