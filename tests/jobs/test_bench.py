@@ -210,3 +210,17 @@ def test_job_without_a_peer_interpreter_says_so_and_runs_the_gpunn_suites(withou
     assert "bench_ops.py" in out.stdout and "bench_peers.py" not in out.stdout  # gpunn ran, the peers did not
     (md,) = (tmp_path / "results").glob("*.md")
     assert "- peer_python: none: this interpreter" in md.read_text()
+
+
+def test_graphed_steps_get_ratios_against_torch_eager_torch_graphed_and_gpunn_eager():
+    key = "train_step_graph/lenet5"
+    runs = [(0, {"benchmarks": [_entry("g", 0.0002, key, "gpunn-graph", "cuda"),
+                                _entry("c", 0.0001, key, "gpunn-captured", "cuda"),
+                                _entry("e", 0.0020, key, "gpunn", "cuda")]}),
+            (0, {"benchmarks": [_entry("test_torch_step[eager]", 0.0016, key, "torch", "cuda"),
+                                _entry("test_torch_step[graph]", 0.0004, key, "torch-graph", "cuda")]})]
+    (row,) = bench.ratio_rows(bench.collect(runs))
+    r = row["ratios"]
+    assert r["graph/torch cuda"] == pytest.approx(8.0) and r["graph/torch-graph cuda"] == pytest.approx(2.0)
+    assert r["graph/eager cuda"] == pytest.approx(10.0) and r["captured/torch-graph cuda"] == pytest.approx(4.0)
+    assert r["gpunn/torch cuda"] == pytest.approx(0.8)  # eager against eager, as for every key

@@ -277,3 +277,21 @@ def test_tensorboard_without_tensorboardx_stops_at_once(tmp_path, capsys, monkey
     assert captured.err.strip() == ("error: --tensorboard: TensorBoard: the tensorboardX package is not installed; "
                                     "install gpunn's tensorboard extra: pip install 'gpunn[tensorboard]'")
     assert captured.out == "" and not (tmp_path / "tb").exists()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "emulated"])
+def test_cuda_graph_run_prints_what_the_eager_run_prints(backend, capsys):
+    """--cuda-graph trains the same model to the same numbers (on emulated the step is recorded and
+    replayed; on numpy it runs eagerly); only the timings and the header's flag differ."""
+    if backend == "emulated":
+        pytest.importorskip("gpunn.emu")
+    args = ["--backend", backend, "--epochs", "2", "--max-train", "300", "--quiet"]
+
+    def numbers() -> list[str]:
+        lines = capsys.readouterr().out.splitlines()
+        return [line.split("(")[0] for line in lines if line.startswith(("epoch", "final"))]
+
+    assert main(args) == 0
+    eager = numbers()
+    assert main([*args, "--cuda-graph"]) == 0
+    assert numbers() == eager and len(eager) == 3
