@@ -263,3 +263,17 @@ def test_on_the_gpu_replays_equal_eager_steps_bit_for_bit():
     x, y = data((3, 12, 12), 5, 8)
     assert_same_training(*train_both(cifar_cnn, x, y, lambda: SGD(lr=0.05, momentum=0.9, clipnorm=1.0),
                                      backend="cupy"))
+
+
+@pytest.mark.gpu
+def test_on_the_gpu_a_host_read_while_capturing_is_a_graph_capture_error():
+    from gpunn.backend import cuda_status
+    if not cuda_status().usable:
+        pytest.skip(f"no usable CUDA: {cuda_status().reason}")
+    with gpunn.use_backend("cupy") as be:
+        a = be.xp.ones(4, dtype=np.float32)
+        with pytest.raises(GraphCaptureError):
+            be.capture_graph(lambda: float(a.sum()))
+        graph, total = be.capture_graph(lambda: (a * 2).sum())  # the stream is usable again afterwards
+        graph.replay()
+        assert float(total) == 8.0

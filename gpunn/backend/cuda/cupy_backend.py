@@ -103,10 +103,14 @@ class CupyBackend(KernelOpsMixin, Backend):
             self._capturing = True
             try:
                 result = body()
-            except BaseException:
+            except BaseException as exc:
                 self._capturing = False
                 with contextlib.suppress(Exception):
                     stream.end_capture()  # an invalidated capture still has to be ended
+                if isinstance(exc, self._cupy.cuda.runtime.CUDARuntimeError):
+                    raise GraphCaptureError(f"a CUDA call inside the captured step was refused ({exc}): a host read "
+                                            "(float(), .item(), .get()), a synchronisation or a synchronous copy; "
+                                            "the emulated backend's recorder names the op and the line") from exc
                 raise
             self._capturing = False
             try:
@@ -124,11 +128,16 @@ class CupyGraph:
 
     def __init__(self, backend: CupyBackend, graph: Any, keep: Any) -> None:
         self._backend, self._graph, self._keep = backend, graph, keep
+        cuda = backend._cupy.cuda
+        # two events made once (no timing: cheaper to record), re-recorded by every replay
+        self._inputs_ready, self._done = cuda.Event(disable_timing=True), cuda.Event(disable_timing=True)
 
     def replay(self) -> None:
         cuda = self._backend._cupy.cuda
         stream = self._backend._graph_stream
         outer = cuda.get_current_stream()
-        stream.wait_event(outer.record())
+        outer.record(self._inputs_ready)
+        stream.wait_event(self._inputs_ready)
         self._graph.launch(stream)
-        outer.wait_event(stream.record())
+        stream.record(self._done)
+        outer.wait_event(self._done)
