@@ -277,3 +277,29 @@ def test_on_the_gpu_a_host_read_while_capturing_is_a_graph_capture_error():
         graph, total = be.capture_graph(lambda: (a * 2).sum())  # the stream is usable again afterwards
         graph.replay()
         assert float(total) == 8.0
+
+
+def test_weights_loaded_or_layers_frozen_between_replays_are_seen(emulated, tmp_path):
+    """A checkpoint loaded into a graphed model, and a layer frozen mid-training (the optimizer is
+    rebuilt, so is the step), train on exactly as the eager model does."""
+    x, y = data((6,), 4, 8)
+    with gpunn.use_backend("emulated"):
+        gpunn.manual_seed(3)
+        donor = mlp()
+        donor.compile(loss="softmax_cross_entropy", optimizer="adam")
+        donor.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        donor.save_weights(tmp_path / "w.safetensors")
+    runs = []
+    for graph in (False, True):
+        with gpunn.use_backend("emulated"):
+            gpunn.manual_seed(5)
+            model = mlp()
+            model.compile(loss="softmax_cross_entropy", optimizer="sgd", lr=0.1, cuda_graph=graph)
+            model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+            model.load_weights(tmp_path / "w.safetensors")
+            model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+            model.freeze(1)
+            model.fit(x, y, epochs=1, batch_size=4, verbose=0, shuffle=False)
+            runs.append(model.state_dict())
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
