@@ -23,14 +23,16 @@ later batch of that shape replays the graph. A short last batch gets its own gra
 On the NumPy backend, which has no graphs, the same step runs eagerly every time: the results are
 the same, and a script written for the GPU runs in CPU-only CI.
 
-Limits (clear errors, not silent fallbacks): one input array and one target array, one output,
-no sample weights, no data parallelism; the metrics must have a device form
+Sample weights (fit's sample_weight and class_weight, or `step(x, y, sample_weight)`) weight the
+loss on the device, as the eager step does. Limits (clear errors, not silent fallbacks): one input
+array and one target array, one output, no data parallelism; the metrics must have a device form
 (gpunn.metrics.device_metric). Data-dependent checks of the targets (NaN, label range) run at the
 eager first step of each shape only: a captured step cannot read the batch back.
 """
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import numpy as np
@@ -41,15 +43,16 @@ from gpunn.losses import Loss, get_loss
 from gpunn.metrics import device_metric, get_metric
 from gpunn.optim.base import Optimizer
 from gpunn.regularizers import regularization_loss
+from gpunn.train.outputs import weighted_loss_device
 
 
 class _Shape:
     """One input signature's static buffers and, once captured, its graph."""
 
-    __slots__ = ("x", "y", "n", "graph", "runs")
+    __slots__ = ("x", "y", "w", "n", "graph", "runs")
 
-    def __init__(self, x: Any, y: Any) -> None:
-        self.x, self.y = x, y
+    def __init__(self, x: Any, y: Any, w: Any) -> None:
+        self.x, self.y, self.w = x, y, w
         self.n = int(x.shape[0])
         self.graph: Any = None
         self.runs = 0
@@ -121,6 +124,10 @@ class CapturedStep:
         elif optimizer is not None:
             raise ValueError(f"{where}: argument 'optimizer' must be None for an evaluation step (training=False)")
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        try:
+            self._backward_takes_flag = "need_input_grad" in inspect.signature(model.backward).parameters
+        except (TypeError, ValueError):
+            self._backward_takes_flag = False
         self.training, self.loss_weight, self.warmup = training, float(loss_weight), int(warmup)
         pairs = _metric_pairs(metrics, where)
         self._metrics = []
@@ -146,8 +153,9 @@ class CapturedStep:
         """How many input shapes have a captured graph."""
         return sum(s.graph is not None for s in self._shapes.values())
 
-    def step(self, x: Any, y: Any) -> Any:
-        """One step on the batch (x, y): see the class docstring."""
+    def step(self, x: Any, y: Any, sample_weight: Any = None) -> Any:
+        """One step on the batch (x, y), the loss weighted per sample by `sample_weight` (one weight
+        per sample, as fit's) when given: see the class docstring."""
         where = "CapturedStep.step"
         for name, a in (("x", x), ("y", y)):
             if isinstance(a, (list, tuple, dict)) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
@@ -158,14 +166,17 @@ class CapturedStep:
         if int(x.shape[0]) != int(y.shape[0]):
             raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
                              f"{int(x.shape[0])} and {int(y.shape[0])}")
+        if sample_weight is not None and tuple(getattr(sample_weight, "shape", ())) != (int(x.shape[0]),):
+            raise ValueError(f"{where}: argument 'sample_weight' must have one weight per sample, shape "
+                             f"({int(x.shape[0])},), got {getattr(sample_weight, 'shape', type(sample_weight).__name__)}")
         backend = getattr(self.model, "backend", None)
         backend = backend if isinstance(backend, Backend) else get_backend()
         if backend is not self._backend:
             self._place(backend)
         self._check_baked()
         with use_backend(backend), device_values():
-            shape = self._shape_for(x, y)
-            self._fill(shape, x, y)
+            shape = self._shape_for(x, y, sample_weight is not None)
+            self._fill(shape, x, y, sample_weight)
             if shape.graph is not None:
                 if self.training:
                     self.optimizer.prepare_step()  # the lr of this step onto the device, the host's count
@@ -189,21 +200,26 @@ class CapturedStep:
         out = model.forward(shape.x, training=self.training)
         if isinstance(out, (list, tuple)):
             raise ValueError("CapturedStep: the model has several outputs; a captured step trains one-output models")
-        value = loss.forward(out, shape.y)
-        if self.training:
-            grad = loss.backward(self.loss_weight)
-            try:
-                model.backward(grad, need_input_grad=False)
-            except TypeError:
-                model.backward(grad)
-            if eager:
-                self.optimizer.prepare_step()
-            self.optimizer.apply_step()
+        if shape.w is not None:
+            value, grad = weighted_loss_device(loss, self.loss_weight, out, shape.y, shape.w, self.training,
+                                               "CapturedStep.step")
+        else:
+            value = loss.forward(out, shape.y)
+            grad = loss.backward(self.loss_weight) if self.training else None
+        # the logged loss with the weight penalties of the weights this step started from, as eagerly
         total = value * self.loss_weight if self.loss_weight != 1.0 else value
         reg = getattr(model, "regularization_loss", None)
         penalty = reg() if callable(reg) else regularization_loss(model)
         if not (isinstance(penalty, float) and penalty == 0.0):
             total = total + penalty
+        if self.training:
+            if self._backward_takes_flag:
+                model.backward(grad, need_input_grad=False)  # nobody reads d(loss)/d(input)
+            else:
+                model.backward(grad)
+            if eager:
+                self.optimizer.prepare_step()
+            self.optimizer.apply_step()
         vals = self._vals
         vals[0] = total
         for i, metric in enumerate(self._metrics, 1):
@@ -238,21 +254,23 @@ class CapturedStep:
             for shape in self._shapes.values():
                 shape.graph, shape.runs = None, 0
 
-    def _shape_for(self, x: Any, y: Any) -> _Shape:
+    def _shape_for(self, x: Any, y: Any, weighted: bool) -> _Shape:
         key = (tuple(int(s) for s in x.shape), np.dtype(x.dtype).str, tuple(int(s) for s in y.shape),
-               np.dtype(y.dtype).str)
+               np.dtype(y.dtype).str, weighted)
         shape = self._shapes.get(key)
         if shape is None:
             xp = self._backend.xp
-            shape = self._shapes[key] = _Shape(xp.empty(key[0], dtype=x.dtype), xp.empty(key[2], dtype=y.dtype))
+            w = xp.empty(key[0][:1], dtype=np.float64) if weighted else None  # weights in float64, as batch_loss
+            shape = self._shapes[key] = _Shape(xp.empty(key[0], dtype=x.dtype), xp.empty(key[2], dtype=y.dtype), w)
         return shape
 
-    def _fill(self, shape: _Shape, x: Any, y: Any) -> None:
+    def _fill(self, shape: _Shape, x: Any, y: Any, w: Any) -> None:
         """Copy the batch into the static buffers the graph reads."""
         backend = self._backend
-        for dst, src in ((shape.x, x), (shape.y, y)):
+        pairs = ((shape.x, x), (shape.y, y)) + (((shape.w, w),) if w is not None else ())
+        for dst, src in pairs:
             if backend.is_native(src):
-                dst[...] = src  # a device-to-device copy
+                dst[...] = src  # a device-to-device copy (cast to the buffer's dtype)
             else:
                 backend.host_to_device(dst, to_host(src))
 

@@ -68,17 +68,10 @@ class GraphMode:
             self._eval = made
         return made
 
-    @staticmethod
-    def _no_weights(swb: Any, where: str) -> None:
-        if swb is not None:
-            raise ValueError(f"{where}: cuda_graph=True does not take sample weights (sample_weight, class_weight or "
-                             "weighted batches) yet; compile without cuda_graph to weight the loss")
-
     def batch(self, x: Any, y: Any, sample_weight: Any, training: bool, where: str) -> dict[str, float]:
         """One batch for train_on_batch / test_on_batch: its values, read once."""
-        self._no_weights(sample_weight, where)
         step = self.step(training, where)
-        step.step(x, y)
+        step.step(x, y, sample_weight)
         return step.last()
 
     def fit_epoch(self, data: Any, epoch: int, cbs: Any, again: bool) -> dict[str, float]:
@@ -88,10 +81,9 @@ class GraphMode:
         step.reset()
         with contextlib.closing(data.epoch(epoch)) as batches:
             for i, (xb, yb, swb) in enumerate(batches):
-                self._no_weights(swb, "fit")
                 cbs.on_train_batch_begin(i)
                 model._last_batch_x = xb  # for TrainingMonitor's activation probe
-                step.step(xb, yb)
+                step.step(xb, yb, swb)
                 n = data_adapter.batch_size_of(xb)
                 logs: dict[str, float] = {"size": n}
                 last = data.steps is not None and i + 1 >= data.steps
@@ -110,8 +102,7 @@ class GraphMode:
         step.reset()
         with contextlib.closing(data.epoch(epoch)) as batches:
             for xb, yb, swb in batches:
-                self._no_weights(swb, where)
-                step.step(xb, yb)
+                step.step(xb, yb, swb)
         data.end_epoch()
         if step.samples == 0:
             raise data_adapter.no_batches_error(getattr(data, "source", None), "data", where)

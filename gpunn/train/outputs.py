@@ -230,3 +230,41 @@ def batch_loss(spec: OutputSpec, out: Any, y: Any, sample_weight: Any, need_grad
     finally:
         loss.reduction = reduction
     return value, grad
+
+
+def weighted_loss_device(loss: Loss, loss_weight: float, out: Any, y: Any, w: Any, need_grad: bool,
+                         where: str) -> tuple[Any, Any]:
+    """batch_loss's sample-weighted branch with nothing read back to the host (a captured step,
+    gpunn/train/captured.py): `w` is a float64 device array of one weight per sample. The same
+    operations in the same order, so the same numbers as batch_loss; the value (not yet multiplied
+    by `loss_weight`, as batch_loss's) is a 0-d float64 device array."""
+    xp = get_backend().xp
+    n = int(out.shape[0])
+    if tuple(w.shape) != (n,):
+        raise ValueError(f"{where}: argument 'sample_weight' must have one weight per sample, shape ({n},), got "
+                         f"{tuple(w.shape)}")
+    reduction = loss.reduction
+    loss.reduction = "none"
+    try:
+        per = loss.forward(out, y)
+        if per.ndim == 0 or int(per.shape[0]) != n:
+            raise ValueError(f"{where}: the loss {loss.name} gives no per-sample values (unreduced shape "
+                             f"{tuple(per.shape)}), so it cannot be weighted per sample")
+        flat = per.reshape(n, -1)
+        k = int(flat.shape[1])
+        per_sample = flat.astype(np.float64).sum(axis=1)
+        if reduction == "mean":
+            per_sample = per_sample / k
+        denom = w.sum() if reduction == "mean" else 1.0
+        positive = denom > 0  # all-zero weights contribute 0 (Keras's divide_no_nan), chosen on the device
+        safe = xp.where(positive, denom, 1.0)
+        value = xp.where(positive, (w * per_sample).sum() / safe, 0.0)
+        grad = None
+        if need_grad:
+            scale = xp.where(positive, loss_weight / safe, 0.0) / (k if reduction == "mean" else 1)
+            d = xp.broadcast_to((w * scale).reshape(n, 1), flat.shape).reshape(per.shape)
+            grad = loss.backward(d.astype(per.dtype))
+    finally:
+        loss.reduction = reduction
+    return value, grad
+

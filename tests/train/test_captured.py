@@ -230,8 +230,28 @@ def test_compile_arguments():
         model.compile(loss="mse", cuda_graph=True, distributed=True)
     model.compile(loss="softmax_cross_entropy", cuda_graph=True)
     x, y = data((6,), 4, 4)
-    with pytest.raises(ValueError, match="sample weights"):
-        model.fit(x, y, sample_weight=np.ones(4), verbose=0)
+    with pytest.raises(ValueError, match="'sample_weight' must have one weight per sample"):
+        CapturedStep(model, "softmax_cross_entropy", Adam(model)).step(x, y, np.ones(3))
+
+
+def test_sample_weights_class_weights_and_penalties_match_eager(emulated):
+    x, y = data((6,), 4, 10)
+    w = np.random.default_rng(4).uniform(0.0, 2.0, 10)
+    w[:4] = 0.0  # a first batch of weight 0: it contributes nothing (divide_no_nan), on the device too
+    runs = []
+    for graph in (False, True):
+        with gpunn.use_backend("emulated"):
+            gpunn.manual_seed(11)
+            model = Sequential([Dense(12, activation="relu", input_shape=(6,), kernel_regularizer="l2"), Dense(4)])
+            model.compile(loss="softmax_cross_entropy", optimizer="adam", metrics=["accuracy"], cuda_graph=graph)
+            h1 = model.fit(x, y, sample_weight=w, epochs=2, batch_size=4, verbose=0, shuffle=False).history
+            h2 = model.fit(x, y, class_weight={0: 2.0, 1: 0.5, 2: 1.0, 3: 1.0}, epochs=1, batch_size=4,
+                           verbose=0).history
+            ev = model.evaluate(x, y, sample_weight=w, batch_size=3, return_dict=True)
+            runs.append((h1, h2, ev, model.state_dict()))
+    assert runs[0][:3] == runs[1][:3]
+    for k in runs[0][3]:
+        np.testing.assert_array_equal(runs[0][3][k], runs[1][3][k], err_msg=k)
 
 
 def test_logs_reach_callbacks_once_per_interval(emulated):
