@@ -188,6 +188,21 @@ def align(value: Any, names: list[str], what: str, where: str) -> list[Any]:
     return list(value)
 
 
+def _per_sample(loss: Loss, reduction: str, out: Any, y: Any, n: int, where: str) -> tuple[Any, Any, int, Any]:
+    """The unreduced loss (loss.reduction already "none"), as (per, per as (n, k), k, the float64
+    per-sample values: summed over each sample's k values, averaged with a "mean" reduction)."""
+    per = loss.forward(out, y)
+    if per.ndim == 0 or int(per.shape[0]) != n:
+        raise ValueError(f"{where}: the loss {loss.name} gives no per-sample values (unreduced shape "
+                         f"{tuple(per.shape)}), so it cannot be weighted per sample")
+    flat = per.reshape(n, -1)
+    k = int(flat.shape[1])
+    per_sample = flat.astype(np.float64).sum(axis=1)
+    if reduction == "mean":
+        per_sample = per_sample / k
+    return per, flat, k, per_sample
+
+
 def batch_loss(spec: OutputSpec, out: Any, y: Any, sample_weight: Any, need_grad: bool,
                where: str) -> tuple[float, Any]:
     """One output's loss on a batch (weighted by `sample_weight`, one weight per sample, when
@@ -209,15 +224,7 @@ def batch_loss(spec: OutputSpec, out: Any, y: Any, sample_weight: Any, need_grad
     reduction = loss.reduction
     loss.reduction = "none"  # per-element (or per-sample) values, weighted here
     try:
-        per = loss.forward(out, y)
-        if per.ndim == 0 or int(per.shape[0]) != n:
-            raise ValueError(f"{where}: the loss {loss.name} gives no per-sample values (unreduced shape "
-                             f"{tuple(per.shape)}), so it cannot be weighted per sample")
-        flat = per.reshape(n, -1)
-        k = int(flat.shape[1])
-        per_sample = flat.astype(np.float64).sum(axis=1)
-        if reduction == "mean":
-            per_sample = per_sample / k
+        per, flat, k, per_sample = _per_sample(loss, reduction, out, y, n, where)
         total = float(w.sum())
         # a batch whose weights are all 0 contributes nothing (Keras's divide_no_nan)
         denom = total if reduction == "mean" else 1.0
@@ -246,15 +253,7 @@ def weighted_loss_device(loss: Loss, loss_weight: float, out: Any, y: Any, w: An
     reduction = loss.reduction
     loss.reduction = "none"
     try:
-        per = loss.forward(out, y)
-        if per.ndim == 0 or int(per.shape[0]) != n:
-            raise ValueError(f"{where}: the loss {loss.name} gives no per-sample values (unreduced shape "
-                             f"{tuple(per.shape)}), so it cannot be weighted per sample")
-        flat = per.reshape(n, -1)
-        k = int(flat.shape[1])
-        per_sample = flat.astype(np.float64).sum(axis=1)
-        if reduction == "mean":
-            per_sample = per_sample / k
+        per, flat, k, per_sample = _per_sample(loss, reduction, out, y, n, where)
         denom = w.sum() if reduction == "mean" else 1.0
         positive = denom > 0  # all-zero weights contribute 0 (Keras's divide_no_nan), chosen on the device
         safe = xp.where(positive, denom, 1.0)
