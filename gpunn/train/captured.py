@@ -25,7 +25,8 @@ the same, and a script written for the GPU runs in CPU-only CI.
 
 Sample weights (fit's sample_weight and class_weight, or `step(x, y, sample_weight)`) weight the
 loss on the device, as the eager step does. Limits (clear errors, not silent fallbacks): one input
-array and one target array, one output, no data parallelism; the metrics must have a device form
+array (a model with several outputs takes a list of targets, as compile's several losses do), no
+data parallelism; the metrics must have a device form
 (gpunn.metrics.device_metric). Data-dependent checks of the targets (NaN, label range) run at the
 eager first step of each shape only: a captured step cannot read the batch back.
 """
@@ -51,8 +52,8 @@ class _Shape:
 
     __slots__ = ("x", "y", "w", "n", "graph", "runs")
 
-    def __init__(self, x: Any, y: Any, w: Any) -> None:
-        self.x, self.y, self.w = x, y, w
+    def __init__(self, x: Any, y: tuple[Any, ...], w: Any) -> None:
+        self.x, self.y, self.w = x, y, w  # y: one target buffer per output (None: no target for it)
         self.n = int(x.shape[0])
         self.graph: Any = None
         self.runs = 0
@@ -79,6 +80,27 @@ def _metric_pairs(metrics: Any, where: str) -> list[tuple[str, Any]]:
             raise TypeError(f"{where}: argument 'metrics[{i}]' must be a metric name, a function or a (name, "
                             f"function) pair, got {type(m).__name__}")
     return pairs
+
+
+class _Head:
+    """One model output's part of the step: its loss (None: not trained), weight and device metrics."""
+
+    __slots__ = ("name", "loss", "weight", "metrics")
+
+    def __init__(self, name: str, loss: Loss | None, weight: float, metrics: list[tuple[str, Any]]) -> None:
+        self.name, self.loss, self.weight, self.metrics = name, loss, weight, metrics
+
+
+def _device_metrics(pairs: list[tuple[str, Any]], where: str) -> list[tuple[str, Any]]:
+    out = []
+    for name, fn in pairs:
+        dev = device_metric(fn)
+        if dev is None:
+            raise ValueError(f"{where}: metric {name!r} has no device form, so a captured step cannot compute "
+                             "it; use a built-in metric (accuracy, top_k_accuracy, binary_accuracy, mse, mae) "
+                             "or train without cuda_graph")
+        out.append((name, dev))
+    return out
 
 
 class CapturedStep:
@@ -129,16 +151,8 @@ class CapturedStep:
         except (TypeError, ValueError):
             self._backward_takes_flag = False
         self.training, self.loss_weight, self.warmup = training, float(loss_weight), int(warmup)
-        pairs = _metric_pairs(metrics, where)
-        self._metrics = []
-        for name, fn in pairs:
-            dev = device_metric(fn)
-            if dev is None:
-                raise ValueError(f"{where}: metric {name!r} has no device form, so a captured step cannot compute "
-                                 "it; use a built-in metric (accuracy, top_k_accuracy, binary_accuracy, mse, mae) "
-                                 "or train without cuda_graph")
-            self._metrics.append(dev)
-        self.names = ["loss", *(name for name, _ in pairs)]
+        self._set_heads([_Head("output", loss, float(loss_weight), _device_metrics(_metric_pairs(metrics, where),
+                                                                                   where))])
         self._shapes: dict[tuple, _Shape] = {}
         self._backend: Backend | None = None
         self._vals: Any = None  # this batch's [loss, *metrics], float64, on the device
@@ -146,6 +160,25 @@ class CapturedStep:
         self._scaled: Any = None  # scratch: vals * n
         self._seen = 0
         self._baked: Any = None  # what the graphs baked in besides the lr (the optimizer's other settings)
+
+    @classmethod
+    def for_outputs(cls, model: Any, specs: list[Any], optimizer: Optimizer | None, training: bool) -> CapturedStep:
+        """The step compile(cuda_graph=True) runs: one head per model output, from compile's
+        OutputSpecs (loss or None, weight, metrics), logged with eager fit's names ("loss", then
+        "<output>_loss" per trained output when there are several, then the metrics)."""
+        trained = [s for s in specs if s.loss is not None]
+        if not trained:
+            raise ValueError("compile(cuda_graph=True): no output has a loss")
+        step = cls(model, trained[0].loss, optimizer, None, training=training, loss_weight=trained[0].weight)
+        step._set_heads([_Head(s.name, s.loss, float(s.weight), _device_metrics(list(s.metric_fns), "compile"))
+                         for s in specs])
+        return step
+
+    def _set_heads(self, heads: list[_Head]) -> None:
+        self._heads = heads
+        several = len(heads) > 1
+        self.names = ["loss", *(f"{h.name}_loss" for h in heads if several and h.loss is not None),
+                      *(name for h in heads for name, _ in h.metrics)]
 
     # -- the step -------------------------------------------------------------------------------
     @property
@@ -157,15 +190,26 @@ class CapturedStep:
         """One step on the batch (x, y), the loss weighted per sample by `sample_weight` (one weight
         per sample, as fit's) when given: see the class docstring."""
         where = "CapturedStep.step"
-        for name, a in (("x", x), ("y", y)):
+        several = len(self._heads) > 1
+        ys = list(y) if several and isinstance(y, (list, tuple)) else [y]
+        if len(ys) != len(self._heads):
+            raise ValueError(f"{where}: argument 'y' must hold one target per output ({len(self._heads)}), got "
+                             f"{len(ys)}")
+        named = [("x", x)] + [(f"y[{i}]" if several else "y", t) for i, t in enumerate(ys)
+                              if t is not None or not several]
+        for name, a in named:
             if isinstance(a, (list, tuple, dict)) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
-                raise TypeError(f"{where}: argument '{name}' must be one array (a captured step takes one input and "
-                                f"one target), got {type(a).__name__}")
+                raise TypeError(f"{where}: argument '{name}' must be one array (a captured step takes one input "
+                                f"array{' and a list of targets, one per output' if several else ' and one target'})"
+                                f", got {type(a).__name__}")
             if len(a.shape) == 0 or int(a.shape[0]) == 0:
                 raise ValueError(f"{where}: argument '{name}' must hold at least one sample, got shape {tuple(a.shape)}")
-        if int(x.shape[0]) != int(y.shape[0]):
-            raise ValueError(f"{where}: arguments 'x' and 'y' must have the same number of samples, got "
-                             f"{int(x.shape[0])} and {int(y.shape[0])}")
+            if int(a.shape[0]) != int(x.shape[0]):
+                raise ValueError(f"{where}: arguments 'x' and '{name}' must have the same number of samples, got "
+                                 f"{int(x.shape[0])} and {int(a.shape[0])}")
+        for h, t in zip(self._heads, ys):
+            if h.loss is not None and t is None:
+                raise ValueError(f"{where}: output {h.name!r} has a loss but no target was given for it")
         if sample_weight is not None and tuple(getattr(sample_weight, "shape", ())) != (int(x.shape[0]),):
             raise ValueError(f"{where}: argument 'sample_weight' must have one weight per sample, shape "
                              f"({int(x.shape[0])},), got {getattr(sample_weight, 'shape', type(sample_weight).__name__)}")
@@ -175,8 +219,8 @@ class CapturedStep:
             self._place(backend)
         self._check_baked()
         with use_backend(backend), device_values():
-            shape = self._shape_for(x, y, sample_weight is not None)
-            self._fill(shape, x, y, sample_weight)
+            shape = self._shape_for(x, ys, sample_weight is not None)
+            self._fill(shape, x, ys, sample_weight)
             if shape.graph is not None:
                 if self.training:
                     self.optimizer.prepare_step()  # the lr of this step onto the device, the host's count
@@ -194,24 +238,37 @@ class CapturedStep:
         """The step itself: device work only (it is what the graph records). Run eagerly, it also
         does the optimizer's host half where the eager step does (after backward: the first
         forward may be what builds the model)."""
-        model, loss = self.model, self.loss
+        model = self.model
         if self.training:
             model.zero_grad()  # every parameter, frozen ones too, as the eager step does
         out = model.forward(shape.x, training=self.training)
-        if isinstance(out, (list, tuple)):
-            raise ValueError("CapturedStep: the model has several outputs; a captured step trains one-output models")
-        if shape.w is not None:
-            value, grad = weighted_loss_device(loss, self.loss_weight, out, shape.y, shape.w, self.training,
-                                               "CapturedStep.step")
-        else:
-            value = loss.forward(out, shape.y)
-            grad = loss.backward(self.loss_weight) if self.training else None
+        several = len(self._heads) > 1
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        if len(outs) != len(self._heads):
+            raise ValueError(f"CapturedStep: the model gives {len(outs)} outputs, the step was made for "
+                             f"{len(self._heads)}")
+        total: Any = 0.0
+        grads: list[Any] = []
+        parts: list[Any] = []
+        for head, o, t in zip(self._heads, outs, shape.y):
+            if head.loss is None:
+                grads.append(None)
+                continue
+            if shape.w is not None:
+                value, grad = weighted_loss_device(head.loss, head.weight, o, t, shape.w, self.training,
+                                                   "CapturedStep.step")
+            else:
+                value = head.loss.forward(o, t)
+                grad = head.loss.backward(head.weight) if self.training else None
+            total = total + head.weight * value  # the eager step's sum, from 0.0, in output order
+            grads.append(grad)
+            parts.append(value)
         # the logged loss with the weight penalties of the weights this step started from, as eagerly
-        total = value * self.loss_weight if self.loss_weight != 1.0 else value
         reg = getattr(model, "regularization_loss", None)
         penalty = reg() if callable(reg) else regularization_loss(model)
         if not (isinstance(penalty, float) and penalty == 0.0):
             total = total + penalty
+        grad = grads if several else grads[0]
         if self.training:
             if self._backward_takes_flag:
                 model.backward(grad, need_input_grad=False)  # nobody reads d(loss)/d(input)
@@ -222,8 +279,14 @@ class CapturedStep:
             self.optimizer.apply_step()
         vals = self._vals
         vals[0] = total
-        for i, metric in enumerate(self._metrics, 1):
-            vals[i] = metric(shape.y, out)
+        i = 1
+        for value in (parts if several else []):
+            vals[i] = value
+            i += 1
+        for head, o, t in zip(self._heads, outs, shape.y):
+            for _, metric in head.metrics if t is not None else ():
+                vals[i] = metric(t, o)
+                i += 1
         xp = self._backend.xp
         xp.multiply(vals, float(shape.n), out=self._scaled)
         self._sums += self._scaled
@@ -254,20 +317,24 @@ class CapturedStep:
             for shape in self._shapes.values():
                 shape.graph, shape.runs = None, 0
 
-    def _shape_for(self, x: Any, y: Any, weighted: bool) -> _Shape:
-        key = (tuple(int(s) for s in x.shape), np.dtype(x.dtype).str, tuple(int(s) for s in y.shape),
-               np.dtype(y.dtype).str, weighted)
+    def _shape_for(self, x: Any, ys: list[Any], weighted: bool) -> _Shape:
+        def sig(a: Any) -> Any:
+            return None if a is None else (tuple(int(s) for s in a.shape), np.dtype(a.dtype).str)
+        key = (sig(x), tuple(sig(t) for t in ys), weighted)
         shape = self._shapes.get(key)
         if shape is None:
             xp = self._backend.xp
-            w = xp.empty(key[0][:1], dtype=np.float64) if weighted else None  # weights in float64, as batch_loss
-            shape = self._shapes[key] = _Shape(xp.empty(key[0], dtype=x.dtype), xp.empty(key[2], dtype=y.dtype), w)
+            w = xp.empty(key[0][0][:1], dtype=np.float64) if weighted else None  # float64, as batch_loss weighs
+            targets = tuple(None if t is None else xp.empty(t.shape, dtype=t.dtype) for t in ys)
+            shape = self._shapes[key] = _Shape(xp.empty(x.shape, dtype=x.dtype), targets, w)
         return shape
 
-    def _fill(self, shape: _Shape, x: Any, y: Any, w: Any) -> None:
+    def _fill(self, shape: _Shape, x: Any, ys: list[Any], w: Any) -> None:
         """Copy the batch into the static buffers the graph reads."""
         backend = self._backend
-        pairs = ((shape.x, x), (shape.y, y)) + (((shape.w, w),) if w is not None else ())
+        pairs = [(shape.x, x), *((b, t) for b, t in zip(shape.y, ys) if b is not None)]
+        if w is not None:
+            pairs.append((shape.w, w))
         for dst, src in pairs:
             if backend.is_native(src):
                 dst[...] = src  # a device-to-device copy (cast to the buffer's dtype)

@@ -1,7 +1,7 @@
 """compile(cuda_graph=True): fit, train_on_batch, test_on_batch and evaluate through CapturedSteps.
 
 The model keeps one training and one evaluation CapturedStep (gpunn/train/captured.py), made on
-first use from what compile set (the loss of the one output, its weight, the metrics), and made
+first use from what compile set (each output's loss, weight and metrics), and made
 again when the optimizer is rebuilt (layers frozen or unfrozen).
 
 Logs. The host reads the device-side sums once per `log_every` batches and at the end of each
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from gpunn.train import data_adapter
+from gpunn.train import data_adapter, outputs
 from gpunn.train.captured import CapturedStep
 
 DEFAULT_LOG_EVERY = 50
@@ -46,12 +46,9 @@ class GraphMode:
         self._train: CapturedStep | None = None
         self._eval: CapturedStep | None = None
 
-    def _spec(self, where: str) -> Any:
-        specs = self.model._output_specs(1, where)
-        if len(specs) != 1 or specs[0].loss is None:
-            raise ValueError(f"{where}: cuda_graph=True trains models with one output that has a loss; this model has "
-                             f"{len(specs)} outputs: compile it without cuda_graph")
-        return specs[0]
+    def _specs(self, where: str) -> list[Any]:
+        n = self.model._output_count()
+        return self.model._output_specs(1 if n is None else n, where)
 
     def step(self, training: bool, where: str) -> CapturedStep:
         """The training (or evaluation) CapturedStep, made again when the optimizer changed."""
@@ -59,19 +56,22 @@ class GraphMode:
         current = self._train if training else self._eval
         if current is not None and (not training or current.optimizer is opt):
             return current
-        spec = self._spec(where)
-        made = CapturedStep(self.model, spec.loss, opt if training else None, spec.metric_fns, training=training,
-                            loss_weight=spec.weight)
+        made = CapturedStep.for_outputs(self.model, self._specs(where), opt if training else None, training)
         if training:
             self._train = made
         else:
             self._eval = made
         return made
 
+    def _targets(self, y: Any, where: str) -> Any:
+        """y as the step takes it: the array, or one entry per output (None where not given)."""
+        specs = self._specs(where)
+        return y if len(specs) == 1 else outputs.align(y, [s.name for s in specs], "y", where)
+
     def batch(self, x: Any, y: Any, sample_weight: Any, training: bool, where: str) -> dict[str, float]:
         """One batch for train_on_batch / test_on_batch: its values, read once."""
         step = self.step(training, where)
-        step.step(x, y, sample_weight)
+        step.step(x, self._targets(y, where), sample_weight)
         return step.last()
 
     def fit_epoch(self, data: Any, epoch: int, cbs: Any, again: bool) -> dict[str, float]:
@@ -83,7 +83,7 @@ class GraphMode:
             for i, (xb, yb, swb) in enumerate(batches):
                 cbs.on_train_batch_begin(i)
                 model._last_batch_x = xb  # for TrainingMonitor's activation probe
-                step.step(xb, yb, swb)
+                step.step(xb, self._targets(yb, "fit"), swb)
                 n = data_adapter.batch_size_of(xb)
                 logs: dict[str, float] = {"size": n}
                 last = data.steps is not None and i + 1 >= data.steps
@@ -102,7 +102,7 @@ class GraphMode:
         step.reset()
         with contextlib.closing(data.epoch(epoch)) as batches:
             for xb, yb, swb in batches:
-                step.step(xb, yb, swb)
+                step.step(xb, self._targets(yb, where), swb)
         data.end_epoch()
         if step.samples == 0:
             raise data_adapter.no_batches_error(getattr(data, "source", None), "data", where)

@@ -323,3 +323,46 @@ def test_weights_loaded_or_layers_frozen_between_replays_are_seen(emulated, tmp_
             runs.append(model.state_dict())
     for k in runs[0]:
         np.testing.assert_array_equal(runs[0][k], runs[1][k], err_msg=k)
+
+
+def test_a_model_with_two_outputs(emulated):
+    """A functional model with two heads (a class and a regression output), losses by name, a loss
+    weight and metrics for one head: the same history and weights as the eager fit."""
+    from gpunn import Input, Model
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((10, 6)).astype(np.float32)
+    cls, reg = rng.integers(0, 3, 10), rng.standard_normal((10, 1)).astype(np.float32)
+    runs = []
+    for graph in (False, True):
+        with gpunn.use_backend("emulated"):
+            gpunn.manual_seed(4)
+            inp = Input((6,), name="x")
+            hidden = Dropout(0.2)(Dense(8, activation="relu")(inp))
+            model = Model(inputs=inp, outputs=[Dense(3, name="cls")(hidden), Dense(1, name="reg")(hidden)])
+            model.compile(loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"}, loss_weights={"reg": 0.5},
+                          optimizer="adam", metrics={"cls": ["accuracy"], "reg": ["mae"]}, cuda_graph=graph)
+            h = model.fit(x, {"cls": cls, "reg": reg}, epochs=2, batch_size=4, verbose=0).history
+            ev = model.evaluate(x, [cls, reg], batch_size=5, return_dict=True)
+            runs.append((h, ev, model.state_dict()))
+    assert model._graphs._train.graphs == 2 and model._graphs._eval.graphs == 1  # replayed, not eager
+    assert {"loss", "cls_loss", "reg_loss", "cls_accuracy", "reg_mae"} <= set(runs[0][0])
+    assert runs[0][:2] == runs[1][:2]
+    for k in runs[0][2]:
+        np.testing.assert_array_equal(runs[0][2][k], runs[1][2][k], err_msg=k)
+
+
+def test_a_subclassed_model(emulated):
+    """A subclassed model (its call() recorded on a tape each forward): captured and replayed."""
+    from tests.train.test_subclassed import Branchy
+    x, y = data((4,), 2, 8)
+    runs = []
+    for graph in (False, True):
+        with gpunn.use_backend("emulated"):
+            gpunn.manual_seed(6)
+            model = Branchy()
+            model.compile(loss="softmax_cross_entropy", optimizer="rmsprop", metrics=["accuracy"], cuda_graph=graph)
+            runs.append((model.fit(x, y, epochs=2, batch_size=4, verbose=0).history, model.state_dict()))
+    assert model._graphs._train.graphs == 1
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        np.testing.assert_array_equal(runs[0][1][k], runs[1][1][k], err_msg=k)
