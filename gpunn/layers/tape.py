@@ -16,8 +16,8 @@ that machinery once for both kinds of model:
 A layer keeps what its backward needs on itself (Dense its input, Dropout its mask, Conv2D its
 columns, `_output_seen` the output's shape). A layer called at several places in one forward (a
 shared layer) would have the first call's state overwritten by the second. So each Call keeps a
-snapshot of the attributes that its forward rebound, on the layer and on every sublayer
-(`state_after`), and `backpropagate` puts them back just before that call's backward. Layers must
+snapshot of the attributes that its forward rebound (or set again to the object they held), on
+the layer and on every sublayer (`state_after`), and `backpropagate` puts them back just before that call's backward. Layers must
 therefore rebind, not mutate in place, what they keep for backward; every gpunn layer does.
 
 This module imports nothing from gpunn.layers (the layer base imports it) and duck-types layers:
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -45,11 +46,25 @@ def state_before(layers: Iterable[Any]) -> list[tuple[Any, dict[str, Any]]]:
     return [(layer, dict(vars(layer))) for root in layers for layer in _walk(root)]
 
 
+#: per layer, the attributes any of its calls was ever seen to set: a call that sets one to the very
+#: object it already held (the same input array as the last call that a backward restored, a
+#: captured step's static buffer) rebinds nothing by identity, yet its backward needs it restored
+_kept: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def state_after(before: list[tuple[Any, dict[str, Any]]]) -> list[tuple[Any, dict[str, Any]]]:
-    """The attributes rebound since `before` (what the call in between kept for its backward)."""
+    """What the call in between kept for its backward: the attributes rebound since `before`, and
+    those its layer's calls were seen to set before (see `_kept`), with their values now."""
     out = []
     for layer, old in before:
-        changed = {k: v for k, v in vars(layer).items() if k not in old or old[k] is not v}
+        now = vars(layer)
+        changed = {k: v for k, v in now.items() if k not in old or old[k] is not v}
+        try:
+            known = _kept.setdefault(layer, set())
+        except TypeError:  # not weak-referenceable: identity alone
+            known = set()
+        known.update(changed)
+        changed.update({k: now[k] for k in known if k in now and k not in changed})
         if changed:
             out.append((layer, changed))
     return out

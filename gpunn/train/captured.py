@@ -24,9 +24,8 @@ On the NumPy backend, which has no graphs, the same step runs eagerly every time
 the same, and a script written for the GPU runs in CPU-only CI.
 
 Sample weights (fit's sample_weight and class_weight, or `step(x, y, sample_weight)`) weight the
-loss on the device, as the eager step does. Limits (clear errors, not silent fallbacks): one input
-array (a model with several outputs takes a list of targets, as compile's several losses do), no
-data parallelism; the metrics must have a device form
+loss on the device, as the eager step does. Inputs: one array, or a list or dict of them (a model with several inputs); targets: one array,
+or one per output. Limits (clear errors, not silent fallbacks): no data parallelism; the metrics must have a device form
 (gpunn.metrics.device_metric). Data-dependent checks of the targets (NaN, label range) run at the
 eager first step of each shape only: a captured step cannot read the batch back.
 """
@@ -50,13 +49,30 @@ from gpunn.train.outputs import weighted_loss_device
 class _Shape:
     """One input signature's static buffers and, once captured, its graph."""
 
-    __slots__ = ("x", "y", "w", "n", "graph", "runs")
+    __slots__ = ("x", "xs", "y", "w", "n", "graph", "runs")
 
-    def __init__(self, x: Any, y: tuple[Any, ...], w: Any) -> None:
-        self.x, self.y, self.w = x, y, w  # y: one target buffer per output (None: no target for it)
-        self.n = int(x.shape[0])
+    def __init__(self, kind: Any, xs: list[Any], y: tuple[Any, ...], w: Any) -> None:
+        self.x = _rebuild(kind, xs)  # what forward gets: one array, or a list / dict of them
+        self.xs = xs  # the input buffers, in order
+        self.y, self.w = y, w  # y: one target buffer per output (None: no target for it)
+        self.n = int(xs[0].shape[0])
         self.graph: Any = None
         self.runs = 0
+
+
+def _leaves(x: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """The model input as (structure, [(label, array)]): one array, a list or a dict by input name."""
+    if isinstance(x, dict):
+        return ("dict", tuple(x)), [(f"x[{k!r}]", v) for k, v in x.items()]
+    if isinstance(x, (list, tuple)):
+        return ("list", len(x)), [(f"x[{i}]", v) for i, v in enumerate(x)]
+    return None, [("x", x)]
+
+
+def _rebuild(kind: Any, arrays: list[Any]) -> Any:
+    if kind is None:
+        return arrays[0]
+    return dict(zip(kind[1], arrays)) if kind[0] == "dict" else list(arrays)
 
 
 def _metric_pairs(metrics: Any, where: str) -> list[tuple[str, Any]]:
@@ -195,32 +211,36 @@ class CapturedStep:
         if len(ys) != len(self._heads):
             raise ValueError(f"{where}: argument 'y' must hold one target per output ({len(self._heads)}), got "
                              f"{len(ys)}")
-        named = [("x", x)] + [(f"y[{i}]" if several else "y", t) for i, t in enumerate(ys)
-                              if t is not None or not several]
+        kind, xitems = _leaves(x)
+        if not xitems:
+            raise ValueError(f"{where}: argument 'x' holds no input array")
+        named = xitems + [(f"y[{i}]" if several else "y", t) for i, t in enumerate(ys) if t is not None or not several]
+        first, n0 = named[0][0], None
         for name, a in named:
             if isinstance(a, (list, tuple, dict)) or not hasattr(a, "shape") or not hasattr(a, "dtype"):
-                raise TypeError(f"{where}: argument '{name}' must be one array (a captured step takes one input "
-                                f"array{' and a list of targets, one per output' if several else ' and one target'})"
-                                f", got {type(a).__name__}")
+                raise TypeError(f"{where}: argument '{name}' must be an array (inputs: an array, a list or a dict of "
+                                f"them; targets: {'a list with one per output' if several else 'one array'}), got "
+                                f"{type(a).__name__}")
             if len(a.shape) == 0 or int(a.shape[0]) == 0:
                 raise ValueError(f"{where}: argument '{name}' must hold at least one sample, got shape {tuple(a.shape)}")
-            if int(a.shape[0]) != int(x.shape[0]):
-                raise ValueError(f"{where}: arguments 'x' and '{name}' must have the same number of samples, got "
-                                 f"{int(x.shape[0])} and {int(a.shape[0])}")
+            n0 = int(a.shape[0]) if n0 is None else n0
+            if int(a.shape[0]) != n0:
+                raise ValueError(f"{where}: arguments '{first}' and '{name}' must have the same number of samples, "
+                                 f"got {n0} and {int(a.shape[0])}")
         for h, t in zip(self._heads, ys):
             if h.loss is not None and t is None:
                 raise ValueError(f"{where}: output {h.name!r} has a loss but no target was given for it")
-        if sample_weight is not None and tuple(getattr(sample_weight, "shape", ())) != (int(x.shape[0]),):
-            raise ValueError(f"{where}: argument 'sample_weight' must have one weight per sample, shape "
-                             f"({int(x.shape[0])},), got {getattr(sample_weight, 'shape', type(sample_weight).__name__)}")
+        if sample_weight is not None and tuple(getattr(sample_weight, "shape", ())) != (n0,):
+            raise ValueError(f"{where}: argument 'sample_weight' must have one weight per sample, shape ({n0},), "
+                             f"got {getattr(sample_weight, 'shape', type(sample_weight).__name__)}")
         backend = getattr(self.model, "backend", None)
         backend = backend if isinstance(backend, Backend) else get_backend()
         if backend is not self._backend:
             self._place(backend)
         self._check_baked()
         with use_backend(backend), device_values():
-            shape = self._shape_for(x, ys, sample_weight is not None)
-            self._fill(shape, x, ys, sample_weight)
+            shape = self._shape_for(kind, [a for _, a in xitems], ys, sample_weight is not None)
+            self._fill(shape, [a for _, a in xitems], ys, sample_weight)
             if shape.graph is not None:
                 if self.training:
                     self.optimizer.prepare_step()  # the lr of this step onto the device, the host's count
@@ -317,22 +337,23 @@ class CapturedStep:
             for shape in self._shapes.values():
                 shape.graph, shape.runs = None, 0
 
-    def _shape_for(self, x: Any, ys: list[Any], weighted: bool) -> _Shape:
+    def _shape_for(self, kind: Any, xs: list[Any], ys: list[Any], weighted: bool) -> _Shape:
         def sig(a: Any) -> Any:
             return None if a is None else (tuple(int(s) for s in a.shape), np.dtype(a.dtype).str)
-        key = (sig(x), tuple(sig(t) for t in ys), weighted)
+        key = (kind, tuple(sig(a) for a in xs), tuple(sig(t) for t in ys), weighted)
         shape = self._shapes.get(key)
         if shape is None:
             xp = self._backend.xp
-            w = xp.empty(key[0][0][:1], dtype=np.float64) if weighted else None  # float64, as batch_loss weighs
+            w = xp.empty(xs[0].shape[:1], dtype=np.float64) if weighted else None  # float64, as batch_loss weighs
             targets = tuple(None if t is None else xp.empty(t.shape, dtype=t.dtype) for t in ys)
-            shape = self._shapes[key] = _Shape(xp.empty(x.shape, dtype=x.dtype), targets, w)
+            inputs = [xp.empty(a.shape, dtype=a.dtype) for a in xs]
+            shape = self._shapes[key] = _Shape(kind, inputs, targets, w)
         return shape
 
-    def _fill(self, shape: _Shape, x: Any, ys: list[Any], w: Any) -> None:
+    def _fill(self, shape: _Shape, xs: list[Any], ys: list[Any], w: Any) -> None:
         """Copy the batch into the static buffers the graph reads."""
         backend = self._backend
-        pairs = [(shape.x, x), *((b, t) for b, t in zip(shape.y, ys) if b is not None)]
+        pairs = [*zip(shape.xs, xs), *((b, t) for b, t in zip(shape.y, ys) if b is not None)]
         if w is not None:
             pairs.append((shape.w, w))
         for dst, src in pairs:

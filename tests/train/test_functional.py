@@ -267,3 +267,25 @@ def test_bad_model_name(name, err):
     x = Input((2,))
     with pytest.raises(err, match="Model: argument 'name' must be a non-empty str"):
         Model(x, Dense(2)(x), name=name)
+
+
+def test_a_shared_layer_fed_the_same_arrays_again_backpropagates_each_call(backend):
+    """Regression: the second step on the very same input arrays. The first step's backward leaves
+    the shared layer holding its first call's input; the next first call sets that same object
+    again, which rebinds nothing by identity, and its backward used to get the second call's input."""
+    from gpunn import Input, Model
+    from gpunn.layers import Add, Dense
+    from gpunn.optim import SGD
+    rng = np.random.default_rng(0)
+    left, right = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    target = rng.standard_normal((4, 2)).astype(np.float32)
+    l_in, r_in = Input((3,), name="left"), Input((3,), name="right")
+    shared = Dense(2, name="shared")
+    model = Model(inputs=[l_in, r_in], outputs=Add()([shared(l_in), shared(r_in)]))
+    model.compile(loss="mse", optimizer=SGD(lr=0.0))
+    for _ in range(2):
+        model.train_on_batch([left, right], target)
+        w, b = (gpunn.backend.to_host(p.data) for p in model.parameters())
+        d = 2 * (left @ w + right @ w + 2 * b - target) / target.size
+        np.testing.assert_allclose(gpunn.backend.to_host(model.parameters()[0].grad), left.T @ d + right.T @ d,
+                                   rtol=1e-5, atol=1e-6)
