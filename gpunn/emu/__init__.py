@@ -29,6 +29,20 @@ How it works
   `--emu-sanitize=thread` builds it under ThreadSanitizer, which reports a missing __syncthreads as
   a data race (the process must preload libtsan; see tests/emu/test_emu_tsan.py).
 
+Half precision (cuda_fp16.h, cuda_bf16.h, mma.h; their #include lines are dropped by build.py and
+cuda_emu.h provides them): `__half` / `__nv_bfloat16` (pointer parameters take np.float16 /
+ml_dtypes.bfloat16 arrays, scalar parameters np.float16 / ml_dtypes.bfloat16 scalars) with the
+conversion intrinsics in bit code, round-to-nearest-even, subnormals, overflow to inf and signed
+zeros exactly as NumPy / ml_dtypes; NaN as CUDA (float->16-bit gives 0x7fff, half->float 0x7fffffff).
+__hadd/__hsub/__hmul/__hdiv are fp32 math rounded once (= correctly rounded), __hfma is fused (one
+rounding of the exact a*b+c). `wmma::__float_to_tf32` is cvt.rna (ties away from zero). WMMA
+fragments: m16n16k16 with __half or __nv_bfloat16 a/b, m16n16k8 with precision::tf32 a/b, float
+accumulators; load/store/mma_sync are warp-collective (all 32 lanes, same arguments, or an
+EmuLaunchError). Lane l holds elements [l*n, (l+1)*n) of the fragment's row-major matrix, n =
+num_elements = rows*cols/32 (CUDA leaves the mapping unspecified). mma_sync computes
+d = c + sum_k a[i][k]*b[k][j] with one fp32 fmaf per k, k ascending - bit-exact and deterministic,
+but not the tensor cores' internal order, so compare with real GPUs within a tolerance.
+
 Options: NVRTC options are accepted; `-D`/`-U`/`-I` are passed to g++, the rest are device-only and
 ignored. Emulator options: `--emu-core=fibers|threads`, `--emu-sanitize=thread|address|undefined`
 (thread and address imply the thread core and need their runtime LD_PRELOADed into Python),

@@ -243,6 +243,24 @@ def rewrite_shared(code: str) -> str:
     return code
 
 
+# CUDA headers whose contents cuda_emu.h provides: their #include lines are blanked (line numbers kept).
+PROVIDED_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", "mma.h")
+_PROVIDED_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*[<"](?:' + "|".join(map(re.escape, PROVIDED_HEADERS))
+                               + r')[>"][^\n]*$', re.M)
+
+
+def strip_provided_includes(code: str) -> str:
+    """Blank `#include <cuda_fp16.h>`, `<cuda_bf16.h>` and `<mma.h>`: cuda_emu.h defines what they declare."""
+    masked = mask_comments(code)
+    out, last = [], 0
+    for m in _PROVIDED_INCLUDE.finditer(masked):
+        out.append(code[last:m.start()])
+        out.append("/* provided by cuda_emu.h */")
+        last = m.end()
+    out.append(code[last:])
+    return "".join(out)
+
+
 def prepare_source(code: str, kernels: list[KernelSig], filename: str = "kernel.cu") -> str:
     launchers = [
         f"GPUNN_EMU_EXPORT int gpunn_emu_launch_{k.name}(const unsigned* grid, const unsigned* block, "
@@ -253,7 +271,7 @@ def prepare_source(code: str, kernels: list[KernelSig], filename: str = "kernel.
     return "\n".join([
         '#include "cuda_emu.h"',
         f'#line 1 "{safe_name}"',
-        rewrite_shared(code),
+        rewrite_shared(strip_provided_includes(code)),
         '#line 1 "gpunn_emu_launchers"',
         f"GPUNN_EMU_EXPORT int gpunn_emu_abi_version() {{ return {ABI_VERSION}; }}",
         *launchers,

@@ -41,6 +41,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <cstdarg>
+#include <limits>
 #include <atomic>
 #include <bit>
 #include <source_location>
@@ -225,9 +226,29 @@ inline T from_bits(std::uint64_t b) {
 }
 constexpr std::uint64_t kPoison = ~0ull;
 
-enum class WarpOp : std::uint8_t { Sync, Shfl, Vote };
+enum class WarpOp : std::uint8_t { Sync, Shfl, Vote, Coll };
 inline const char* op_name(WarpOp op) {
-    return op == WarpOp::Sync ? "__syncwarp" : op == WarpOp::Shfl ? "a __shfl*_sync" : "a vote (__ballot/__any/__all_sync)";
+    return op == WarpOp::Sync ? "__syncwarp" : op == WarpOp::Shfl ? "a __shfl*_sync"
+         : op == WarpOp::Vote ? "a vote (__ballot/__any/__all_sync)" : "a warp-collective operation";
+}
+
+// A warp-collective operation (the WMMA *_sync functions): every lane of the warp passes a pointer
+// to its own CollCall (as the warp-exchange value); when all 32 have arrived, the last one runs
+// fn once with every lane's call - the other lanes are suspended, so their fragments may be read
+// and written - and then they all continue. Lanes must agree on fn (the same operation).
+struct CollCall {
+    void (*fn)(CollCall* const* lanes);
+    const char* name;  // e.g. "wmma::mma_sync", for messages
+    const char* file = "";
+    unsigned line = 0;
+};
+inline const char* op_name(WarpOp op, std::uint64_t value) {
+    return op == WarpOp::Coll && value ? reinterpret_cast<const CollCall*>(value)->name : op_name(op);
+}
+inline void run_collective(const std::uint64_t* values, int stride) {
+    CollCall* lanes[32];
+    for (int l = 0; l < 32; ++l) lanes[l] = reinterpret_cast<CollCall*>(values[l * stride]);
+    lanes[0]->fn(lanes);
 }
 
 // Source lane for each shuffle flavour, per the CUDA programming guide; -1 means "own value".
@@ -366,19 +387,19 @@ inline void warp_arrive(WarpOp op, unsigned mask, std::uint64_t value, int src, 
                      blockIdx.z, f->lin, f->tid.x, f->tid.y, f->tid.z, f->file, f->line);
     };
     if (!(mask >> lane & 1u)) {
-        set_error("%s: mask 0x%08x does not name the calling lane %d", op_name(op), mask, lane);
+        set_error("%s: mask 0x%08x does not name the calling lane %d", op_name(op, value), mask, lane);
         where(); abort_launch();
     }
-    if (src == -2) { set_error("%s: width must be a power of two in 1..32", op_name(op)); where(); abort_launch(); }
+    if (src == -2) { set_error("%s: width must be a power of two in 1..32", op_name(op, value)); where(); abort_launch(); }
     for (int l = 0; l < 32; ++l) {
         if (!(mask >> l & 1u)) continue;
         if (base + l >= n_threads) {
             set_error("%s: mask 0x%08x names lane %d of warp %d, which does not exist (block has %d threads)",
-                      op_name(op), mask, l, base / 32, n_threads);
+                      op_name(op, value), mask, l, base / 32, n_threads);
             where(); abort_launch();
         }
         if (lane_fiber(base, l).st == St::Done) {
-            set_error("%s: mask 0x%08x names lane %d (thread %d), which has already exited", op_name(op), mask, l, base + l);
+            set_error("%s: mask 0x%08x names lane %d (thread %d), which has already exited", op_name(op, value), mask, l, base + l);
             where(); abort_launch();
         }
     }
@@ -394,12 +415,18 @@ inline void warp_arrive(WarpOp op, unsigned mask, std::uint64_t value, int src, 
     for (int l = 0; l < 32; ++l) {
         if (!(mask >> l & 1u)) continue;
         Fiber& g = lane_fiber(base, l);
-        if (g.op != op || g.mask != mask) {
+        if (g.op != op || g.mask != mask ||
+            (op == WarpOp::Coll && reinterpret_cast<CollCall*>(g.value)->fn != reinterpret_cast<CollCall*>(value)->fn)) {
             set_error("warp divergence: lane %d is at %s with mask 0x%08x (%s:%u) while lane %d is at %s with mask 0x%08x",
-                      l, op_name(g.op), g.mask, g.file, g.line, lane, op_name(op), mask);
+                      l, op_name(g.op, g.value), g.mask, g.file, g.line, lane, op_name(op, value), mask);
             where(); abort_launch();
         }
         if (g.pred) ballot |= 1u << l;
+    }
+    if (op == WarpOp::Coll) {  // mask is the full warp: run the operation once for all lanes
+        std::uint64_t values[32];
+        for (int l = 0; l < 32; ++l) values[l] = lane_fiber(base, l).value;
+        run_collective(values, 1);
     }
     for (int l = 0; l < 32; ++l) {
         if (!(mask >> l & 1u)) continue;
@@ -428,7 +455,7 @@ inline void report_block_stall() {
         for (int i = 0; i < n_threads; ++i) if (fibers[i].st == St::AtWarp) { ids[n++] = i; if (!w) w = &fibers[i]; }
         append_error("threads ");
         format_ranges(ids, n);
-        append_error(" wait in %s with mask 0x%08x (%s:%u) for lanes that never arrive", op_name(w->op), w->mask, w->file, w->line);
+        append_error(" wait in %s with mask 0x%08x (%s:%u) for lanes that never arrive", op_name(w->op, w->value), w->mask, w->file, w->line);
     }
     if (at_bar) {
         // group the waiters by call site
@@ -578,6 +605,7 @@ inline void warp_arrive(WarpOp op, unsigned mask, std::uint64_t value, int src, 
     w.value[lane] = value; w.src[lane] = src; w.pred[lane] = pred;
     w.arrived |= 1u << lane;
     if ((w.arrived & mask) == mask) {
+        if (op == WarpOp::Coll) run_collective(w.value, 1);
         unsigned ballot = 0;
         for (int l = 0; l < 32; ++l) if ((mask >> l & 1u) && w.pred[l]) ballot |= 1u << l;
         for (int l = 0; l < 32; ++l) {
@@ -835,5 +863,414 @@ using std::isnan;
 using std::isinf;
 using std::isfinite;
 using std::signbit;
+
+// =============================================================================================
+// Half precision: __half (cuda_fp16.h), __nv_bfloat16 (cuda_bf16.h), TF32 and WMMA (mma.h).
+// The loader drops `#include <cuda_fp16.h>`, `<cuda_bf16.h>` and `<mma.h>` from the kernel source
+// (build.py): this section provides them.
+// * Conversions are bit code, round-to-nearest-even, with subnormals, overflow to inf and signed
+//   zeros as IEEE (and NumPy float16 / ml_dtypes.bfloat16) have them. NaN follows CUDA, not
+//   NumPy: float->half/bf16 of any NaN gives the canonical 0x7fff, half->float of a NaN gives
+//   0x7fffffff (cuda_fp16.hpp's host code; the payload is dropped); bf16->float is a plain shift.
+// * __hadd/__hsub/__hmul/__hdiv compute in fp32 and round once to the 16-bit format; as fp32 has
+//   more than 2p+2 bits (p = 11 or 8), that equals the correctly rounded result. __hfma is fused
+//   (one rounding of the exact a*b+c): a*b is exact in double, the sum is rounded to odd in double,
+//   then to the 16-bit format - correct because 53 >= p+2.
+namespace gpunn_emu {
+// RNE rounding of a double to a 16-bit float with MB mantissa and EB exponent bits.
+template <int MB, int EB>
+inline unsigned short round_to_small(double d) {
+    constexpr int bias = (1 << (EB - 1)) - 1;
+    constexpr unsigned inf_bits = ((1u << EB) - 1u) << MB;
+    const std::uint64_t u = std::bit_cast<std::uint64_t>(d);
+    const unsigned short sign = static_cast<unsigned short>((u >> 63) << 15);
+    const std::uint64_t a = u & 0x7fffffffffffffffull;
+    if (a > 0x7ff0000000000000ull) return 0x7fff;  // canonical NaN (both formats)
+    if (a == 0x7ff0000000000000ull) return static_cast<unsigned short>(sign | inf_bits);
+    if ((a >> 52) == 0) return sign;  // zero or a double subnormal: far below half an ulp
+    const int e = int(a >> 52) - 1023;
+    const std::uint64_t mant = (a & ((1ull << 52) - 1)) | (1ull << 52);  // value = mant * 2^(e-52)
+    const int qe = (e > 1 - bias ? e : 1 - bias) - MB;                   // exponent of the result's ulp
+    const int shift = qe - (e - 52);                                     // >= 52 - MB
+    if (shift >= 54) return sign;                                        // below half the smallest subnormal
+    std::uint64_t r = mant >> shift;
+    const std::uint64_t rem = mant & ((1ull << shift) - 1), halfway = 1ull << (shift - 1);
+    if (rem > halfway || (rem == halfway && (r & 1u))) ++r;
+    const std::uint64_t bits = (std::uint64_t(qe + MB + bias - 1) << MB) + r;  // carries into the exponent
+    if (bits >= inf_bits) return static_cast<unsigned short>(sign | inf_bits);
+    return static_cast<unsigned short>(sign | bits);
+}
+inline unsigned short float_to_half_bits(float f) { return round_to_small<10, 5>(double(f)); }
+inline unsigned short float_to_bf16_bits(float f) { return round_to_small<7, 8>(double(f)); }
+inline float half_bits_to_float(unsigned short h) {
+    const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+    const unsigned e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return std::bit_cast<float>(m ? 0x7fffffffu : (sign | 0x7f800000u));
+    if (e == 0) {
+        const float v = float(m) * 5.9604644775390625e-08f;  // m * 2^-24, exact
+        return std::bit_cast<float>(std::bit_cast<std::uint32_t>(v) | sign);
+    }
+    return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
+}
+inline float bf16_bits_to_float(unsigned short b) { return std::bit_cast<float>(std::uint32_t(b) << 16); }
+// a*b + c rounded to odd in double (a, b, c of at most 24 significant bits, so a*b is exact).
+inline double fma_round_to_odd(double a, double b, double c) {
+    const double p = a * b, s = p + c;
+    if (!std::isfinite(s)) return s;
+    const double bb = s - p, err = (p - (s - bb)) + (c - bb);  // TwoSum: p + c == s + err exactly
+    if (err != 0.0 && !(std::bit_cast<std::uint64_t>(s) & 1u))
+        return std::nextafter(s, err > 0 ? std::numeric_limits<double>::infinity()
+                                         : -std::numeric_limits<double>::infinity());
+    return s;
+}
+}  // namespace gpunn_emu
+
+struct __half_raw { unsigned short x; };
+struct __nv_bfloat16_raw { unsigned short x; };
+
+struct __half {
+    unsigned short __x;
+    __half() = default;
+    constexpr __half(const __half_raw& r) : __x(r.x) {}
+    __half(float f) : __x(gpunn_emu::float_to_half_bits(f)) {}
+    __half(double d) : __x(gpunn_emu::round_to_small<10, 5>(d)) {}
+    __half(int i) : __half(float(i)) {}
+    __half& operator=(const __half_raw& r) { __x = r.x; return *this; }
+    __half& operator=(float f) { __x = gpunn_emu::float_to_half_bits(f); return *this; }
+    __half& operator=(double d) { __x = gpunn_emu::round_to_small<10, 5>(d); return *this; }
+    constexpr operator __half_raw() const { return __half_raw{__x}; }
+    operator float() const { return gpunn_emu::half_bits_to_float(__x); }
+};
+struct __nv_bfloat16 {
+    unsigned short __x;
+    __nv_bfloat16() = default;
+    constexpr __nv_bfloat16(const __nv_bfloat16_raw& r) : __x(r.x) {}
+    __nv_bfloat16(float f) : __x(gpunn_emu::float_to_bf16_bits(f)) {}
+    __nv_bfloat16(double d) : __x(gpunn_emu::round_to_small<7, 8>(d)) {}
+    __nv_bfloat16(int i) : __nv_bfloat16(float(i)) {}
+    __nv_bfloat16& operator=(const __nv_bfloat16_raw& r) { __x = r.x; return *this; }
+    __nv_bfloat16& operator=(float f) { __x = gpunn_emu::float_to_bf16_bits(f); return *this; }
+    __nv_bfloat16& operator=(double d) { __x = gpunn_emu::round_to_small<7, 8>(d); return *this; }
+    constexpr operator __nv_bfloat16_raw() const { return __nv_bfloat16_raw{__x}; }
+    operator float() const { return gpunn_emu::bf16_bits_to_float(__x); }
+};
+static_assert(sizeof(__half) == 2 && std::is_trivial_v<__half>);
+static_assert(sizeof(__nv_bfloat16) == 2 && std::is_trivial_v<__nv_bfloat16>);
+typedef __half half;
+typedef __nv_bfloat16 nv_bfloat16;
+struct alignas(4) __half2 { __half x, y; };
+struct alignas(4) __nv_bfloat162 { __nv_bfloat16 x, y; };
+typedef __half2 half2;
+typedef __nv_bfloat162 nv_bfloat162;
+
+namespace gpunn_emu {
+inline __half mk_half(unsigned short b) { return __half(__half_raw{b}); }
+inline __nv_bfloat16 mk_bf16(unsigned short b) { return __nv_bfloat16(__nv_bfloat16_raw{b}); }
+}  // namespace gpunn_emu
+
+// conversions
+inline __half __float2half(float f) { return gpunn_emu::mk_half(gpunn_emu::float_to_half_bits(f)); }
+inline __half __float2half_rn(float f) { return __float2half(f); }
+inline __half __double2half(double d) { return gpunn_emu::mk_half(gpunn_emu::round_to_small<10, 5>(d)); }
+inline float __half2float(__half h) { return gpunn_emu::half_bits_to_float(h.__x); }
+inline float __low2float(__half2 h) { return __half2float(h.x); }
+inline float __high2float(__half2 h) { return __half2float(h.y); }
+inline __half2 __float2half2_rn(float f) { return __half2{__float2half(f), __float2half(f)}; }
+inline __half2 __floats2half2_rn(float a, float b) { return __half2{__float2half(a), __float2half(b)}; }
+inline __half2 __halves2half2(__half a, __half b) { return __half2{a, b}; }
+inline __half2 __half2half2(__half a) { return __half2{a, a}; }
+inline __half __low2half(__half2 h) { return h.x; }
+inline __half __high2half(__half2 h) { return h.y; }
+inline float2 __half22float2(__half2 h) { return float2{__half2float(h.x), __half2float(h.y)}; }
+inline __nv_bfloat16 __float2bfloat16(float f) { return gpunn_emu::mk_bf16(gpunn_emu::float_to_bf16_bits(f)); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+inline __nv_bfloat16 __double2bfloat16(double d) { return gpunn_emu::mk_bf16(gpunn_emu::round_to_small<7, 8>(d)); }
+inline float __bfloat162float(__nv_bfloat16 b) { return gpunn_emu::bf16_bits_to_float(b.__x); }
+inline __nv_bfloat162 __float2bfloat162_rn(float f) { return __nv_bfloat162{__float2bfloat16(f), __float2bfloat16(f)}; }
+inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{__float2bfloat16(a), __float2bfloat16(b)}; }
+inline float __low2float(__nv_bfloat162 h) { return __bfloat162float(h.x); }
+inline float __high2float(__nv_bfloat162 h) { return __bfloat162float(h.y); }
+inline unsigned short __half_as_ushort(__half h) { return h.__x; }
+inline __half __ushort_as_half(unsigned short u) { return gpunn_emu::mk_half(u); }
+inline short __half_as_short(__half h) { return short(h.__x); }
+inline __half __short_as_half(short s) { return gpunn_emu::mk_half((unsigned short)s); }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.__x; }
+inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return gpunn_emu::mk_bf16(u); }
+inline short __bfloat16_as_short(__nv_bfloat16 h) { return short(h.__x); }
+inline __nv_bfloat16 __short_as_bfloat16(short s) { return gpunn_emu::mk_bf16((unsigned short)s); }
+
+// arithmetic and classification, the same for both types
+#define GPUNN_EMU_HALF_OPS(T, TO_F, FROM_F, MB, EB, EXP_MASK)                                                    \
+    inline T __hadd(T a, T b) { return FROM_F(TO_F(a) + TO_F(b)); }                                              \
+    inline T __hsub(T a, T b) { return FROM_F(TO_F(a) - TO_F(b)); }                                              \
+    inline T __hmul(T a, T b) { return FROM_F(TO_F(a) * TO_F(b)); }                                              \
+    inline T __hdiv(T a, T b) { return FROM_F(TO_F(a) / TO_F(b)); }                                              \
+    inline T __hfma(T a, T b, T c) {                                                                             \
+        T r; r.__x = gpunn_emu::round_to_small<MB, EB>(gpunn_emu::fma_round_to_odd(TO_F(a), TO_F(b), TO_F(c)));  \
+        return r;                                                                                                \
+    }                                                                                                            \
+    inline T __hneg(T a) { T r; r.__x = (unsigned short)(a.__x ^ 0x8000u); return r; }                          \
+    inline T __habs(T a) { T r; r.__x = (unsigned short)(a.__x & 0x7fffu); return r; }                          \
+    inline bool __hisnan(T a) { return (a.__x & 0x7fffu) > EXP_MASK; }                                          \
+    inline int __hisinf(T a) { return a.__x == EXP_MASK ? 1 : a.__x == (0x8000u | EXP_MASK) ? -1 : 0; }          \
+    inline bool __heq(T a, T b) { return TO_F(a) == TO_F(b); }                                                   \
+    inline bool __hne(T a, T b) { return TO_F(a) != TO_F(b); }                                                   \
+    inline bool __hlt(T a, T b) { return TO_F(a) < TO_F(b); }                                                    \
+    inline bool __hle(T a, T b) { return TO_F(a) <= TO_F(b); }                                                   \
+    inline bool __hgt(T a, T b) { return TO_F(a) > TO_F(b); }                                                    \
+    inline bool __hge(T a, T b) { return TO_F(a) >= TO_F(b); }                                                   \
+    inline T __hmax(T a, T b) { return FROM_F(std::fmax(TO_F(a), TO_F(b))); }                                    \
+    inline T __hmin(T a, T b) { return FROM_F(std::fmin(TO_F(a), TO_F(b))); }                                    \
+    inline T operator+(const T& a, const T& b) { return __hadd(a, b); }                                          \
+    inline T operator-(const T& a, const T& b) { return __hsub(a, b); }                                          \
+    inline T operator*(const T& a, const T& b) { return __hmul(a, b); }                                          \
+    inline T operator/(const T& a, const T& b) { return __hdiv(a, b); }                                          \
+    inline T& operator+=(T& a, const T& b) { return a = __hadd(a, b); }                                          \
+    inline T& operator-=(T& a, const T& b) { return a = __hsub(a, b); }                                          \
+    inline T& operator*=(T& a, const T& b) { return a = __hmul(a, b); }                                          \
+    inline T& operator/=(T& a, const T& b) { return a = __hdiv(a, b); }                                          \
+    inline T operator+(const T& a) { return a; }                                                                 \
+    inline T operator-(const T& a) { return __hneg(a); }                                                         \
+    inline bool operator==(const T& a, const T& b) { return __heq(a, b); }                                       \
+    inline bool operator!=(const T& a, const T& b) { return __hne(a, b); }                                       \
+    inline bool operator<(const T& a, const T& b) { return __hlt(a, b); }                                        \
+    inline bool operator<=(const T& a, const T& b) { return __hle(a, b); }                                       \
+    inline bool operator>(const T& a, const T& b) { return __hgt(a, b); }                                        \
+    inline bool operator>=(const T& a, const T& b) { return __hge(a, b); }
+GPUNN_EMU_HALF_OPS(__half, __half2float, __float2half, 10, 5, 0x7c00u)
+GPUNN_EMU_HALF_OPS(__nv_bfloat16, __bfloat162float, __float2bfloat16, 7, 8, 0x7f80u)
+#undef GPUNN_EMU_HALF_OPS
+inline __half2 __hadd2(__half2 a, __half2 b) { return __half2{__hadd(a.x, b.x), __hadd(a.y, b.y)}; }
+inline __half2 __hmul2(__half2 a, __half2 b) { return __half2{__hmul(a.x, b.x), __hmul(a.y, b.y)}; }
+inline __half2 __hfma2(__half2 a, __half2 b, __half2 c) { return __half2{__hfma(a.x, b.x, c.x), __hfma(a.y, b.y, c.y)}; }
+
+// =============================================================================================
+// WMMA (nvcuda::wmma): m16n16k16 with __half or __nv_bfloat16 inputs, m16n16k8 with precision::tf32
+// inputs, float accumulators.
+// * Lane mapping (unspecified by CUDA, so kernels must not rely on it): a fragment holds its
+//   matrix (A: M x K, B: K x N, accumulator: M x N) in row-major element order, and lane l holds
+//   elements [l * num_elements, (l + 1) * num_elements), num_elements = rows * cols / 32.
+// * load_matrix_sync, store_matrix_sync and mma_sync are warp-collective (see CollCall): all 32
+//   lanes of a full warp must call the same one with the same pointer, ldm and layout; a missing
+//   lane is reported as a deadlock or warp divergence. ldm must be a multiple of 16 bytes.
+//   fill_fragment is per lane (it touches only the caller's elements).
+// * mma_sync: d[i][j] = c[i][j], then for k = 0..K-1 in order, d[i][j] = fmaf(a[i][k], b[k][j], d[i][j])
+//   in fp32. Products of half/bf16/tf32 values are exact in fp32, so this equals an fp32 add of the
+//   exact product per step. tf32 inputs are used as the GPU uses them: the low 13 mantissa bits of
+//   each float are ignored (round them with __float_to_tf32 first, as CUDA asks).
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+enum layout_t { mem_row_major, mem_col_major };
+namespace precision { struct tf32 {}; }
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, to 10 explicit mantissa bits (the low
+// 13 bits become zero). Inf stays inf; a finite value that rounds past the largest one becomes inf;
+// NaN is returned as the canonical 0x7fffffff.
+inline float __float_to_tf32(float f) {
+    const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return std::bit_cast<float>(0x7fffffffu);
+    if ((u & 0x7fffffffu) == 0x7f800000u) return f;
+    return std::bit_cast<float>((u + 0x1000u) & ~0x1fffu);
+}
+
+namespace detail {
+template <class Use, int M, int N, int K> struct shape;
+template <int M, int N, int K> struct shape<matrix_a, M, N, K> { static constexpr int rows = M, cols = K; };
+template <int M, int N, int K> struct shape<matrix_b, M, N, K> { static constexpr int rows = K, cols = N; };
+template <int M, int N, int K> struct shape<accumulator, M, N, K> { static constexpr int rows = M, cols = N; };
+template <class T> struct storage { using type = T; };
+template <> struct storage<precision::tf32> { using type = float; };
+template <class Use, int M, int N, int K, class T, class L>
+constexpr bool supported() {
+    if constexpr (std::is_same_v<Use, accumulator>)
+        return std::is_same_v<T, float> && std::is_void_v<L> && M == 16 && N == 16 && (K == 16 || K == 8);
+    else {
+        constexpr bool layout = std::is_same_v<L, row_major> || std::is_same_v<L, col_major>;
+        constexpr bool k16 = M == 16 && N == 16 && K == 16 && (std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>);
+        constexpr bool k8 = M == 16 && N == 16 && K == 8 && std::is_same_v<T, precision::tf32>;
+        return layout && (k16 || k8);
+    }
+}
+template <class T> inline float to_f(T v) { return float(v); }
+inline float tf32_value(float v) { return std::bit_cast<float>(std::bit_cast<std::uint32_t>(v) & ~0x1fffu); }
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+class fragment {
+    static_assert(detail::supported<Use, M, N, K, T, Layout>(),
+                  "gpunn emulator: supported WMMA fragments are m16n16k16 with __half or __nv_bfloat16 "
+                  "matrix_a/matrix_b (row_major or col_major), m16n16k8 with precision::tf32, and float "
+                  "accumulators (no layout)");
+public:
+    using element_type = T;
+    using storage_element_type = typename detail::storage<T>::type;
+    static constexpr int rows = detail::shape<Use, M, N, K>::rows, cols = detail::shape<Use, M, N, K>::cols;
+    enum { num_elements = rows * cols / 32 };
+    storage_element_type x[num_elements];
+};
+
+template <class Use, int M, int N, int K, class T, class L, class V>
+inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, const V& v) {
+    using S = typename fragment<Use, M, N, K, T, L>::storage_element_type;
+    const S s = S(v);
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = s;
+}
+
+namespace detail {
+template <class Frag, class P>
+struct MemCall : gpunn_emu::CollCall {
+    Frag* frag;
+    P* ptr;
+    unsigned ldm;
+    bool col;
+};
+inline void fail(const gpunn_emu::CollCall* c, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+inline void fail(const gpunn_emu::CollCall* c, const char* fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    std::vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    gpunn_emu::set_error("%s: %s (block (%u,%u,%u), %s:%u)", c->name, msg, blockIdx.x, blockIdx.y, blockIdx.z,
+                         c->file, c->line);
+    gpunn_emu::abort_launch();
+}
+template <class C>
+inline void check_uniform(gpunn_emu::CollCall* const* lanes, int elem_bytes) {
+    const C* c0 = static_cast<const C*>(lanes[0]);
+    for (int l = 1; l < 32; ++l) {
+        const C* c = static_cast<const C*>(lanes[l]);
+        if (c->ptr != c0->ptr || c->ldm != c0->ldm || c->col != c0->col)
+            fail(c0, "all lanes of a warp must pass the same pointer, ldm and layout: lane 0 passed (%p, %u, %s), "
+                     "lane %d passed (%p, %u, %s)", (const void*)c0->ptr, c0->ldm, c0->col ? "col_major" : "row_major",
+                 l, (const void*)c->ptr, c->ldm, c->col ? "col_major" : "row_major");
+    }
+    if ((std::size_t(c0->ldm) * elem_bytes) % 16)
+        fail(c0, "ldm=%u is not a multiple of 16 bytes (%d elements)", c0->ldm, 16 / elem_bytes);
+}
+template <class Frag, class P>
+inline void do_load(gpunn_emu::CollCall* const* lanes) {
+    using C = MemCall<Frag, const P>;
+    check_uniform<C>(lanes, sizeof(P));
+    const C* c0 = static_cast<const C*>(lanes[0]);
+    if (c0->ldm < unsigned(c0->col ? Frag::rows : Frag::cols))
+        fail(c0, "ldm=%u is smaller than the %s fragment's %d %s", c0->ldm, c0->col ? "col_major" : "row_major",
+             c0->col ? Frag::rows : Frag::cols, c0->col ? "rows" : "columns");
+    for (int l = 0; l < 32; ++l) {
+        Frag* f = static_cast<const C*>(lanes[l])->frag;
+        for (int i = 0; i < Frag::num_elements; ++i) {
+            const int e = l * Frag::num_elements + i, r = e / Frag::cols, k = e % Frag::cols;
+            f->x[i] = c0->ptr[c0->col ? std::size_t(k) * c0->ldm + r : std::size_t(r) * c0->ldm + k];
+        }
+    }
+}
+template <class Frag, class P>
+inline void do_store(gpunn_emu::CollCall* const* lanes) {
+    using C = MemCall<const Frag, P>;
+    check_uniform<C>(lanes, sizeof(P));
+    const C* c0 = static_cast<const C*>(lanes[0]);
+    if (c0->ldm < unsigned(c0->col ? Frag::rows : Frag::cols))
+        fail(c0, "ldm=%u is smaller than the %s fragment's %d %s", c0->ldm, c0->col ? "col_major" : "row_major",
+             c0->col ? Frag::rows : Frag::cols, c0->col ? "rows" : "columns");
+    for (int l = 0; l < 32; ++l) {
+        const Frag* f = static_cast<const C*>(lanes[l])->frag;
+        for (int i = 0; i < Frag::num_elements; ++i) {
+            const int e = l * Frag::num_elements + i, r = e / Frag::cols, k = e % Frag::cols;
+            c0->ptr[c0->col ? std::size_t(k) * c0->ldm + r : std::size_t(r) * c0->ldm + k] = f->x[i];
+        }
+    }
+}
+template <class Frag, class P>
+inline void run_mem(const char* name, void (*fn)(gpunn_emu::CollCall* const*), Frag& frag, P* ptr, unsigned ldm,
+                    bool col, const std::source_location& loc) {
+    MemCall<Frag, P> call;
+    call.fn = fn; call.name = name; call.file = loc.file_name(); call.line = loc.line();
+    call.frag = &frag; call.ptr = ptr; call.ldm = ldm; call.col = col;
+    gpunn_emu::warp_arrive(gpunn_emu::WarpOp::Coll, 0xffffffffu, reinterpret_cast<std::uintptr_t>(
+                               static_cast<gpunn_emu::CollCall*>(&call)), -1, 0, loc);
+}
+}  // namespace detail
+
+template <class Use, int M, int N, int K, class T, class L>
+    requires(!std::is_same_v<Use, accumulator>)
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& a,
+                             const typename fragment<Use, M, N, K, T, L>::storage_element_type* p, unsigned ldm,
+                             std::source_location loc = std::source_location::current()) {
+    using F = fragment<Use, M, N, K, T, L>;
+    using S = typename F::storage_element_type;
+    detail::run_mem<F, const S>("wmma::load_matrix_sync", &detail::do_load<F, S>, a, p, ldm,
+                                std::is_same_v<L, col_major>, loc);
+}
+template <int M, int N, int K>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& a, const float* p, unsigned ldm, layout_t layout,
+                             std::source_location loc = std::source_location::current()) {
+    using F = fragment<accumulator, M, N, K, float>;
+    detail::run_mem<F, const float>("wmma::load_matrix_sync", &detail::do_load<F, float>, a, p, ldm,
+                                    layout == mem_col_major, loc);
+}
+template <int M, int N, int K>
+inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& a, unsigned ldm, layout_t layout,
+                              std::source_location loc = std::source_location::current()) {
+    using F = fragment<accumulator, M, N, K, float>;
+    detail::run_mem<const F, float>("wmma::store_matrix_sync", &detail::do_store<F, float>, a, p, ldm,
+                                    layout == mem_col_major, loc);
+}
+
+namespace detail {
+template <class FD, class FA, class FB, class FC>
+struct MmaCall : gpunn_emu::CollCall {
+    FD* d;
+    const FA* a;
+    const FB* b;
+    const FC* c;
+};
+template <class T>
+inline float input_value(const typename storage<T>::type& v) {
+    if constexpr (std::is_same_v<T, precision::tf32>) return tf32_value(v);
+    else return float(v);
+}
+template <int M, int N, int K, class FD, class FA, class FB, class FC, class T>
+inline void do_mma(gpunn_emu::CollCall* const* lanes) {
+    float A[M * K], B[K * N], C[M * N];
+    for (int l = 0; l < 32; ++l) {
+        const auto* c = static_cast<const MmaCall<FD, FA, FB, FC>*>(lanes[l]);
+        for (int i = 0; i < FA::num_elements; ++i) A[l * FA::num_elements + i] = input_value<T>(c->a->x[i]);
+        for (int i = 0; i < FB::num_elements; ++i) B[l * FB::num_elements + i] = input_value<T>(c->b->x[i]);
+        for (int i = 0; i < FC::num_elements; ++i) C[l * FC::num_elements + i] = c->c->x[i];
+    }
+    for (int i = 0; i < M; ++i)
+        for (int j = 0; j < N; ++j) {
+            float acc = C[i * N + j];
+            for (int k = 0; k < K; ++k) acc = ::fmaf(A[i * K + k], B[k * N + j], acc);
+            C[i * N + j] = acc;  // every input is gathered already, so d may alias c
+        }
+    for (int l = 0; l < 32; ++l) {
+        auto* c = static_cast<const MmaCall<FD, FA, FB, FC>*>(lanes[l]);
+        for (int i = 0; i < FD::num_elements; ++i) c->d->x[i] = C[l * FD::num_elements + i];
+    }
+}
+}  // namespace detail
+
+template <int M, int N, int K, class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, LA>& a,
+                     const fragment<matrix_b, M, N, K, T, LB>& b, const fragment<accumulator, M, N, K, float>& c,
+                     std::source_location loc = std::source_location::current()) {
+    using FD = fragment<accumulator, M, N, K, float>;
+    using FA = fragment<matrix_a, M, N, K, T, LA>;
+    using FB = fragment<matrix_b, M, N, K, T, LB>;
+    detail::MmaCall<FD, FA, FB, FD> call;
+    call.fn = &detail::do_mma<M, N, K, FD, FA, FB, FD, T>;
+    call.name = "wmma::mma_sync"; call.file = loc.file_name(); call.line = loc.line();
+    call.d = &d; call.a = &a; call.b = &b; call.c = &c;
+    gpunn_emu::warp_arrive(gpunn_emu::WarpOp::Coll, 0xffffffffu, reinterpret_cast<std::uintptr_t>(
+                               static_cast<gpunn_emu::CollCall*>(&call)), -1, 0, loc);
+}
+}  // namespace wmma
+}  // namespace nvcuda
 
 #endif  // GPUNN_CUDA_EMU_H

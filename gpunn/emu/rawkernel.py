@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from gpunn.emu import capture
@@ -36,6 +37,12 @@ _CTYPES = {
     np.dtype(np.int64): ctypes.c_int64, np.dtype(np.uint64): ctypes.c_uint64,
     np.dtype(np.bool_): ctypes.c_bool,
 }
+# __half and __nv_bfloat16 scalars travel as their 16-bit patterns.
+_HALF_DTYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def _numpy_name(dtype: np.dtype | None) -> str:
+    return "ml_dtypes.bfloat16" if dtype == np.dtype(ml_dtypes.bfloat16) else f"np.{dtype}"
 
 # Loaded libraries by path, each with the lock that serialises its launches (the fiber scheduler's
 # state is global to the library).
@@ -93,10 +100,12 @@ def _check_arg(kernel: str, index: int, p: Param, value: Any) -> ctypes._SimpleC
         if isinstance(value, (bool, int, float)):
             hint = (f"; CuPy would pass a Python {type(value).__name__} as "
                     f"{'int64' if isinstance(value, int) else 'float64'}, which breaks a {p.ctype} parameter"
-                    f" - wrap it as np.{p.dtype}({value!r})")
+                    f" - wrap it as {_numpy_name(p.dtype)}({value!r})")
         raise TypeError(f"{where} must be a numpy {p.dtype} scalar, got {_describe(value)}{hint}")
     if value.dtype != p.dtype:
         raise TypeError(f"{where} must be a numpy {p.dtype} scalar, got {_describe(value)}")
+    if p.dtype in _HALF_DTYPES:
+        return ctypes.c_uint16(int(np.asarray(value).view(np.uint16)))
     return _CTYPES[p.dtype](value.item())
 
 

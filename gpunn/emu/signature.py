@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 # C spelling (qualifiers removed, words joined by one space) -> NumPy dtype. `long` is 64-bit on
@@ -27,6 +28,9 @@ for _names, _dt in [
     (("char", "signed char", "int8_t"), np.int8),
     (("unsigned char", "uint8_t"), np.uint8),
     (("bool",), np.bool_),
+    # cuda_fp16.h / cuda_bf16.h storage types (2 bytes, passed as their bit patterns)
+    (("__half", "half"), np.float16),
+    (("__nv_bfloat16", "nv_bfloat16"), ml_dtypes.bfloat16),
 ]:
     for _n in _names:
         C_TYPES[_n] = np.dtype(_dt)
