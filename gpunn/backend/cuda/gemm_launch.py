@@ -75,8 +75,9 @@ def _check_operands(xp: Any, a: Any, b: Any, where: str) -> None:
                          f"got shape {tuple(b.shape)}")
 
 
-def _check_out(xp: Any, out: Any, a: Any, b: Any, m: int, n: int, where: str) -> None:
-    _check_array(xp, out, "out", where, dtype=a.dtype, shape=(m, n), writable=True)
+def _check_out(xp: Any, out: Any, a: Any, b: Any, m: int, n: int, where: str, dtype: Any = None) -> None:
+    """`out` for C (m x n): `dtype` (default a's), contiguous, writable, not overlapping a or b."""
+    _check_array(xp, out, "out", where, dtype=a.dtype if dtype is None else dtype, shape=(m, n), writable=True)
     may_share = getattr(xp, "may_share_memory", None)
     if may_share is not None and (may_share(out, a) or may_share(out, b)):
         raise ValueError(f"{where}: argument 'out' must not overlap 'a' or 'b' (the kernel writes C while it "

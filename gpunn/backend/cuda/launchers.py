@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from gpunn._checks import int_arg, is_int, pair, real_arg
@@ -27,7 +28,11 @@ BLOCK = 256  # threads per block for every kernel here; batchnorm.cu's BN_BLOCK 
 MAX_GRID = 65535  # below every architecture's gridDim.x limit; the kernels grid-stride over the rest
 ADAM_CHUNK = 1 << 30  # adam's `n` is an int: bigger buffers are updated in several launches
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
-SUPPORTED_DTYPES = tuple(_SUFFIX)
+SUPPORTED_DTYPES = tuple(_SUFFIX)  # every kernel family; the backend routes only these to kernels
+# 16-bit variants, so far of im2col / col2im and max-pool only (kernels/im2col.cu, maxpool.cu; the
+# casts are in cast_launch.py). Their launchers take `_suffix(..., half=True)`.
+_HALF_SUFFIX = {np.dtype(np.float16): "f16", np.dtype(ml_dtypes.bfloat16): "bf16"}
+HALF_DTYPES = tuple(_HALF_SUFFIX)
 PLANE_BLOCKS = 2048  # blocks per launch of the 2-D kernels: about two waves of resident blocks on 132 SMs
 # batch norm: each channel is reduced by several blocks (parts) so that small C still fills the GPU
 BN_TARGET_BLOCKS = 1024  # a few waves on 132 SMs
@@ -56,10 +61,15 @@ def _check_array(xp: Any, a: Any, name: str, where: str, dtype: Any = None, shap
         raise ValueError(f"{where}: argument '{name}' is updated in place and must be writable")
 
 
-def _suffix(a: Any, name: str, where: str) -> str:
+def _suffix(a: Any, name: str, where: str, half: bool = False) -> str:
+    """The kernel-name suffix of `a`'s dtype: f32 / f64, and with `half` also f16 / bf16."""
     suffix = _SUFFIX.get(np.dtype(a.dtype))
+    if suffix is None and half:
+        suffix = _HALF_SUFFIX.get(np.dtype(a.dtype))
     if suffix is None:
-        raise TypeError(f"{where}: argument '{name}' must be float32 or float64 for the CUDA kernels, got {a.dtype}")
+        also = " (or float16 / bfloat16)" if half else ""
+        raise TypeError(f"{where}: argument '{name}' must be float32 or float64{also} for the CUDA kernels, "
+                        f"got {a.dtype}")
     return suffix
 
 
@@ -164,11 +174,14 @@ def _pool_plan(where: str, n: int, c: int, h: int, w: int, kh: Any, kw: Any, str
 
 
 # -- im2col.cu --------------------------------------------------------------------------------
+# im2col / col2im / maxpool2d_*: float32, float64, float16 and bfloat16 (ml_dtypes) arrays. The
+# 16-bit im2col and max-pool forward only copy and compare, so they are bit-exact; col2im and the max-pool
+# backward sum 16-bit values in float and round once (kernels/im2col.cu, maxpool.cu).
 def im2col(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, stride: Any, padding: Any,
            dilation: Any) -> Any:
     where = "im2col"
     _check_array(xp, x, "x", where, ndim=4)
-    sfx = _suffix(x, "x", where)
+    sfx = _suffix(x, "x", where, half=True)
     n, c, h, w = x.shape
     oh, ow, grid, block, ints = _unfold_plan(where, n, c, h, w, kh, kw, stride, padding, dilation)
     cols = xp.empty((n, c * int(kh) * int(kw), oh * ow), dtype=x.dtype)
@@ -183,7 +196,7 @@ def col2im(kernels: KernelCache, xp: Any, cols: Any, x_shape: Any, kh: int, kw: 
     n, c, h, w = _shape4(x_shape, "x_shape", where)
     oh, ow, grid, block, ints = _unfold_plan(where, n, c, h, w, kh, kw, stride, padding, dilation)
     _check_array(xp, cols, "cols", where, shape=(n, c * int(kh) * int(kw), oh * ow))
-    sfx = _suffix(cols, "cols", where)
+    sfx = _suffix(cols, "cols", where, half=True)
     x = xp.empty((n, c, h, w), dtype=cols.dtype)
     kernels.function("im2col", f"col2im_{sfx}")(grid, block, (cols, x, *ints))
     return x
@@ -194,7 +207,7 @@ def maxpool2d_forward(kernels: KernelCache, xp: Any, x: Any, kh: int, kw: int, s
                       padding: Any) -> tuple[Any, Any]:
     where = "maxpool2d_forward"
     _check_array(xp, x, "x", where, ndim=4)
-    sfx = _suffix(x, "x", where)
+    sfx = _suffix(x, "x", where, half=True)
     n, c, h, w = x.shape
     oh, ow, grid, block, ints = _pool_plan(where, n, c, h, w, kh, kw, stride, padding)
     y = xp.empty((n, c, oh, ow), dtype=x.dtype)
@@ -210,7 +223,7 @@ def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_sh
     n, c, h, w = _shape4(x_shape, "x_shape", where)
     oh, ow, grid, block, ints = _pool_plan(where, n, c, h, w, kh, kw, stride, padding)
     _check_array(xp, dy, "dy", where, shape=(n, c, oh, ow))
-    sfx = _suffix(dy, "dy", where)
+    sfx = _suffix(dy, "dy", where, half=True)
     _check_array(xp, argmax, "argmax", where, dtype=np.int32, shape=(n, c, oh, ow))
     dx = xp.empty((n, c, h, w), dtype=dy.dtype)
     kernels.function("maxpool", f"maxpool2d_bwd_{sfx}")(grid, block, (dy, argmax, dx, *ints))

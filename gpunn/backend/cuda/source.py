@@ -7,13 +7,14 @@ the first time one of its kernels is asked for, through whatever loader the back
 """
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[2]  # .../gpunn
-KERNEL_FAMILIES = ("im2col", "maxpool", "batchnorm", "adam", "conv", "gemm", "philox")
+KERNEL_FAMILIES = ("im2col", "maxpool", "batchnorm", "adam", "conv", "gemm", "philox", "cast", "gemm_tc")
 
 # A loader takes the CUDA source text and returns an object with get_function(name).
 ModuleLoader = Callable[[str], Any]
@@ -35,8 +36,20 @@ def kernel_path(family: str) -> Path:
     return kernel_dir() / f"{family}.cu"
 
 
-def read_kernel_source(family: str) -> str:
-    return kernel_path(family).read_text(encoding="utf-8")
+#: a family's 16-bit (__half / __nv_bfloat16) variants sit between these marker lines: they need
+#: cuda_fp16.h and cuda_bf16.h, which a CUDA install may not hand NVRTC, so the float32/float64
+#: kernels compile in a module without them and the 16-bit ones in a second module, on first use
+_HALF_BLOCK = re.compile(r"^[ \t]*// GPUNN_HALF_BEGIN.*?^[ \t]*// GPUNN_HALF_END[^\n]*$", re.M | re.S)
+HALF_SUFFIXES = ("_f16", "_bf16")
+
+
+def read_kernel_source(family: str, half: bool = True) -> str:
+    """The text of kernels/<family>.cu; with half=False, without its 16-bit sections (each kept as
+    blank lines, so compiler line numbers still match the file)."""
+    text = kernel_path(family).read_text(encoding="utf-8")
+    if half:
+        return text
+    return _HALF_BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
 
 
 class KernelCache:
@@ -54,13 +67,17 @@ class KernelCache:
         fn = self._functions.get(key)
         if fn is not None:
             return fn
+        half = name.endswith(HALF_SUFFIXES)
+        module_key = f"{family}:half" if half else family
         with self._lock:
-            module = self._modules.get(family)
+            module = self._modules.get(module_key)
             if module is None:
-                module = self._loader(read_kernel_source(family))
-                self._modules[family] = module
+                module = self._loader(read_kernel_source(family, half=half))
+                self._modules[module_key] = module
             fn = self._functions[key] = module.get_function(name)
         return fn
 
     def compiled_families(self) -> list[str]:
-        return sorted(self._modules)
+        """The families with a compiled module (a family whose 16-bit variants were used too is
+        listed once)."""
+        return sorted({k.split(":")[0] for k in self._modules})

@@ -6,11 +6,18 @@ GPU is needed (CuPy's compile path needs a driver). The CUBIN is built with `--p
 whose log gives the registers, shared memory and spills per kernel; an NVRTC too old for that
 option still gets the compile check, and the spill check is skipped with a reason.
 
+NVRTC has no default include path. The half-precision kernels include <cuda_fp16.h> / <cuda_bf16.h>
+(mma.h for the tensor-core ones): the gate passes `-I` for the first CUDA include folder it finds
+(the `nvidia-cuda-runtime` / `cuda-toolkit` wheels' nvidia/cu13/include or nvidia/cuda_runtime/include,
+then $CUDA_HOME / $CUDA_PATH, then /usr/local/cuda); a source that includes a CUDA header with none
+of them present is skipped with that reason.
+
 Run `python tests/backend/cuda/test_nvrtc_gate.py` to print the per-kernel table.
 """
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import sys
 import sysconfig
@@ -34,6 +41,37 @@ def _find_libnvrtc() -> Path | None:
             if hits:
                 return hits[0]
     return None
+
+
+def _find_cuda_include() -> Path | None:
+    """A folder holding cuda_fp16.h and cuda_bf16.h for NVRTC's -I, or None."""
+    roots = {Path(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    roots.update(Path(p) for p in sys.path if p.endswith("site-packages"))
+    candidates = [root / "nvidia" / sub / "include" for root in sorted(roots)
+                  for sub in ("cu13", "cuda_runtime", "cu12")]
+    candidates += [Path(os.environ[v]) / "include" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    candidates.append(Path("/usr/local/cuda/include"))
+    # Prefer a folder that also has mma.h and the crt/mma.h it includes (the tensor-core kernels,
+    # gemm_tc.cu): the nvidia-cuda-runtime wheel ships mma.h without crt/mma.h.
+    full = ("cuda_fp16.h", "cuda_bf16.h", "mma.h", "crt/mma.h")
+    for headers in (full, full[:2]):
+        for inc in candidates:
+            if all((inc / h).is_file() for h in headers):
+                return inc
+    return None
+
+
+CUDA_INCLUDE = _find_cuda_include()
+_CUDA_HEADER = re.compile(r"^\s*#\s*include\s*<(cuda_fp16|cuda_bf16|mma)\.h>", re.M)
+
+
+def include_options(source: str) -> tuple[str, ...]:
+    """The -I NVRTC needs for `source`: none unless it includes a CUDA header."""
+    if not _CUDA_HEADER.search(source):
+        return ()
+    if CUDA_INCLUDE is None:
+        pytest.skip("the source includes CUDA headers and no CUDA include folder (cuda_fp16.h) was found")
+    return (f"-I{CUDA_INCLUDE}",)
 
 
 @dataclass
@@ -153,7 +191,7 @@ def nvrtc() -> Nvrtc:
 
 def _compile_verbose(nvrtc: Nvrtc, source: str, name: str, arch: str) -> tuple[CompileResult, bool]:
     """Compile to CUBIN with ptxas -v when this NVRTC supports it; returns (result, verbose_ok)."""
-    opts = (f"--gpu-architecture={arch}", *BASE_OPTIONS)
+    opts = (f"--gpu-architecture={arch}", *BASE_OPTIONS, *include_options(source))
     result = nvrtc.compile(source, name, (*opts, "--ptxas-options=-v"))
     if result.ok or "ptxas-options" not in result.log:
         return result, result.ok
@@ -161,7 +199,17 @@ def _compile_verbose(nvrtc: Nvrtc, source: str, name: str, arch: str) -> tuple[C
 
 
 def test_every_family_has_a_source() -> None:
-    assert {p.stem for p in SOURCES} >= {"im2col", "maxpool", "batchnorm", "adam"}
+    assert {p.stem for p in SOURCES} >= {"im2col", "maxpool", "batchnorm", "adam", "cast"}
+
+
+@needs_nvrtc
+def test_half_headers_are_found(nvrtc: Nvrtc) -> None:
+    """The 16-bit kernels need cuda_fp16.h / cuda_bf16.h: without -I NVRTC cannot open them."""
+    src = '#include <cuda_fp16.h>\nextern "C" __global__ void k(const __half* a, float* f) { f[0] = __half2float(a[0]); }'
+    bare = nvrtc.compile(src, "h.cu", ("--gpu-architecture=sm_90",))
+    assert not bare.ok and "cuda_fp16.h" in bare.log
+    result = nvrtc.compile(src, "h.cu", ("--gpu-architecture=sm_90", *include_options(src)))
+    assert result.ok, result.log
 
 
 @needs_nvrtc
@@ -202,7 +250,7 @@ def test_gate_reports_spills(nvrtc: Nvrtc) -> None:
     # Starving a real kernel of registers forces spills: the parser must see them, or the gate is blind.
     source = (KERNEL_DIR / "im2col.cu").read_text(encoding="utf-8")
     result = nvrtc.compile(source, "im2col.cu", ("--gpu-architecture=sm_90", "--maxrregcount=16",
-                                                 "--ptxas-options=-v"))
+                                                 "--ptxas-options=-v", *include_options(source)))
     if not result.ok and "ptxas-options" in result.log:
         pytest.skip("no --ptxas-options in this NVRTC")
     assert result.ok, result.log
@@ -218,7 +266,11 @@ def main() -> int:
     print(f"NVRTC {nv.version()} from {nv.path}")
     for arch in ARCHS:
         for path in SOURCES:
-            result, verbose = _compile_verbose(nv, path.read_text(encoding="utf-8"), path.name, arch)
+            try:
+                result, verbose = _compile_verbose(nv, path.read_text(encoding="utf-8"), path.name, arch)
+            except pytest.skip.Exception as exc:
+                print(f"SKIP  {arch} {path.name}: {exc}")
+                continue
             if not result.ok:
                 failures += 1
                 print(f"FAIL {arch} {path.name}\n{result.log}")
