@@ -21,6 +21,12 @@ echo "== gpu tests (limit ${TEST_S:-150} s)"
 timeout "${TEST_S:-150}" "$PY" -m pytest -q -m gpu -p no:cacheprovider -n "${TEST_WORKERS:-8}" \
   --durations=10 2>&1 | tee "$OUT/gpu_tests.log" | tail -n 60
 
+echo "== the main job on the GPU, eager and with --cuda-graph (limit ${JOB_S:-60} s each)"
+for flag in "" "--cuda-graph"; do
+  timeout "${JOB_S:-60}" "$PY" -m gpunn train --backend cupy --model lenet5 --epochs 3 --quiet $flag 2>&1 \
+    | tee -a "$OUT/train_job.log" | tail -n 3
+done
+
 echo "== benchmarks (limit ${BENCH_S:-330} s)"
 timeout "${BENCH_S:-330}" "$PY" -m gpunn bench --rounds "${BENCH_ROUNDS:-1}" --timeout "${SUITE_S:-200}" \
   --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | tail -n 80
