@@ -100,3 +100,14 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, name: str = "", rtol:
     if terms is not None:
         scale = max(scale, float(terms))
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale, err_msg=name)
+
+
+class Spy:
+    """A KernelCache stand-in that records the kernel names the launcher asks for."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache, self.names = cache, []
+
+    def function(self, family: str, name: str) -> Any:
+        self.names.append(name)
+        return self.cache.function(family, name)

@@ -34,3 +34,24 @@ def pool_naive(x, kh, kw, stride, padding, mode):
             win = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
             y[:, :, i, j] = win.max(axis=(2, 3)) if mode == "max" else win.mean(axis=(2, 3))
     return y
+
+
+# -- tensor-core references (the emulator's TF32 rounding and mma_sync order) -----------------
+def tf32_ref(x: np.ndarray) -> np.ndarray:
+    """cvt.rna.tf32.f32: round to 10 explicit mantissa bits, to nearest, ties away from zero; NaN -> 0x7fffffff."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    mag = u & np.uint32(0x7FFFFFFF)
+    r = ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).astype(np.uint32)
+    r = np.where(mag == 0x7F800000, u, r)
+    r = np.where(mag > 0x7F800000, np.uint32(0x7FFFFFFF), r)
+    return r.astype(np.uint32).view(np.float32)
+
+
+def gemm_f32_in_k_order(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The emulator's mma_sync order: acc = c; for k in 0..K-1: acc = fl32(acc + a[:, k] * b[k, :]). The
+    products of half/bf16/tf32 values are exact in float32, so this equals its fmaf per step."""
+    acc = c.astype(np.float32).copy()
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    for k in range(a.shape[1]):
+        acc = acc + np.outer(a32[:, k], b32[k, :])  # float32 add of an exact float32 product
+    return acc

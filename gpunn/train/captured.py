@@ -43,7 +43,7 @@ from gpunn.losses import Loss, get_loss
 from gpunn.metrics import device_metric, get_metric
 from gpunn.optim.base import Optimizer
 from gpunn.regularizers import regularization_loss
-from gpunn.train.outputs import weighted_loss_device
+from gpunn.train.outputs import loss_names, weighted_loss_device
 
 
 class _Shape:
@@ -75,8 +75,9 @@ def _rebuild(kind: Any, arrays: list[Any]) -> Any:
     return dict(zip(kind[1], arrays)) if kind[0] == "dict" else list(arrays)
 
 
-def _metric_pairs(metrics: Any, where: str) -> list[tuple[str, Any]]:
-    """[(log name, host function)] from names, functions or (name, function) pairs."""
+def _metric_pairs(metrics: Any, from_logits: bool, where: str) -> list[tuple[str, Any]]:
+    """[(log name, host function)] from names (read as compile reads them next to a loss with
+    `from_logits`: binary_accuracy thresholds logits at 0), functions or (name, function) pairs."""
     if metrics is None:
         return []
     if isinstance(metrics, (str, tuple)) or callable(metrics):
@@ -87,7 +88,7 @@ def _metric_pairs(metrics: Any, where: str) -> list[tuple[str, Any]]:
             pairs.append(m)
         elif isinstance(m, str):
             try:
-                pairs.append(get_metric(m))
+                pairs.append(get_metric(m, from_logits=from_logits))
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"{where}: argument 'metrics[{i}]': {exc}") from None
         elif callable(m):
@@ -161,14 +162,14 @@ class CapturedStep:
                                  "step does not hold the gradient all-reduce yet: train eagerly with distributed=True")
         elif optimizer is not None:
             raise ValueError(f"{where}: argument 'optimizer' must be None for an evaluation step (training=False)")
-        self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.model, self.optimizer = model, optimizer
         try:
             self._backward_takes_flag = "need_input_grad" in inspect.signature(model.backward).parameters
         except (TypeError, ValueError):
             self._backward_takes_flag = False
-        self.training, self.loss_weight, self.warmup = training, float(loss_weight), int(warmup)
-        self._set_heads([_Head("output", loss, float(loss_weight), _device_metrics(_metric_pairs(metrics, where),
-                                                                                   where))])
+        self.training, self.warmup = training, int(warmup)
+        self._set_heads([_Head("output", loss, float(loss_weight), _device_metrics(
+            _metric_pairs(metrics, loss.from_logits, where), where))])
         self._shapes: dict[tuple, _Shape] = {}
         self._backend: Backend | None = None
         self._vals: Any = None  # this batch's [loss, *metrics], float64, on the device
@@ -192,9 +193,7 @@ class CapturedStep:
 
     def _set_heads(self, heads: list[_Head]) -> None:
         self._heads = heads
-        several = len(heads) > 1
-        self.names = ["loss", *(f"{h.name}_loss" for h in heads if several and h.loss is not None),
-                      *(name for h in heads for name, _ in h.metrics)]
+        self.names = ["loss", *loss_names(heads), *(name for h in heads for name, _ in h.metrics)]
 
     # -- the step -------------------------------------------------------------------------------
     @property

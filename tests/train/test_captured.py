@@ -386,3 +386,13 @@ def test_a_model_with_two_inputs(emulated):
     assert runs[0][0] == runs[1][0]
     for k in runs[0][1]:
         np.testing.assert_array_equal(runs[0][1][k], runs[1][1][k], err_msg=k)
+
+
+def test_metric_names_are_read_as_compile_reads_them_next_to_the_loss():
+    """binary_accuracy thresholds logits at 0 next to a loss on logits, probabilities at 0.5."""
+    from gpunn.losses import BinaryCrossEntropy
+    model = Sequential([Dense(1, input_shape=(6,))])
+    on_logits = CapturedStep(model, BinaryCrossEntropy(from_logits=True), Adam(model), metrics=["binary_accuracy"])
+    on_probs = CapturedStep(model, BinaryCrossEntropy(from_logits=False), SGD(model), metrics=["binary_accuracy"])
+    assert on_logits._heads[0].metrics[0][1].params == {"threshold": 0.0}
+    assert on_probs._heads[0].metrics[0][1].params.get("threshold", 0.5) == 0.5

@@ -14,7 +14,7 @@ import pytest
 
 import gpunn
 from gpunn.backend.cuda import gemm_launch
-from tests.kernel_support import get_kernel_backend
+from tests.kernel_support import Spy, get_kernel_backend
 
 DTYPES = [np.float32, np.float64]
 # (M, N, K): tails in every tile dimension of both tiles (128 and 64, BK = 8), vectors of one, K = 1.
@@ -28,15 +28,7 @@ def be() -> Any:
     return get_kernel_backend("emulated")
 
 
-class Spy:
-    """A KernelCache stand-in that records the kernel names the launcher asks for."""
 
-    def __init__(self, cache: Any) -> None:
-        self.cache, self.names = cache, []
-
-    def function(self, family: str, name: str) -> Any:
-        self.names.append(name)
-        return self.cache.function(family, name)
 
 
 def _operands(form: str, m: int, n: int, k: int, dtype: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,8 @@ import pytest
 
 from gpunn.backend.cuda import gemm_tc_launch
 from gpunn.backend.cuda.gemm_tc_launch import gemm_tc
-from tests.kernel_support import get_kernel_backend
+from tests.kernel_support import Spy, get_kernel_backend
+from tests.reference import gemm_f32_in_k_order, tf32_ref
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = {"fp16": np.dtype(np.float16), "bf16": BF16, "tf32": np.dtype(np.float32)}
@@ -45,36 +46,7 @@ def be() -> Any:
     return get_kernel_backend("emulated")
 
 
-class Spy:
-    """A KernelCache stand-in that records the kernel names the launcher asks for."""
 
-    def __init__(self, cache: Any) -> None:
-        self.cache, self.names = cache, []
-
-    def function(self, family: str, name: str) -> Any:
-        assert family == "gemm_tc"
-        self.names.append(name)
-        return self.cache.function(family, name)
-
-
-# -- references (tf32_ref and gemm_f32_in_k_order as in tests/emu/test_emu_half.py) -------------
-def tf32_ref(x: np.ndarray) -> np.ndarray:
-    """cvt.rna.tf32.f32: round to 10 explicit mantissa bits, to nearest, ties away from zero; NaN -> 0x7fffffff."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
-    mag = u & np.uint32(0x7FFFFFFF)
-    r = ((u + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).astype(np.uint32)
-    r = np.where(mag == 0x7F800000, u, r)
-    r = np.where(mag > 0x7F800000, np.uint32(0x7FFFFFFF), r)
-    return r.astype(np.uint32).view(np.float32)
-
-
-def gemm_f32_in_k_order(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """acc = c; for k in 0..K-1: acc = fl32(acc + a[:, k] * b[k, :]) (the products are exact in float32)."""
-    acc = c.astype(np.float32).copy()
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    for k in range(a.shape[1]):
-        acc = acc + np.outer(a32[:, k], b32[k, :])
-    return acc
 
 
 def effective(x: np.ndarray, precision: str) -> np.ndarray:
