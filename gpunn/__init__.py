@@ -20,12 +20,15 @@ from gpunn.backend import (Backend, BackendUnavailableError, cuda_status, from_d
 from gpunn.backend.cpu.threads import get_num_threads, set_num_threads
 from gpunn.io import load_model
 from gpunn.parameter import Parameter
+from gpunn.precision import POLICIES
 from gpunn.random import manual_seed
 from gpunn.train import Ensemble, Input, Model, Sequential
+from gpunn.train.mixed_precision import MixedPrecision, mixed_precision
 
 __version__ = "0.1.0"
 
-__all__ = ["Backend", "BackendUnavailableError", "Ensemble", "Input", "Model", "Parameter", "Sequential", "__version__",
+__all__ = ["POLICIES", "Backend", "BackendUnavailableError", "Ensemble", "Input", "MixedPrecision", "Model", "Parameter",
+           "Sequential", "__version__", "mixed_precision",
            "callbacks", "constraints", "cuda_status", "data", "from_dlpack", "get_backend", "get_num_threads", "init",
            "io", "layers", "load_model", "losses", "manual_seed", "metrics", "models", "optim", "regularizers",
            "set_backend", "set_num_threads", "train", "tune", "use_backend", "utils"]

@@ -153,6 +153,13 @@ def numpy_dtype(dtype: Any, x: Any, name: str, where: str) -> np.dtype:
                         "dtype; pass a NumPy or backend array, or convert it with gpunn.from_dlpack(x)") from None
 
 
+def is_float_dtype(dtype: Any) -> bool:
+    """A floating-point dtype: NumPy's (kind "f") or ml_dtypes' bfloat16 (kind "V" to NumPy),
+    the 16-bit format of bf16 mixed precision."""
+    dt = np.dtype(dtype)
+    return dt.kind == "f" or dt.name == "bfloat16"
+
+
 def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...] | None = None,
                       layout: str = "") -> None:
     """A floating-point array with a non-empty batch axis and the expected rank."""
@@ -161,7 +168,7 @@ def check_float_array(x: Any, name: str, where: str, ndim: int | tuple[int, ...]
     if dtype is None or shape is None:
         raise TypeError(f"{where}: argument '{name}' must be an array, got {type(x).__name__}")
     dtype = numpy_dtype(dtype, x, name, where)
-    if dtype.kind != "f":
+    if not is_float_dtype(dtype):
         raise TypeError(f"{where}: argument '{name}' must be a floating-point array, got dtype {np.dtype(dtype)}; "
                         f"convert it, e.g. {name}.astype('float32')")
     if ndim is not None:
@@ -190,9 +197,9 @@ def model_dtype(value: Any, name: str, where: str) -> np.dtype:
     if dtype is not None and dtype.kind == "f" and dtype.newbyteorder("=") in MODEL_DTYPES:
         return dtype.newbyteorder("=")
     if dtype is not None and dtype.kind == "f":
-        raise ValueError(f"{where}: argument '{name}' must be float32 or float64, got {dtype}; gpunn has no mixed "
-                         "precision yet, so a float16 model would underflow (float16 data is cast to the model's "
-                         "dtype: keep the model in float32)")
+        raise ValueError(f"{where}: argument '{name}' must be float32 or float64, got {dtype}; a float16 model "
+                         "would underflow (Adam's eps is 0 in float16): keep the model in float32 and train in 16 "
+                         "bits with mixed precision, compile(..., precision='bf16-mixed' or 'fp16-mixed')")
     raise TypeError(f"{where}: argument '{name}' must be float32 or float64, got {value!r}")
 
 
@@ -217,7 +224,7 @@ def check_finite(x: Any, name: str, where: str) -> None:
 
     Two reductions instead of isfinite(x).all(): NaN propagates through min and max and Inf shows
     up in one of them, so no boolean copy of a whole data set is made."""
-    if getattr(x, "size", 0) == 0 or np.dtype(x.dtype).kind != "f":
+    if getattr(x, "size", 0) == 0 or not is_float_dtype(x.dtype):
         return
     lo, hi = float(x.min()), float(x.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):

@@ -146,7 +146,10 @@ class Loss:
         elif is_foreign_array(pred):  # a torch/JAX tensor, in place when on this device (DLPack)
             pred = be.asarray(pred, where=f"{self.name}.forward")
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
-        return pred if be.is_native(pred) else be.asarray(native_byte_order(to_host(pred)))
+        pred = pred if be.is_native(pred) else be.asarray(native_byte_order(to_host(pred)))
+        if pred.dtype.itemsize == 2:  # a mixed-precision model's float16/bfloat16 output: losses are float32
+            pred = pred.astype(np.float32)
+        return pred
 
     def _class_inputs(self, pred: Any, target: Any) -> tuple[Any, Any]:
         """Validated (N, classes) scores and their raw targets, for the class losses."""

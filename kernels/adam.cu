@@ -8,7 +8,7 @@
 //   p = p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
 //   grad[i] = 0 when zero_grad != 0 (saves a separate memset pass)
 // with step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t).
-// Two entry points compute the same update:
+// Three entry points compute the same update:
 //   adam_step_f32 / _f64: the host precomputes step_size, bc2_sqrt and decay and passes them as
 //     scalars (T), so the kernel does no pow.
 //   adam_step_dev_f32 / _f64: lr and t are read from device memory, `scalars` = [lr, t, ...]
@@ -17,6 +17,15 @@
 //     itself, once, in double (1 - pow(beta1, t), sqrt(1 - pow(beta2, t)), lr / bc1, 1 - lr*wd),
 //     then rounds them to T: the same inputs and operations in every thread, so all threads agree
 //     bit for bit, and the same values the host path computes (its constants are double too).
+//   adam_step_mixed_f16 / _bf16 (mixed precision; GPUNN_HALF sections, compiled only into the
+//     16-bit module): float32 master param, m, v and a __half / __nv_bfloat16 gradient. Every
+//     thread first reads *found_inf (int, set by an earlier inf/NaN check) and returns at once
+//     when it is nonzero: a skipped step writes nothing and reads nothing else, decided on the
+//     device (no host read; the launch can be captured). Otherwise the adam_step_dev_f32 update
+//     (the same adam_device_consts and adam_one, scalar loop, no float4, grad never written) with
+//       g = __fmul_rn(float(grad[i]), *inv_scale)   (exact widening, one float32 multiply, rounded
+//     once: __fmul_rn keeps it from being contracted into an FMA with the weight-decay term)
+//     inv_scale is a const float* (1 / loss scale; 1 for bfloat16), read once per thread.
 // Each element is independent: deterministic.
 // float32 reads and writes four parameters at a time (float4) when all four buffers are 16-byte
 // aligned, which leaves more bytes in flight per thread; the last n % 4 go one at a time.
@@ -28,12 +37,24 @@
 //   Scalars: n, zero_grad, decoupled are `int` (np.int32); adam_step_f32/_f64 take the rest as T
 //   (np.float32 / np.float64); adam_step_dev_* take beta1, beta2, eps, weight_decay as double
 //   (np.float64) and `scalars` as a const double* (a float64 device array of >= 2 elements).
+//   adam_step_mixed_*: (param, grad, m, v, scalars, inv_scale, found_inf, beta1, beta2, eps,
+//   weight_decay [double], decoupled [int], n [int, last]); block 256, grid = min(ceil(n / 256), 65535).
 // Bytes moved per parameter (float32)
 //   28: read param, grad, m, v (16) and write param, m, v (12); +4 when zero_grad writes grad.
 //   The device-scalar entry adds 16 bytes per thread (lr and t, from cache), not per parameter.
+// Bytes moved per parameter (mixed, float32 master + 16-bit gradient)
+//   26: read param, m, v (12) and grad (2), write param, m, v (12); a skipped step moves 4 bytes
+//   per thread (found_inf) and nothing per parameter. Per thread also lr, t (16) and inv_scale (4).
 // NumPy reference
 //   gpunn/backend/ops/optim.py OptimOps.adam_step and OptimOps.adam_step_device (match within
-//   ~1e-6 relative in float32).
+//   ~1e-6 relative in float32); mixed: OptimOps.adam_step_mixed (the generic op: the same
+//   update from float32(grad) * inv_scale[0], copied back where found_inf == 0), and bit for bit
+//   this file's adam_step_dev_f32 given that float32 gradient.
+
+// GPUNN_HALF_BEGIN: the 16-bit headers (compiled only into the module that launches them; see source.py)
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+// GPUNN_HALF_END
 
 template <typename T> __device__ __forceinline__ T adam_sqrt(T v);
 template <> __device__ __forceinline__ float adam_sqrt<float>(float v) { return sqrtf(v); }
@@ -159,3 +180,52 @@ extern "C" __global__ void adam_step_dev_f64(double* __restrict__ param, double*
     adam_scalar_loop<double>(param, grad, m, v, 0, n, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, step_size,
                              bc2_sqrt, l2, decay, zero_grad);
 }
+
+// GPUNN_HALF_BEGIN: the mixed-precision entry points (compiled only into the 16-bit module; see source.py)
+__device__ __forceinline__ float adam_grad_to_float(__half h) { return __half2float(h); }
+__device__ __forceinline__ float adam_grad_to_float(__nv_bfloat16 h) { return __bfloat162float(h); }
+
+// float32 master buffers, 16-bit gradient: skipped on the device when *found_inf != 0 (see the header).
+template <typename H>
+__device__ __forceinline__ void adam_mixed_run(float* __restrict__ param, const H* __restrict__ grad,
+                                               float* __restrict__ m, float* __restrict__ v,
+                                               const double* __restrict__ scalars, const float* __restrict__ inv_scale,
+                                               const int* __restrict__ found_inf, double beta1, double beta2,
+                                               double eps, double weight_decay, int decoupled, int n) {
+    if (*found_inf != 0) return;  // every thread, before any other read: nothing is written
+    float step_size, bc2_sqrt, l2, decay;
+    adam_device_consts<float>(scalars, beta1, beta2, weight_decay, decoupled, step_size, bc2_sqrt, l2, decay);
+    const float inv = *inv_scale;
+    const float b1 = float(beta1), omb1 = float(1.0 - beta1), b2 = float(beta2), omb2 = float(1.0 - beta2);
+    const float e = float(eps);
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)n; i += stride) {
+        float p = param[i], mi = m[i], vi = v[i];
+        float g = __fmul_rn(adam_grad_to_float(grad[i]), inv);
+        adam_one<float>(p, g, mi, vi, b1, omb1, b2, omb2, e, step_size, bc2_sqrt, l2, decay, 0);
+        param[i] = p;
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+extern "C" __global__ void adam_step_mixed_f16(float* __restrict__ param, const __half* __restrict__ grad,
+                                               float* __restrict__ m, float* __restrict__ v,
+                                               const double* __restrict__ scalars,
+                                               const float* __restrict__ inv_scale,
+                                               const int* __restrict__ found_inf, double beta1, double beta2,
+                                               double eps, double weight_decay, int decoupled, int n) {
+    adam_mixed_run<__half>(param, grad, m, v, scalars, inv_scale, found_inf, beta1, beta2, eps, weight_decay,
+                           decoupled, n);
+}
+
+extern "C" __global__ void adam_step_mixed_bf16(float* __restrict__ param, const __nv_bfloat16* __restrict__ grad,
+                                                float* __restrict__ m, float* __restrict__ v,
+                                                const double* __restrict__ scalars,
+                                                const float* __restrict__ inv_scale,
+                                                const int* __restrict__ found_inf, double beta1, double beta2,
+                                                double eps, double weight_decay, int decoupled, int n) {
+    adam_mixed_run<__nv_bfloat16>(param, grad, m, v, scalars, inv_scale, found_inf, beta1, beta2, eps,
+                                  weight_decay, decoupled, n);
+}
+// GPUNN_HALF_END

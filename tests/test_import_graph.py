@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gpunn"
 # Each module belongs to the longest prefix listed here; it may import only its own level or below.
 LEVELS: dict[str, int] = {
     "gpunn._checks": 0, "gpunn.errors": 0, "gpunn.parameter": 0, "gpunn.random": 0, "gpunn.emu": 0,
+    "gpunn.precision": 0,
     "gpunn.backend.ops": 1, "gpunn.backend.detect": 1, "gpunn.backend.values": 1,
     "gpunn.backend.base": 2,
     "gpunn.backend.cpu": 3, "gpunn.backend.cuda": 3,

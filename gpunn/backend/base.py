@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend.ops.activation import ActivationOps
+from gpunn.backend.ops.cast import CastOps
 from gpunn.backend.ops.conv import ConvOps
 from gpunn.backend.ops.dense import DenseOps
 from gpunn.backend.ops.dropout import DropoutOps
@@ -146,7 +147,7 @@ def to_host(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
-class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, DropoutOps, ActivationOps):
+class Backend(ConvOps, PoolOps, NormOps, OptimOps, DenseOps, DropoutOps, ActivationOps, CastOps):
     name: str = "generic"
     device: str = "cpu"
     default_dtype = np.dtype(np.float32)

@@ -6,7 +6,7 @@ One file holds everything, so one atomic rename publishes a checkpoint:
 - metadata "gpunn.format" ("model" or "weights"), "gpunn.architecture" (model.get_config(): the
   layer configs, input shape and dtype), "gpunn.layers" (the class owning each state key, to name
   mismatches), "gpunn.compile" (loss, metrics, optimizer class and settings; per output for
-  several outputs), "gpunn.optimizer" (its scalar state), "gpunn.training" (epochs done, the
+  several outputs; the precision policy and fp16's loss-scaler state when not fp32), "gpunn.optimizer" (its scalar state), "gpunn.training" (epochs done, the
   shuffle seed, the dropout generator's state) and "gpunn.sha256" (a checksum of the whole header
   and the tensor bytes, so a flipped bit or digit anywhere is caught, not loaded).
 
@@ -37,6 +37,7 @@ from gpunn.io.registry import registered_name
 from gpunn.io.safetensors import SafetensorsError, read_safetensors, write_safetensors
 from gpunn.backend import get_backend
 from gpunn.metrics import get_metric
+from gpunn.precision import POLICIES as PRECISIONS
 
 FORMAT_VERSION = "2"  # 2: the checksum covers the header (metadata) too
 _READABLE_VERSIONS = ("1", "2")  # version 1 files carry a tensor-only checksum: read with verify=False
@@ -161,6 +162,17 @@ def compile_config(model: Any) -> dict[str, Any]:
     """The loss(es), metrics and optimizer compile set, as JSON-able data. A model with several
     outputs adds "outputs": per output (in output order) its name, loss (None: untrained), loss
     weight and metric names."""
+    out = _loss_config(model)
+    precision = getattr(model, "precision", "fp32")
+    if precision != "fp32":  # absent: fp32 (what files written before policies existed mean)
+        out["precision"] = precision
+        scaler = getattr(model, "grad_scaler", None)
+        if scaler is not None:
+            out["scaler"] = scaler.state_dict()
+    return out
+
+
+def _loss_config(model: Any) -> dict[str, Any]:
     opt = model.optimizer
     specs = getattr(model, "_outputs", None)
     names = getattr(model, "output_names", None)
@@ -430,7 +442,19 @@ def _compile_from(model: Any, meta: Meta, tensors: dict[str, np.ndarray],
     scalars = meta.optimizer_scalars() if meta.has("gpunn.optimizer") else None
     if buffers and scalars is None:
         raise meta.error("has optimizer buffers but no 'gpunn.optimizer' metadata")
-    model.compile(loss=loss, optimizer=optimizer, metrics=metrics, loss_weights=weights)
+    precision = cfg.get("precision", "fp32")
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise meta.error(f"has corrupt 'gpunn.compile' metadata: 'precision' must be one of {sorted(PRECISIONS)}, got "
+                         f"{str(precision)[:40]!r}")
+    model.compile(loss=loss, optimizer=optimizer, metrics=metrics, loss_weights=weights, precision=precision)
+    if "scaler" in cfg:
+        scaler = model.grad_scaler
+        if scaler is None:
+            raise meta.error(f"has a loss scaler's state under precision={precision!r}, which scales no loss")
+        try:
+            scaler.load_state_dict(cfg["scaler"])
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
+            raise meta.error(f"has a loss scaler state that does not fit: {str(exc)[:300]}") from None
     if scalars is not None:
         try:
             model.optimizer.load_state_dict({**scalars, "state": buffers})

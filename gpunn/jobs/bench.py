@@ -1,8 +1,8 @@
 """`python -m gpunn bench`: run the benchmark suites in bench/ and write a report.
 
 For each of `--rounds` rounds it runs the gpunn suites (bench_ops, bench_e2e, bench_adam,
-bench_kernels, bench_gemm, bench_conv, bench_cuda_graph) in one process and the PyTorch peers
-(bench_peers, and the torch variants of bench_adam and bench_cuda_graph) in another, alternating
+bench_kernels, bench_gemm, bench_conv, bench_cuda_graph, bench_mixed_precision) in one process and the PyTorch peers
+(bench_peers, and the torch variants of bench_adam, bench_cuda_graph and bench_mixed_precision) in another, alternating
 A, B, A, B: torch and NumPy in one process slow torch by ~30%, and on a shared machine alternation
 spreads the noise over both. Each process gets the same thread count
 (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS for NumPy, torch.set_num_threads for torch) and runs with
@@ -47,12 +47,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 GPUNN_SUITES = ("bench_ops.py", "bench_e2e.py", "bench_adam.py", "bench_kernels.py", "bench_gemm.py", "bench_conv.py",
-                "bench_cuda_graph.py")
+                "bench_cuda_graph.py", "bench_mixed_precision.py")
 # a suite in both lists: its gpunn cases (no "torch" in the name) run in the gpunn process, its torch ones in the peer's
-PEER_SUITES = ("bench_peers.py", "bench_adam.py", "bench_cuda_graph.py")
+PEER_SUITES = ("bench_peers.py", "bench_adam.py", "bench_cuda_graph.py", "bench_mixed_precision.py")
 # graphed gpunn steps (bench_cuda_graph.py): impl -> ratio label; each is compared with these (impl, label)s
 GRAPH_IMPLS = (("gpunn-graph", "graph"), ("gpunn-captured", "captured"))
 GRAPH_BASES = (("torch", "torch"), ("torch-graph", "torch-graph"), ("gpunn", "eager"))
+# mixed-precision steps (bench_mixed_precision.py): (impl, base, label); ratio "<label> <dev>" = base time / impl time
+MIXED_RATIOS = (("gpunn-bf16", "torch-bf16", "bf16/torch-bf16"), ("gpunn-bf16", "gpunn", "bf16/fp32"),
+                ("gpunn-bf16-graph", "torch-bf16", "bf16-graph/torch-bf16"),
+                ("gpunn-fp16", "torch-fp16", "fp16/torch-fp16"))
 UNSET_FOR_BENCH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PEER_PYTHON_ENV = "GPUNN_PEER_PYTHON"
 # what the peer suites import in the peer interpreter (bench_adam.py imports gpunn from this checkout)
@@ -286,7 +290,9 @@ def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dic
     gpu_over_cpu = gpunn cpu time / gpunn cuda time; vs_peer_<dev> = torch time / gpunn time;
     kernel/generic <dev> = the generic (use_kernels=False) time / the custom kernel's time;
     graph/<base> <dev> (captured/<base> <dev>) = the base's time / the gpunn-graph (gpunn-captured)
-    time, for the bases torch (eager), torch-graph and eager (gpunn eager); see GRAPH_IMPLS."""
+    time, for the bases torch (eager), torch-graph and eager (gpunn eager); see GRAPH_IMPLS;
+    bf16/torch-bf16, bf16/fp32, bf16-graph/torch-bf16, fp16/torch-fp16 <dev> = the base's time / the
+    mixed-precision gpunn step's time (bench_mixed_precision.py); see MIXED_RATIOS."""
     rows = []
     for key in sorted(table):
         cells = {col: summarize(v) for col, v in table[key].items()}
@@ -303,6 +309,9 @@ def ratio_rows(table: dict[str, dict[tuple[str, str], list[float]]]) -> list[dic
                 for base, base_label in GRAPH_BASES:
                     if (impl, dev) in med and (base, dev) in med:
                         row["ratios"][f"{label}/{base_label} {dev}"] = med[(base, dev)] / med[(impl, dev)]
+            for impl, base, label in MIXED_RATIOS:  # a mixed-precision step vs torch autocast / gpunn fp32
+                if (impl, dev) in med and (base, dev) in med:
+                    row["ratios"][f"{label} {dev}"] = med[(base, dev)] / med[(impl, dev)]
         rows.append(row)
     return rows
 

@@ -43,6 +43,7 @@ from gpunn.jobs.arguments import backend_name
 from gpunn.models import MODELS, get_model
 from gpunn.optim import OPTIMIZERS, CosineAnnealing, MultiStep
 from gpunn.random import manual_seed
+from gpunn.precision import POLICIES
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture the training step as a CUDA graph per batch shape and replay it (cupy; the "
                         "emulated backend records and replays it too; numpy runs the same step eagerly)")
+    p.add_argument("--precision", choices=sorted(POLICIES), default="fp32",
+                   help="fp32 (default), tf32 (TF32 matrix products), bf16-mixed or fp16-mixed (float32 master "
+                        "weights, layers in bfloat16 / float16; fp16 with dynamic loss scaling)")
     return p
 
 
@@ -377,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --cuda-graph does not run data-parallel yet; run one process or drop --cuda-graph",
               file=sys.stderr)
         return 2
+    if args.precision != "fp32" and ranks > 1:
+        print(f"error: --precision {args.precision} does not run data-parallel yet; run one process or use fp32",
+              file=sys.stderr)
+        return 2
     model.compile(loss="softmax_cross_entropy", optimizer=args.optimizer, metrics=["accuracy"], distributed=ranks > 1,
-                  cuda_graph=args.cuda_graph, **opt_kwargs)
+                  cuda_graph=args.cuda_graph, precision=args.precision, **opt_kwargs)
     loader = DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                         transform=pipeline)
     # evaluation in large batches: fewer Python round trips than fit's training batch size
@@ -392,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{0 if x_val is None else len(x_val)} val, {len(x_test)} test, input {tuple(x_train.shape[1:])}")
     print(f"model: {args.model} ({model.count_params():,} parameters); optimizer {args.optimizer} lr {args.lr:g}, "
           f"schedule {args.schedule}, batch {args.batch_size}, epochs {args.epochs}"
-          f"{', augmented' if args.augment else ''}{', cuda graph' if args.cuda_graph else ''}")
+          f"{', augmented' if args.augment else ''}{', cuda graph' if args.cuda_graph else ''}"
+          f"{'' if args.precision == 'fp32' else ', precision ' + args.precision}")
     if ranks > 1:
         print(f"data parallel: {ranks} ranks (MPI), batch {args.batch_size} per rank, {args.batch_size * ranks} in all")
     out = Path(args.out) if args.out and is_main() else None  # rank 0 writes the files

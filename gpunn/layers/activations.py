@@ -140,7 +140,10 @@ class Tanh(Activation):
 
 
 class Softmax(Activation):
-    """softmax along `axis` (an int; negative counts from the end), checked against each input's rank."""
+    """softmax along `axis` (an int; negative counts from the end), checked against each input's rank.
+    In float32 even inside a mixed-precision step (as torch.autocast), it and LogSoftmax."""
+
+    autocast = False
 
     def __init__(self, axis: int = 1, name: str | None = None) -> None:
         super().__init__(name=name)

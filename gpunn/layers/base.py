@@ -35,6 +35,7 @@ from gpunn.init import get_initializer
 from gpunn.layers.symbolic import symbolic_call, symbolic_inputs
 from gpunn.layers.tape import active_tape, restore_state, state_before
 from gpunn.parameter import Parameter
+from gpunn.precision import FLOAT32, autocast_dtype
 from gpunn.random import host_rng
 
 _budget = threading.local()  # elements that builds in this thread may still allocate, or unset
@@ -132,7 +133,9 @@ def _checked_backward(fn: Callable) -> Callable:
                 dy = be.asarray(dy, where=f"{self.name}.backward")
             check_grad_shape(dy, shape, f"{self.name}.backward")
             if not be.is_native(dy) or dy.dtype != dtype:
-                dy = on_backend(be, dy, dtype)
+                # a loss-scaled gradient cast to float16 may overflow: the scaler's inf check sees the inf
+                with np.errstate(over="ignore"):
+                    dy = on_backend(be, dy, dtype)
         self._in_backward = True
         try:
             dx = fn(self, dy, *args, **kwargs)
@@ -273,6 +276,21 @@ class Layer:
         inherited from the enclosing model), else the backend's default, float32."""
         return self._dtype if self._dtype is not None else self.backend.default_dtype
 
+    #: False for layers that compute in float32 even inside a mixed-precision step (Softmax and
+    #: LogSoftmax, as torch.autocast runs softmax in float32): their input is cast up, not down
+    autocast: bool = True
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        """What this layer's forward computes in: its dtype, except inside a mixed-precision step
+        (gpunn.precision.autocast), where a float32 layer with `autocast` computes in the step's
+        16-bit dtype, on the half copies of its weights."""
+        dtype = self.dtype
+        half = autocast_dtype()
+        if half is None or dtype != FLOAT32 or not self.autocast:
+            return dtype
+        return half
+
     def _inherit_dtype(self, dtype: np.dtype | None) -> None:
         """Give sublayers that have no dtype of their own this layer's explicit one, recursively
         (a float64 model's Dense must not build a float32 activation)."""
@@ -295,7 +313,7 @@ class Layer:
         elif is_foreign_array(x):  # a torch/JAX tensor: in place when on this backend's device (DLPack)
             x = self.backend.asarray(x, where=label)
         check_float_array(x, "x", label, self.input_ndim, self.input_layout)
-        dtype = self.dtype
+        dtype = self.compute_dtype
         if not self.backend.is_native(x) or x.dtype != dtype:  # '>f4' != '<f4': swapped here too
             x = on_backend(self.backend, x, dtype)  # from any backend (or the host) onto this layer's
         return x

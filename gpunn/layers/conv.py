@@ -12,7 +12,7 @@ from gpunn.layers.base import Layer
 from gpunn.layers.data_format import (CHANNELS_LAST, channels_first_shape, channels_last_shape, layout_hint, layout_of,
                                       resolve_data_format, to_channels_first, to_channels_last,
                                       warn_if_transposed)
-from gpunn.layers.kernel_options import attach_kernel_options
+from gpunn.layers.kernel_options import add_penalty_gradient, attach_kernel_options
 
 
 def resolve_padding(padding: Any, kernel: tuple[int, int], strides: tuple[int, int], dilation: tuple[int, int],
@@ -127,8 +127,7 @@ class Conv2D(Layer):
         dx, dw, db = self.backend.conv2d_backward(dy, x_shape, w.data, cols, self.strides, self.padding,
                                                   self.dilation, need_dx=self.needs_input_grad, relu_y=relu_y)
         w.grad += dw
-        if self.kernel_regularizer is not None:
-            w.grad += self.kernel_regularizer.gradient(w.data)
+        add_penalty_gradient(self, w)
         if self.use_bias:
             self.params["bias"].grad += db
         return to_channels_last(dx) if last and dx is not None else dx

@@ -5,7 +5,8 @@ from typing import Any
 
 from gpunn._checks import positive_int
 from gpunn.layers.base import Layer
-from gpunn.layers.kernel_options import FeaturesInput, attach_kernel_options
+from gpunn.layers.kernel_options import FeaturesInput, add_penalty_gradient, attach_kernel_options
+from gpunn.precision import accumulation_dtype
 
 
 class Dense(FeaturesInput, Layer):
@@ -53,8 +54,7 @@ class Dense(FeaturesInput, Layer):
         x2 = x.reshape(-1, x.shape[-1])
         dy2 = dy.reshape(-1, self.units)
         self.backend.matmul_acc(w.grad, x2.T, dy2)  # w.grad += x2.T @ dy2, in place
-        if self.kernel_regularizer is not None:
-            w.grad += self.kernel_regularizer.gradient(w.data)
+        add_penalty_gradient(self, w)
         if self.use_bias:
-            self.params["bias"].grad += dy2.sum(axis=0)
+            self.params["bias"].grad += dy2.sum(axis=0, dtype=accumulation_dtype(dy2.dtype))
         return self.backend.matmul(dy, w.data.T)

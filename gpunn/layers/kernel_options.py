@@ -7,6 +7,8 @@ from typing import Any
 from gpunn.constraints import get_constraint
 from gpunn.layers.activations import get_activation
 from gpunn.layers.base import Layer
+from gpunn.parameter import Parameter
+from gpunn.precision import grad_scale
 from gpunn.regularizers import get_regularizer
 
 
@@ -22,6 +24,20 @@ def attach_kernel_options(layer: Layer, activation: Any, kernel_regularizer: Any
     act = get_activation(activation)
     if act is not None:
         layer.children["activation"] = act
+
+
+def add_penalty_gradient(layer: Layer, w: Parameter) -> None:
+    """w.grad += the gradient of `layer`'s kernel regularizer at w (when it has one). Inside an
+    fp16 mixed-precision step it is multiplied by the loss scale, as backward's gradients are, so
+    that unscaling divides every part of the gradient by the same factor."""
+    reg = layer.kernel_regularizer
+    if reg is None:
+        return
+    g = reg.gradient(w.data)
+    scale = grad_scale()
+    if scale is not None:
+        g = g * scale.astype(g.dtype)  # a device multiply by the current scale: no host read
+    w.grad += g
 
 
 class FeaturesInput:

@@ -9,7 +9,8 @@
   `bind` / compile (Keras), with `lr` or `learning_rate`;
 - registry.py: optimizers by name for `compile(optimizer="adam")`, with Keras's defaults for the
   name on request (`KERAS_DEFAULTS`, `get_optimizer(..., keras_defaults=True)`);
-- clip.py: gradient clipping; schedules.py: learning-rate schedules.
+- clip.py: gradient clipping; schedules.py: learning-rate schedules; grad_scaler.py: fp16's
+  dynamic loss scaling (GradScaler, torch's schedule, state on the device).
 
 It imports only the backend (whose ops/optim.py holds the update arithmetic) and the bottom of
 the stack (gpunn.parameter, gpunn._checks); layers, models and training are above it.
@@ -21,6 +22,7 @@ from gpunn.optim.adam import Adam, AdamW
 from gpunn.optim.base import Optimizer
 from gpunn.optim.clip import clip_grad_norm, clip_grad_value
 from gpunn.optim.distributed import DistributedOptimizer, GradientSync
+from gpunn.optim.grad_scaler import GradScaler
 from gpunn.optim.nadam import Nadam
 from gpunn.optim.registry import KERAS_DEFAULTS, OPTIMIZERS, get_optimizer, register_optimizer
 from gpunn.optim.rmsprop import RMSprop
@@ -28,6 +30,6 @@ from gpunn.optim.schedules import (CosineAnnealing, ExponentialDecay, LinearWarm
                                    ReduceLROnPlateau, Schedule, StepDecay)
 from gpunn.optim.sgd import SGD
 
-__all__ = ["KERAS_DEFAULTS", "OPTIMIZERS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "DistributedOptimizer", "ExponentialDecay", "GradientSync",
+__all__ = ["KERAS_DEFAULTS", "OPTIMIZERS", "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "CosineAnnealing", "DistributedOptimizer", "ExponentialDecay", "GradScaler", "GradientSync",
            "LinearWarmup", "MultiStep", "Nadam", "OneCycle", "Optimizer", "RMSprop", "ReduceLROnPlateau", "Schedule",
            "StepDecay", "clip_grad_norm", "clip_grad_value", "get_optimizer", "register_optimizer", "schedules"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from gpunn._checks import real_arg
 from gpunn.optim.base import Optimizer
 
@@ -48,6 +50,7 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = check_betas(beta1, beta2, where, betas)
         self.eps = real_arg(eps, "eps", where, 0, lo_open=True, type_error=True)
         self.amsgrad = bool(amsgrad)
+        self._unit: Any = None  # bf16's fused step: (inv_scale = 1, found_inf = 0) device constants
         self._state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if self.amsgrad else ("exp_avg", "exp_avg_sq")
 
     # adam_step folds weight decay in itself (coupled or decoupled), so the base adds none
@@ -63,6 +66,44 @@ class Adam(Optimizer):
         self.backend.adam_step_device(self._flat_data, g, s["exp_avg"], s["exp_avg_sq"], self._scalars, self.beta1,
                                       self.beta2, self.eps, self.weight_decay, self._decoupled, zero_grad=False,
                                       max_v=s.get("max_exp_avg_sq"))
+
+
+    def apply_step_mixed(self, half_grad: Any, inv_scale: Any = None, found_inf: Any = None) -> None:
+        """Optimizer.apply_step_mixed with the unscale and the skip inside the fused update: one
+        check pass over the 16-bit gradient (fp16: found_inf), then one kernel reading the 16-bit
+        gradient, unscaling it in registers and returning at once when found_inf is set
+        (`adam_step_mixed`). The float32 `.grad` views are not written on this path. Gradient
+        clipping (which needs the unscaled float32 gradient) takes the base class's path."""
+        if self.clipnorm is not None or self.clipvalue is not None or self.grad_sync is not None:
+            super().apply_step_mixed(half_grad, inv_scale, found_inf)
+            return
+        self._require_prepared("apply_step_mixed")
+        where = f"{self._where}.apply_step_mixed"
+        self._check_half_grad(half_grad, where)
+        if (inv_scale is None) != (found_inf is None):
+            raise ValueError(f"{where}: arguments 'inv_scale' and 'found_inf' go together (fp16's loss scaling); "
+                             f"give both or neither, got inv_scale={inv_scale!r} and found_inf={found_inf!r}")
+        backend = self.backend
+        xp = backend.xp
+        scaled = found_inf is not None
+        if not scaled:
+            if self._unit is None or not backend.is_native(self._unit[0]):
+                self._unit = (xp.ones((1,), dtype=np.float32), xp.zeros((1,), dtype=np.int32))  # at the eager step
+            inv_scale, found_inf = self._unit
+        else:
+            backend.nonfinite_check(half_grad, inv_scale, found_inf)
+        step = self._slot_views["step"]
+        if scaled:
+            step += 1 - found_inf  # a skipped step does not count, as torch's skipped optimizer.step()
+        else:
+            step += 1.0
+        s = self._state
+        backend.adam_step_mixed(self._flat_data, half_grad, s["exp_avg"], s["exp_avg_sq"], self._scalars,
+                                self.beta1, self.beta2, self.eps, self.weight_decay, self._decoupled, inv_scale,
+                                found_inf, max_v=s.get("max_exp_avg_sq"))
+        if scaled:
+            self._step_unsure = True
+        self._apply_constraints()
 
 
 class AdamW(Adam):

@@ -98,6 +98,9 @@ class Optimizer:
     default_lr: float = 0.01
     #: data parallelism: the GradientSync that DistributedOptimizer installs (gpunn/optim/distributed.py)
     grad_sync: Any = None
+    #: True while a mixed-precision step has the parameters bound to their 16-bit copies
+    #: (gpunn/train/mixed_precision.py): host-side calls that would re-attach them refuse then
+    _swapped: bool = False
 
     def __init__(self, params: Any = None, lr: float | None = None, weight_decay: float = 0.0,
                  clipnorm: float | None = None, clipvalue: float | None = None,
@@ -118,6 +121,8 @@ class Optimizer:
         self._backend: Backend = get_backend()
         self._scalars: Any = None  # device scalars, made by _pack (see the module docstring)
         self._step_count = 0
+        self._step_unsure = False  # True after a device-side skippable step: step_count re-reads the slot
+        self._skip_backup: list[Any] = []  # what a skippable step saves and restores (apply_step_mixed)
         if params is not None:
             self._attach(params, "params")
         self.step_count = 0
@@ -231,7 +236,11 @@ class Optimizer:
     # -- the step count and the device scalars -------------------------------------------------
     @property
     def step_count(self) -> int:
-        """Updates applied so far (the host mirror of the device step slot)."""
+        """Updates applied so far (the host mirror of the device step slot). After fp16 steps that
+        the device may have skipped (apply_step_mixed), the slot is read back once, here."""
+        if self._step_unsure and self._scalars is not None and not self._backend.capturing:
+            self._step_count = int(round(float(to_host(self._slot_views["step"])[0])))
+            self._step_unsure = False
         return self._step_count
 
     @step_count.setter
@@ -241,6 +250,7 @@ class Optimizer:
         self._write_step_slot()
 
     def _write_step_slot(self) -> None:
+        self._step_unsure = False
         if self._scalars is not None:
             self._backend.host_to_device(self._slot_views["step"], float(self._step_count))
 
@@ -365,6 +375,7 @@ class Optimizer:
             grad_views.append(gv)
             offset += n
         self.params = params
+        self._skip_backup = []
         self._flat_data, self._flat_grad = flat_data, flat_grad
         self._data_views, self._grad_views = data_views, grad_views
         self._state = {name: xp.zeros(total, dtype=dtype) for name in self._state_names}
@@ -398,6 +409,10 @@ class Optimizer:
     def _resync(self) -> None:
         """Re-attach parameters whose .data/.grad was rebound by someone else (copying the values in,
         from any backend)."""
+        if self._swapped:
+            raise RuntimeError(f"{self._where}: zero_grad(), step() and the clipping calls run outside a mixed-precision "
+                               "autocast block (the parameters hold their 16-bit copies inside it): call them before "
+                               "or after the block")
         self._check_views(f"{self._where}.step")
         backend = self._backend
         for i, p in enumerate(self.params):
@@ -460,9 +475,17 @@ class Optimizer:
         the non-finite-norm check of clipnorm, which runs only when the backend is not capturing
         (under capture a NaN/inf gradient is not detected here: it propagates into the
         parameters). Call it after prepare_step()."""
+        self._require_prepared("apply_step")
+        self._apply(check_finite=True)
+
+    def _require_prepared(self, name: str) -> None:
         if self._scalars is None:
-            raise RuntimeError(f"{self._where}.apply_step: call prepare_step() first (it packs the parameters "
+            raise RuntimeError(f"{self._where}.{name}: call prepare_step() first (it packs the parameters "
                                "and writes the learning rate to the device)")
+
+    def _apply(self, check_finite: bool) -> None:
+        """apply_step's work; `check_finite` False skips clipnorm's eager non-finite check (a
+        skippable mixed-precision step handles non-finite gradients itself)."""
         if self.grad_sync is not None:
             self.grad_sync.finish()  # the average of every rank's gradient, before clipping
         g = self._flat_grad
@@ -473,7 +496,7 @@ class Optimizer:
             clip_flat_value(g, self.clipvalue, backend)
         if self.clipnorm is not None:
             try:
-                clip_norm_coef(g, self.clipnorm, backend, views["clip"])
+                clip_norm_coef(g, self.clipnorm, backend, views["clip"], check_finite)
             except FloatingPointError:
                 self._step_count -= 1  # nothing was applied: host and device step counts stay equal
                 raise
@@ -490,15 +513,75 @@ class Optimizer:
             self._wd_buf += g
             g = self._wd_buf
         self._update(g)
+        self._apply_constraints()
+
+    def _apply_constraints(self) -> None:
         if self._constraints:
             # constraints compute on the current backend: make it this optimizer's
-            with use_backend(backend):
+            with use_backend(self._backend):
                 for param, constraint in self._constraints:
                     constraint(param.data)
 
     def _update(self, g: Any) -> None:
         """Apply the update from the flat gradient `g`, with `self.backend`'s ops (never get_backend())."""
         raise NotImplementedError
+
+    # -- mixed precision (gpunn/train/mixed_precision.py) ---------------------------------------
+    def apply_step_mixed(self, half_grad: Any, inv_scale: Any = None, found_inf: Any = None) -> None:
+        """The device half of a mixed-precision step (after prepare_step()). `half_grad`: the
+        16-bit gradient (float16 or bfloat16) of the packed parameters, in the flat layout of this
+        optimizer's buffers, as backward wrote it into the half copy's gradient.
+
+        - bf16 (no loss scaling; `inv_scale` and `found_inf` None): the gradient is cast to the
+          float32 flat gradient (exact), then apply_step() runs.
+        - fp16: `inv_scale` (1-element float32, the reciprocal of the loss scale) and `found_inf`
+          (1-element int32, zeroed by the caller once per step) given: the gradient is unscaled into
+          the float32 flat gradient with the inf/NaN check (found_inf set when any value is not
+          finite), and the update is skipped *on the device* when it is set: the parameters, the
+          moments and the device scalars (the step count among them) are left as they were,
+          with nothing read back to the host, so the step stays capturable. The host's step_count
+          re-reads the device slot when next asked.
+
+        Subclasses with a fused kernel (Adam) override this to unscale inside the update itself.
+        After the call `param.grad` holds the float32 (unscaled) gradient, as after torch's unscale_."""
+        self._require_prepared("apply_step_mixed")
+        backend = self._backend
+        where = f"{self._where}.apply_step_mixed"
+        self._check_half_grad(half_grad, where)
+        if (inv_scale is None) != (found_inf is None):
+            raise ValueError(f"{where}: arguments 'inv_scale' and 'found_inf' go together (fp16's loss scaling); "
+                             f"give both or neither, got inv_scale={inv_scale!r} and found_inf={found_inf!r}")
+        if found_inf is None:
+            backend.cast_to_float(half_grad, out=self._flat_grad)
+            self._apply(check_finite=True)
+            return
+        backend.unscale_into(half_grad, inv_scale, found_inf, out=self._flat_grad)
+        self._apply_skippable(found_inf)
+
+    def _check_half_grad(self, half_grad: Any, where: str) -> None:
+        total = int(self._flat_data.shape[0])
+        if not self._backend.is_native(half_grad) or tuple(half_grad.shape) != (total,) \
+                or half_grad.dtype.itemsize != 2:
+            raise ValueError(f"{where}: argument 'half_grad' must be a 1-D float16 or bfloat16 array of this "
+                             f"optimizer's backend with {total} elements (the flat layout of its parameters), got "
+                             f"{type(half_grad).__name__} of shape {tuple(getattr(half_grad, 'shape', ()))} and dtype "
+                             f"{getattr(half_grad, 'dtype', None)}")
+
+    def _apply_skippable(self, found_inf: Any) -> None:
+        """apply_step, undone on the device when found_inf[0] != 0: the parameters, the moments and
+        the scalars are copied aside first and copied back under the mask (two extra passes over
+        them; an optimizer with a fused kernel avoids this by skipping inside its kernel)."""
+        xp = self._backend.xp
+        live = [self._flat_data, *self._state.values(), self._scalars]
+        if len(self._skip_backup) != len(live) or any(b.shape != a.shape for b, a in zip(self._skip_backup, live)):
+            self._skip_backup = [xp.empty_like(a) for a in live]  # made at the eager first step, not in a capture
+        for saved, a in zip(self._skip_backup, live):
+            xp.copyto(saved, a)
+        self._apply(check_finite=False)
+        skipped = found_inf != 0  # 1-element bool, broadcast over each buffer
+        for saved, a in zip(self._skip_backup, live):
+            xp.copyto(a, saved, where=skipped)
+        self._step_unsure = True
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Scale all trainable gradients so their global L2 norm is at most `max_norm`; returns the norm before."""
@@ -579,14 +662,15 @@ class Optimizer:
         return f"{type(self).__name__}({settings})"
 
 
-def clip_norm_coef(g: Any, max_norm: float, backend: Backend, out: Any) -> None:
+def clip_norm_coef(g: Any, max_norm: float, backend: Backend, out: Any, check_finite: bool = True) -> None:
     """clipnorm on the device: `out` (a 1-element float64 device array) gets
     min(max_norm / (||g|| + 1e-6), 1), computed from `squared_norm_device` without a host read;
     the caller scales g by it. Eagerly (the backend not capturing) a non-finite norm raises
-    FloatingPointError, as clip_flat_norm does; under capture that check, a host read, is skipped."""
+    FloatingPointError, as clip_flat_norm does; under capture that check, a host read, is skipped,
+    and so it is with check_finite=False."""
     xp = backend.xp
     ss = backend.squared_norm_device(g)
-    if not backend.capturing:
+    if check_finite and not backend.capturing:
         norm = math.sqrt(float(to_host(ss).reshape(-1)[0]))
         if not math.isfinite(norm):
             raise FloatingPointError(f"clip_grad_norm: the gradient norm is {norm}; the gradients hold inf or NaN")

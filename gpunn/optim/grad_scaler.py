@@ -1,10 +1,11 @@
 """Dynamic loss scaling with torch.amp.GradScaler's schedule, its state kept in device memory.
 
-Groundwork for fp16 mixed precision (issue: mixed precision): the fp16 policy will scale the loss
-by `scale` before backward, unscale the gradients into the fp32 flat gradient (`unscale_`), skip
-the update of a step whose gradients hold an inf or NaN, and `update()` the scale. Every piece of
-state is a device array and every operation a device op, so that the whole sequence can sit inside
-a captured step (a CUDA graph) with nothing read back to the host.
+The fp16-mixed policy (gpunn/train/mixed_precision.py) scales the loss gradient by `scale` before
+backward, unscales the 16-bit gradients into the fp32 flat gradient with `inv_scale()` and
+`found_inf` (Optimizer.apply_step_mixed; `unscale_` is the same for any float array), skips the
+update of a step whose gradients hold an inf or NaN on the device, and `update()`s the scale.
+Every piece of state is a device array and every operation a device op, so that the whole
+sequence can sit inside a captured step (a CUDA graph) with nothing read back to the host.
 
 The schedule, as torch's `_amp_update_scale_`:
 - a step whose gradients are not all finite: scale *= backoff_factor (0.5), growth tracker = 0;
@@ -23,11 +24,17 @@ from gpunn.backend import Backend, get_backend, to_host
 
 
 class GradScaler:
-    """See the module docstring. `backend` (default: the current one) holds the state."""
+    """See the module docstring. `backend` (default: the current one) holds the state; `enabled`
+    False turns loss scaling off (as torch's)."""
 
     def __init__(self, init_scale: float = 2.0 ** 16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
-                 growth_interval: int = 2000, *, backend: Backend | None = None) -> None:
+                 growth_interval: int = 2000, *, enabled: bool = True, backend: Backend | None = None) -> None:
         where = "GradScaler"
+        if not isinstance(enabled, bool):
+            raise TypeError(f"{where}: argument 'enabled' must be True or False, got {enabled!r}")
+        #: False: no loss scaling at all (torch's GradScaler(enabled=False)): fp16 gradients as backward
+        #: gives them, no inf check, no skipped step. For experiments (it overflows or underflows).
+        self.enabled = enabled
         self.init_scale = real_arg(init_scale, "init_scale", where, 0, lo_open=True, type_error=True)
         self.growth_factor = real_arg(growth_factor, "growth_factor", where, 1.0, lo_open=True, type_error=True)
         self.backoff_factor = real_arg(backoff_factor, "backoff_factor", where, 0.0, 1.0, lo_open=True,
@@ -39,27 +46,32 @@ class GradScaler:
         xp = self.backend.xp
         self.scale = xp.full((1,), self.init_scale, dtype=np.float32)  # read by the loss scaling and unscale_
         self.growth_tracker = xp.zeros((1,), dtype=np.int32)
-        self.found_inf = xp.zeros((1,), dtype=np.float32)  # 1.0 when this step's gradients hold inf or NaN
+        self.found_inf = xp.zeros((1,), dtype=np.int32)  # 1 when this step's gradients hold inf or NaN
         self._inv = xp.ones((1,), dtype=np.float32)
 
     # -- per step, device only ------------------------------------------------------------------
+    def inv_scale(self) -> Any:
+        """1 / scale (float32, as torch's reciprocal of its float32 scale) into a 1-element device
+        array, returned: what the unscale kernels multiply by."""
+        self.backend.xp.divide(np.float32(1.0), self.scale, out=self._inv)
+        return self._inv
+
     def unscale_(self, grad: Any, out: Any = None) -> Any:
         """`grad / scale` into `out` (default: in place), and found_inf set when any value of the
         result is inf or NaN (ORed into found_inf, so several buffers may be unscaled per step;
         update() clears it). Returns `out`."""
         xp = self.backend.xp
         out = grad if out is None else out
-        xp.divide(1.0, self.scale, out=self._inv)  # float32, as torch's reciprocal of its float32 scale
-        xp.multiply(grad, self._inv.astype(out.dtype, copy=False), out=out)
+        xp.multiply(grad, self.inv_scale().astype(out.dtype, copy=False), out=out)
         bad = xp.logical_not(xp.isfinite(out)).any(keepdims=True).reshape(1)
-        xp.maximum(self.found_inf, bad.astype(np.float32), out=self.found_inf)
+        xp.maximum(self.found_inf, bad.astype(np.int32), out=self.found_inf)
         return out
 
     def update(self) -> None:
         """The scale for the next step from this step's found_inf (see the module docstring); then
         found_inf is cleared."""
         xp = self.backend.xp
-        inf = self.found_inf > 0
+        inf = self.found_inf != 0
         clean = self.growth_tracker + 1
         with np.errstate(over="ignore"):  # a scale that would overflow is refused below, not warned about
             grown = self.scale * np.float32(self.growth_factor)
@@ -72,6 +84,19 @@ class GradScaler:
         self.found_inf.fill(0)
 
     # -- host side ------------------------------------------------------------------------------
+    def move_to(self, backend: Backend) -> None:
+        """Keep the state on `backend` from now on (a model moved with to()), values kept."""
+        if backend is self.backend:
+            return
+        state = self.state_dict()
+        self.backend = backend
+        xp = backend.xp
+        self.scale = xp.full((1,), self.init_scale, dtype=np.float32)
+        self.growth_tracker = xp.zeros((1,), dtype=np.int32)
+        self.found_inf = xp.zeros((1,), dtype=np.int32)
+        self._inv = xp.ones((1,), dtype=np.float32)
+        self.load_state_dict(state)
+
     def get_scale(self) -> float:
         """The current scale (one read of device memory)."""
         return float(to_host(self.scale)[0])

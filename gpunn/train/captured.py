@@ -43,6 +43,8 @@ from gpunn.losses import Loss, get_loss
 from gpunn.metrics import device_metric, get_metric
 from gpunn.optim.base import Optimizer
 from gpunn.regularizers import regularization_loss
+from gpunn.precision import get_policy
+from gpunn.train.mixed_precision import MixedPrecision, ensure_built, float32_outputs, for_model
 from gpunn.train.outputs import loss_names, weighted_loss_device
 
 
@@ -135,7 +137,7 @@ class CapturedStep:
     `graphs` says how many shapes have been captured."""
 
     def __init__(self, model: Any, loss: Any, optimizer: Optimizer | None = None, metrics: Any = None, *,
-                 training: bool = True, loss_weight: float = 1.0, warmup: int = 1) -> None:
+                 training: bool = True, loss_weight: float = 1.0, warmup: int = 1, precision: Any = "fp32") -> None:
         where = "CapturedStep"
         if not (callable(getattr(model, "forward", None)) and callable(getattr(model, "parameters", None))):
             raise TypeError(f"{where}: argument 'model' must be a gpunn model or layer, got {type(model).__name__}")
@@ -163,6 +165,8 @@ class CapturedStep:
         elif optimizer is not None:
             raise ValueError(f"{where}: argument 'optimizer' must be None for an evaluation step (training=False)")
         self.model, self.optimizer = model, optimizer
+        policy = get_policy(precision, where)
+        self.mixed = MixedPrecision(model, optimizer, policy) if policy.name != "fp32" else None
         try:
             self._backward_takes_flag = "need_input_grad" in inspect.signature(model.backward).parameters
         except (TypeError, ValueError):
@@ -187,6 +191,7 @@ class CapturedStep:
         if not trained:
             raise ValueError("compile(cuda_graph=True): no output has a loss")
         step = cls(model, trained[0].loss, optimizer, None, training=training, loss_weight=trained[0].weight)
+        step.mixed = for_model(model)  # the compiled policy's, shared with the eager steps (one scaler)
         step._set_heads([_Head(s.name, s.loss, float(s.weight), _device_metrics(list(s.metric_fns), "compile"))
                          for s in specs])
         return step
@@ -245,6 +250,8 @@ class CapturedStep:
                     self.optimizer.prepare_step()  # the lr of this step onto the device, the host's count
                 shape.graph.replay()
             else:
+                if self.mixed is not None:
+                    ensure_built(self.model, shape.x)  # the half copy needs the weights
                 with backend.graph_scope():
                     self._body(shape, eager=True)
                 shape.runs += 1
@@ -257,10 +264,42 @@ class CapturedStep:
         """The step itself: device work only (it is what the graph records). Run eagerly, it also
         does the optimizer's host half where the eager step does (after backward: the first
         forward may be what builds the model)."""
-        model = self.model
+        model, mp = self.model, self.mixed
         if self.training:
             model.zero_grad()  # every parameter, frozen ones too, as the eager step does
+        with mp.autocast(self.training) if mp is not None else contextlib.nullcontext():
+            out, total, parts = self._forward_backward(shape, mp)
+        if self.training:
+            if eager:
+                self.optimizer.prepare_step()
+            if mp is not None:
+                mp.apply()
+            else:
+                self.optimizer.apply_step()
+        several = len(self._heads) > 1
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        vals = self._vals
+        vals[0] = total
+        i = 1
+        for value in (parts if several else []):
+            vals[i] = value
+            i += 1
+        for head, o, t in zip(self._heads, outs, shape.y):
+            for _, metric in head.metrics if t is not None else ():
+                vals[i] = metric(t, o)
+                i += 1
+        xp = self._backend.xp
+        xp.multiply(vals, float(shape.n), out=self._scaled)
+        self._sums += self._scaled
+        return out
+
+    def _forward_backward(self, shape: _Shape, mp: MixedPrecision | None) -> tuple[Any, Any, list[Any]]:
+        """_body's forward, losses and backward: (the outputs, float32 under a mixed policy; the
+        logged loss; the per-output losses)."""
+        model = self.model
         out = model.forward(shape.x, training=self.training)
+        if mp is not None:
+            out = float32_outputs(out)
         several = len(self._heads) > 1
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         if len(outs) != len(self._heads):
@@ -289,27 +328,13 @@ class CapturedStep:
             total = total + penalty
         grad = grads if several else grads[0]
         if self.training:
+            if mp is not None:
+                grad = mp.scale(grad)
             if self._backward_takes_flag:
                 model.backward(grad, need_input_grad=False)  # nobody reads d(loss)/d(input)
             else:
                 model.backward(grad)
-            if eager:
-                self.optimizer.prepare_step()
-            self.optimizer.apply_step()
-        vals = self._vals
-        vals[0] = total
-        i = 1
-        for value in (parts if several else []):
-            vals[i] = value
-            i += 1
-        for head, o, t in zip(self._heads, outs, shape.y):
-            for _, metric in head.metrics if t is not None else ():
-                vals[i] = metric(t, o)
-                i += 1
-        xp = self._backend.xp
-        xp.multiply(vals, float(shape.n), out=self._scaled)
-        self._sums += self._scaled
-        return out
+        return out, total, parts
 
     # -- buffers --------------------------------------------------------------------------------
     def _place(self, backend: Backend) -> None:
@@ -330,7 +355,8 @@ class CapturedStep:
         baked = None
         if opt is not None:
             settings = {k: v for k, v in opt.hyperparams().items() if k not in ("lr", "learning_rate")}
-            baked = (id(opt), tuple(sorted((k, repr(v)) for k, v in settings.items())), opt.clipnorm, opt.clipvalue)
+            baked = (id(opt), tuple(sorted((k, repr(v)) for k, v in settings.items())), opt.clipnorm, opt.clipvalue,
+                     id(self.mixed))
         if baked != self._baked:
             self._baked = baked
             for shape in self._shapes.values():

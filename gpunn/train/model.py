@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn._checks import check_finite, class_weight_arg, int_arg, positive_int, real_arg, sample_weight_arg
+from gpunn._checks import check_finite, class_weight_arg, int_arg, is_float_dtype, positive_int, real_arg, sample_weight_arg
 from gpunn.backend import backend_named, get_backend, is_foreign_array, to_host, use_backend
 from gpunn.backend.base import native_byte_order
 from gpunn.callbacks.base import CallbackList
@@ -41,7 +41,9 @@ from gpunn.layers.normalization import BatchNorm
 from gpunn.optim import Optimizer, get_optimizer
 from gpunn.random import host_rng
 from gpunn.regularizers import regularization_loss
+from gpunn.precision import POLICIES, Policy, get_policy
 from gpunn.train import data_adapter, outputs
+from gpunn.train.mixed_precision import ensure_built, float32_outputs, for_model
 from gpunn.train.data_parallel import DataParallel, shard_loader
 from gpunn.train.graph_mode import GraphMode, check_log_every
 
@@ -117,7 +119,7 @@ def _is_structure(value: Any, count: int | None) -> bool:
 
 def _checked_x(a: Any, name: str, where: str) -> Any:
     a = native_byte_order(_as_array(a, name, where))
-    if np.dtype(a.dtype).kind != "f":
+    if not is_float_dtype(a.dtype):
         raise TypeError(f"{where}: argument '{name}' must be a floating-point array, got dtype {a.dtype}; convert it, "
                         f"e.g. {name}.astype('float32') / 255")
     check_finite(a, name, where)  # on any backend's array: one Inf makes every loss after it Inf or NaN
@@ -220,6 +222,9 @@ class TrainingMixin:
     _dp: DataParallel | None = None
     #: compile(cuda_graph=True): the captured steps (gpunn/train/graph_mode.py), else None
     _graphs: GraphMode | None = None
+    #: compile(precision=...): the policy, and its MixedPrecision once a step made it
+    _policy: Policy = POLICIES["fp32"]
+    _mp: Any = None
 
     # -- backend placement ----------------------------------------------------------------------
     def _backend_scope(self) -> contextlib.AbstractContextManager:
@@ -252,7 +257,7 @@ class TrainingMixin:
     # -- compile --------------------------------------------------------------------------------
     def compile(self, loss: Any, optimizer: Any = "adam", metrics: Iterable[Any] | str | dict | None = None,
                 loss_weights: Any = None, distributed: bool = False, cuda_graph: bool = False,
-                log_every: int | None = None, **optimizer_kwargs: Any) -> None:
+                log_every: int | None = None, precision: str = "fp32", **optimizer_kwargs: Any) -> None:
         """Set the loss, the optimizer (a name such as "adam", with `optimizer_kwargs` like lr=1e-3,
         which starts from Keras's defaults for that name; a gpunn.optim instance, bound to this
         model here when built without parameters; or a class such as gpunn.optim.RMSprop, built on
@@ -274,8 +279,21 @@ class TrainingMixin:
         (forward, loss, backward, clipping, the update, BatchNorm statistics, the metrics' sums) as
         a CUDA graph once per input shape and replay it per batch (gpunn/train/captured.py); the
         host reads the logs every `log_every` batches (default 50) and at each epoch's end (see
-        gpunn/train/graph_mode.py). On the NumPy backend the same step runs eagerly."""
+        gpunn/train/graph_mode.py). On the NumPy backend the same step runs eagerly.
+
+        `precision`: "fp32" (the default), "tf32" (float32 storage, TF32 matrix products),
+        "bf16-mixed" or "fp16-mixed" (float32 master weights and optimizer state, layers computing
+        in bfloat16 / float16; fp16 with dynamic loss scaling): see gpunn/precision.py for what
+        each stores in what precision and gpunn/train/mixed_precision.py for the step. fit,
+        train_on_batch, evaluate and predict run under it."""
         where = "compile"
+        policy = get_policy(precision, where)
+        if policy.mixed and self.dtype != np.float32:
+            raise ValueError(f"{where}: argument 'precision' {policy.name!r} keeps float32 master weights; this model "
+                             f"computes in {self.dtype}: build it in float32")
+        if policy.name != "fp32" and distributed:
+            raise ValueError(f"{where}: precision={policy.name!r} with distributed=True is not supported yet (the "
+                             "gradient all-reduce runs on the float32 gradients); choose one")
         if not isinstance(distributed, bool):
             raise TypeError(f"{where}: argument 'distributed' must be True or False, got {distributed!r}")
         if not isinstance(cuda_graph, bool):
@@ -312,7 +330,19 @@ class TrainingMixin:
             self.shuffle_seed = int(host_rng().integers(2**62))
         self._dp = DataParallel(self) if distributed else None
         self._graphs = GraphMode(self, every) if cuda_graph else None
+        self._policy, self._mp = policy, None
         self.compiled = True
+
+    @property
+    def precision(self) -> str:
+        """The precision policy compile set ("fp32" until then): see compile."""
+        return self._policy.name
+
+    @property
+    def grad_scaler(self) -> Any:
+        """fp16-mixed's GradScaler (its scale, growth tracker; saved with the model), else None."""
+        mp = for_model(self)
+        return mp.scaler if mp is not None else None
 
     # -- outputs --------------------------------------------------------------------------------
     def _input_count(self) -> int | None:
@@ -410,11 +440,33 @@ class TrainingMixin:
         dp = self._dp if training else None
         if dp is not None:
             dp.prepare(xb)  # first step: same weights everywhere, gradients averaged across ranks
+        mp = for_model(self)
+        if mp is not None:
+            ensure_built(self, xb)
         if training:
             self.zero_grad()  # every parameter, frozen ones too, so their grads never pile up
             if dp is not None:
                 dp.begin_step()
+        with mp.autocast(training) if mp is not None else contextlib.nullcontext():
+            logs, outs, ys, specs, grads = self._forward_losses(xb, yb, sample_weight, training, where, mp)
+            if training and grads is not None:
+                self.backward(grads, need_input_grad=False)  # nobody reads d(loss)/d(input)
+        if training and grads is not None:
+            if mp is not None:
+                mp.step()
+            else:
+                self.optimizer.step()
+        logs.update(self._metric_values(ys, outs, specs))
+        return logs
+
+    def _forward_losses(self, xb: Any, yb: Any, sample_weight: Any, training: bool, where: str,
+                        mp: Any) -> tuple[dict[str, float], list[Any], list[Any], list[Any], Any]:
+        """_step's forward and losses: (logs, outputs, targets, specs, the loss gradient for
+        backward, or None when the step must not be applied: not training, or a non-finite loss)."""
+        dp = self._dp if training else None
         out = self.forward(xb, training=training)
+        if mp is not None:
+            out = float32_outputs(out)
         several = isinstance(out, (list, tuple))
         outs = list(out) if several else [out]
         specs = self._output_specs(len(outs), where)
@@ -433,14 +485,13 @@ class TrainingMixin:
         logs = {"loss": loss}
         if len(specs) > 1:
             logs.update(parts)
-        if training:
-            finite = dp.agree_finite(loss) if dp is not None else math.isfinite(loss)
-            if not finite:
-                return logs  # never applied: the weights stay as they were (TerminateOnNaN stops the fit)
-            self.backward(grads if several else grads[0], need_input_grad=False)  # nobody reads d(loss)/d(input)
-            self.optimizer.step()
-        logs.update(self._metric_values(ys, outs, specs))
-        return logs
+        if not training:
+            return logs, outs, ys, specs, None
+        finite = dp.agree_finite(loss) if dp is not None else math.isfinite(loss)
+        if not finite:
+            return logs, [], [], [], None  # never applied: the weights stay as they were (TerminateOnNaN stops the fit)
+        grad = grads if several else grads[0]
+        return logs, outs, ys, specs, mp.scale(grad) if mp is not None else grad
 
     def _train_batch(self, xb: Any, yb: Any, sample_weight: Any = None) -> dict[str, float]:
         """One update on a batch: xb and yb are arrays, lists or dicts (several inputs/outputs);
@@ -769,15 +820,23 @@ class TrainingMixin:
             source = data_adapter.BatchData(x, "data", where, need_y=False)  # a Sequence or a function too
             with self._backend_scope(), contextlib.closing(source.epoch(0)) as batches:
                 for xb, _, _ in batches:
-                    parts.append(_host_outputs(self.forward(xb, training=False)))
+                    parts.append(_host_outputs(self._infer(xb)))
         else:
             x, _ = check_xy(x, None, where, need_y=False, model=self)
             with self._backend_scope():
-                parts = [_host_outputs(self.forward(xb, training=False))
-                         for xb, _ in self._batches(x, None, batch_size, None)]
+                parts = [_host_outputs(self._infer(xb)) for xb, _ in self._batches(x, None, batch_size, None)]
         if not parts:
             raise ValueError(f"{where}: argument 'x' yielded no samples")
         return _joined(parts)
+
+    def _infer(self, xb: Any) -> Any:
+        """One batch's outputs in inference mode, under the compiled precision policy (float32 out)."""
+        mp = for_model(self)
+        if mp is None:
+            return self.forward(xb, training=False)
+        ensure_built(self, xb)
+        with mp.autocast(training=False):
+            return float32_outputs(self.forward(xb, training=False))
 
     # -- transfer learning ----------------------------------------------------------------------
     def _layer_index(self, ref: Any, name: str, where: str) -> int:

@@ -224,3 +224,33 @@ def test_graphed_steps_get_ratios_against_torch_eager_torch_graphed_and_gpunn_ea
     assert r["graph/torch cuda"] == pytest.approx(8.0) and r["graph/torch-graph cuda"] == pytest.approx(2.0)
     assert r["graph/eager cuda"] == pytest.approx(10.0) and r["captured/torch-graph cuda"] == pytest.approx(4.0)
     assert r["gpunn/torch cuda"] == pytest.approx(0.8)  # eager against eager, as for every key
+
+
+def test_mixed_precision_steps_get_ratios_against_torch_autocast_and_gpunn_fp32():
+    key = "train_step_amp/cifar_cnn"
+    runs = [(0, {"benchmarks": [_entry("test_gpunn_amp_step[bf16]", 0.001, key, "gpunn-bf16", "cuda"),
+                                _entry("test_gpunn_amp_step[bf16-graph]", 0.0005, key, "gpunn-bf16-graph", "cuda"),
+                                _entry("test_gpunn_amp_step[fp16]", 0.002, key, "gpunn-fp16", "cuda"),
+                                _entry("test_gpunn_amp_step[fp32]", 0.003, key, "gpunn", "cuda")]}),
+            (0, {"benchmarks": [_entry("test_torch_amp_step[bf16]", 0.0015, key, "torch-bf16", "cuda"),
+                                _entry("test_torch_amp_step[fp16]", 0.001, key, "torch-fp16", "cuda"),
+                                _entry("test_torch_amp_step[fp32]", 0.006, key, "torch", "cuda")]})]
+    (row,) = bench.ratio_rows(bench.collect(runs))
+    r = row["ratios"]
+    assert r["bf16/torch-bf16 cuda"] == pytest.approx(1.5) and r["bf16/fp32 cuda"] == pytest.approx(3.0)
+    assert r["bf16-graph/torch-bf16 cuda"] == pytest.approx(3.0) and r["fp16/torch-fp16 cuda"] == pytest.approx(0.5)
+    assert r["gpunn/torch cuda"] == pytest.approx(2.0)  # fp32 against fp32, as for every key
+    assert not any(name.startswith("graph/") for name in r)  # the graphed bf16 step is not a cuda_graph case
+
+
+def test_mixed_precision_ratios_need_both_sides_and_keep_devices_apart():
+    key = "train_step_amp/lenet5"
+    runs = [(0, {"benchmarks": [_entry("test_gpunn_amp_step_cpu[fp32]", 0.02, key, "gpunn", "cpu"),
+                                _entry("test_gpunn_amp_step_cpu[bf16]", 0.04, key, "gpunn-bf16", "cpu")]})]
+    (row,) = bench.ratio_rows(bench.collect(runs))
+    assert row["ratios"] == {"bf16/fp32 cpu": pytest.approx(0.5)}  # no torch-bf16, no cuda: nothing else
+
+
+def test_mixed_precision_suite_runs_in_both_processes():
+    assert "bench_mixed_precision.py" in bench.GPUNN_SUITES and "bench_mixed_precision.py" in bench.PEER_SUITES
+    assert (bench.REPO / "bench" / "bench_mixed_precision.py").exists()

@@ -295,3 +295,21 @@ def test_cuda_graph_run_prints_what_the_eager_run_prints(backend, capsys):
     eager = numbers()
     assert main([*args, "--cuda-graph"]) == 0
     assert numbers() == eager and len(eager) == 3
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16-mixed", "fp16-mixed"])
+def test_precision_flag_trains_under_the_policy(precision, capsys):
+    """--precision reaches compile: the header names the policy and the run learns (final test
+    accuracy well above chance on the digits)."""
+    assert main(["--backend", "numpy", "--epochs", "2", "--max-train", "600", "--quiet", "--precision",
+                 precision]) == 0
+    out = capsys.readouterr().out
+    assert f"precision {precision}" in out
+    final = [line for line in out.splitlines() if line.startswith("final")]
+    assert final and float(final[0].split("accuracy:")[1].split()[0]) > 0.5
+
+
+def test_precision_flag_refuses_unknown_names(capsys):
+    with pytest.raises(SystemExit):
+        main(["--precision", "fp8"])
+    assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from gpunn.backend.cpu import threads as cpu_threads
 from gpunn.backend.base import Backend
 from gpunn.backend.cpu.conv import FrameConvOps
 from gpunn.backend.ops.activation import check_relu_grad
-from gpunn.backend.ops.dense import check_matmul
+from gpunn.backend.ops.dense import check_matmul, is_half
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
 from gpunn.backend.ops.optim import _check_flat, adam_range, check_step_scalars
 
@@ -145,9 +145,13 @@ class NumpyBackend(FrameConvOps, Backend):
     def matmul(self, a: Any, b: Any) -> Any:
         """2-D float products split by rows over gpunn's CPU threads (BLAS held to one thread)."""
         check_matmul(a, b)
+        # float16 (kind "f") and bfloat16 take the generic op: float32 compute, one rounding
         if not (self.fast_paths and isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
-                and b.ndim == 2 and a.dtype.kind == "f" and b.dtype.kind == "f"):
+                and b.ndim == 2 and a.dtype.kind == "f" and b.dtype.kind == "f" and not is_half(a)
+                and not is_half(b)):
             return super().matmul(a, b)
+        if self.matmul_precision == "tf32" and a.dtype == np.float32 and b.dtype == np.float32:
+            a, b = self.round_tf32(a), self.round_tf32(b)  # then float32 products of TF32 values
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a.dtype, b.dtype))
 
         def rows(lo: int, hi: int) -> None:

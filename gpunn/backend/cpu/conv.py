@@ -71,8 +71,9 @@ class FrameConvOps:
     """The stride-1 convolution overrides; mixed into NumpyBackend (uses its per-thread _buffer)."""
 
     def _frame_ok(self, x: Any, weight: Any, stride: Pair) -> bool:
+        # float16 / bfloat16 take the generic op (float32 products and bias sums, one rounding)
         return (self.fast_paths and stride == (1, 1) and x.dtype.kind == "f" and weight.dtype.kind == "f"
-                and x.shape[0] > 0)
+                and x.shape[0] > 0 and x.dtype.itemsize > 2 and weight.dtype.itemsize > 2)
 
     @staticmethod
     def _direct(weight: np.ndarray, product: str = "forward") -> bool:

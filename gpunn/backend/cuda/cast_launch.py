@@ -1,12 +1,12 @@
 """Launchers for kernels/cast.cu: float32 <-> float16 / bfloat16 casts and the gradient unscale with
-its inf/NaN check, over whole flat buffers (one launch each), for mixed-precision training.
+its inf/NaN check (and that check alone), over whole flat buffers (one launch each), for mixed-precision training.
 
 Arrays: float16 is NumPy's np.float16, bfloat16 is ml_dtypes.bfloat16 (CuPy arrays of those dtypes
 on the CUDA backend). Any shape, C-contiguous; the kernels index a flat buffer with 64-bit indices
 (`n` is a `long long`, passed as np.int64). Each launcher may write into a given `out` (of the
 right dtype and shape, writable), so a training step keeps reusing one half copy of the master
 weights. The contract and the NumPy references are in gpunn/backend/ops/cast.py; the shared check
-helpers come from launchers.py. Not wired into layers or optimizers yet.
+helpers come from launchers.py. The CUDA backends' CastOps overrides (kernel_ops.py) call them.
 """
 from __future__ import annotations
 
@@ -78,3 +78,15 @@ def unscale_check(kernels: KernelCache, xp: Any, g: Any, inv_scale: Any, found_i
     y = _out(xp, out, tuple(g.shape), np.float32, where)
     _launch(kernels, f"unscale_check_{sfx}_to_f32", int(g.size), g, y, inv_scale, found_inf)
     return y
+
+
+def check_finite(kernels: KernelCache, xp: Any, g: Any, inv_scale: Any, found_inf: Any) -> None:
+    """found_inf[0] = 1 when any float32(g) * inv_scale[0] is inf or NaN (never cleared), writing no
+    products: check_finite_{f16,bf16}. g: float16 / bfloat16; inv_scale: 1-element float32 device
+    array; found_inf: 1-element int32."""
+    where = "check_finite"
+    _check_array(xp, g, "g", where)
+    sfx = _half_suffix(g.dtype, "g", where)
+    _check_array(xp, inv_scale, "inv_scale", where, dtype=np.float32, shape=(1,))
+    _check_array(xp, found_inf, "found_inf", where, dtype=np.int32, shape=(1,), writable=True)
+    _launch(kernels, f"check_finite_{sfx}", int(g.size), g, inv_scale, found_inf)

@@ -15,6 +15,7 @@ import numpy as np
 from gpunn.backend.base import (DLPACK_CUDA_DEVICES, Backend, dlpack_device, foreign_to_host, is_foreign_array,
                                 native_byte_order)
 from gpunn.backend.cuda.kernel_ops import KernelOpsMixin, UseKernels
+from gpunn.backend.cuda.source import nvrtc_include_options
 from gpunn.errors import GraphCaptureError
 
 # NVRTC options for every kernel module: C++17, and no fast-math so results track the reference.
@@ -30,7 +31,9 @@ class CupyBackend(KernelOpsMixin, Backend):
         super().__init__(cupy)
         self._cupy = cupy
         self.device = f"cuda:{cupy.cuda.Device().id}"
-        self._init_kernels(lambda code: cupy.RawModule(code=code, options=NVRTC_OPTIONS), use_kernels)
+        # the 16-bit / tensor-core modules include cuda_fp16.h, cuda_bf16.h, mma.h: NVRTC gets -I<CUDA include>
+        self._init_kernels(
+            lambda code: cupy.RawModule(code=code, options=NVRTC_OPTIONS + nvrtc_include_options(code)), use_kernels)
 
     def asarray(self, a: Any, dtype: Any = None, *, where: str | None = None) -> Any:
         if is_foreign_array(a):

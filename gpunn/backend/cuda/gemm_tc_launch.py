@@ -3,7 +3,8 @@
 `gemm_tc` checks every argument (precision, array type, the operand dtype that precision takes,
 2-D, inner dimensions, int32 range, the output's shape, dtype float32, layout, writability and
 separation from the operands), maps each operand's layout to a kernel form without copying, and
-launches with every scalar an exact np.int32. Not wired into the backends' matmul yet.
+launches with every scalar an exact np.int32. The CUDA backends' matmul / matmul_acc (kernel_ops.py) call
+it for 2-D float16 / bfloat16 pairs, and for float32 pairs under matmul_precision "tf32".
 
 Precisions -> operand dtype -> entry-point suffix:
   "fp16": np.float16          -> f16  (m16n16k16 half fragments)

@@ -3,7 +3,10 @@
 Mixed in before `Backend` by CupyBackend (kernels through cupy.RawModule) and EmulatedBackend
 (the same kernels through gpunn.emu.RawModule), so the switch logic and the launcher calls exist
 once. When an op is switched off, or its arrays have a dtype the kernels do not cover (anything
-but float32 / float64, or a mix), the generic implementation inherited from gpunn/backend/ops/*.py runs.
+but float32 / float64, or a mix; float16 / bfloat16 too for im2col, col2im, max-pool, the casts and
+the 2-D matmul through the tensor-core GEMM), the generic implementation inherited from
+gpunn/backend/ops/*.py runs. Convolution and batch norm have no 16-bit kernels: half inputs take
+the generic conv (im2col + matmul, both of which then reach their 16-bit kernels).
 """
 from __future__ import annotations
 
@@ -13,18 +16,33 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.cuda import conv_launch, dropout_launch, gemm_launch, launchers
+from gpunn.backend.cuda import cast_launch, conv_launch, dropout_launch, gemm_launch, gemm_tc_launch, launchers
 from gpunn.backend.cuda.source import KernelCache, ModuleLoader
 from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
+from gpunn.backend.ops.cast import HALF_DTYPES, check_out, check_scale_args
 from gpunn.backend.ops.dense import check_matmul
+from gpunn.backend.ops.optim import check_mixed_args
 
 KERNEL_OPS: frozenset[str] = frozenset({
     "im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward", "batchnorm_forward_train",
-    "batchnorm_forward_infer", "batchnorm_backward", "adam_step",
+    "batchnorm_forward_infer", "batchnorm_backward", "adam_step", "adam_step_mixed",
     "conv2d_forward", "conv2d_backward", "matmul", "dropout_forward", "dropout_backward",
+    "cast_to_half", "cast_to_float", "unscale_into", "nonfinite_check",  # kernels/cast.cu
 })
 
 UseKernels = bool | Iterable[str]
+
+#: ops whose kernels also have float16 / bfloat16 variants (GPUNN_HALF sections of im2col.cu, maxpool.cu)
+HALF_KERNEL_OPS: frozenset[str] = frozenset({"im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward"})
+_F32 = np.dtype(np.float32)
+#: gemm_tc precision for a pair of 2-D operands of one 16-bit dtype
+_TC_HALF = {np.dtype(np.float16): "fp16", HALF_DTYPES[1]: "bf16"}
+
+
+def _is_half(a: Any) -> bool:
+    """A float16 or bfloat16 array (a mixed-precision step's activations)."""
+    dtype = getattr(a, "dtype", None)
+    return dtype is not None and np.dtype(dtype).itemsize == 2 and np.dtype(dtype).name in ("float16", "bfloat16")
 
 
 def resolve_use_kernels(use_kernels: UseKernels, where: str = "use_kernels") -> frozenset[str]:
@@ -70,7 +88,10 @@ class KernelOpsMixin:
         if op not in self._kernel_ops:
             return False
         dtypes = {a.dtype for a in arrays if a is not None}
-        return len(dtypes) == 1 and dtypes.pop() in launchers.SUPPORTED_DTYPES
+        if len(dtypes) != 1:
+            return False
+        dtype = dtypes.pop()
+        return dtype in launchers.SUPPORTED_DTYPES or (op in HALF_KERNEL_OPS and dtype in launchers.HALF_DTYPES)
 
     def _contig(self, a: Any) -> Any:
         """Read-only inputs may arrive as strided views; the kernels index flat buffers."""
@@ -107,15 +128,22 @@ class KernelOpsMixin:
 
     # -- dropout ------------------------------------------------------------------------------
     def dropout_forward(self, x: Any, rate: float) -> tuple[Any, Any]:
-        if not (isinstance(x, self.xp.ndarray) and self._kernel_for("dropout_forward", x)):
+        half = _is_half(x)  # 16-bit activations: the float32 kernel on an upcast copy, so the masks come
+        # from the same device Philox stream (a captured step draws fresh ones; the generic op would not)
+        probe = x.astype(np.float32) if half and isinstance(x, self.xp.ndarray) else x
+        if not (isinstance(x, self.xp.ndarray) and self._kernel_for("dropout_forward", probe)):
             return super().dropout_forward(x, rate)  # type: ignore[misc]
-        return dropout_launch.dropout_forward(self.kernels, self.xp, self._contig(x), rate, self.philox_state)
+        y, mask = dropout_launch.dropout_forward(self.kernels, self.xp, self._contig(probe), rate, self.philox_state)
+        return (y.astype(x.dtype) if half else y), mask
 
     def dropout_backward(self, dy: Any, mask: Any, rate: float) -> Any:
-        if not (isinstance(dy, self.xp.ndarray) and self._kernel_for("dropout_backward", dy)
+        half = _is_half(dy)
+        probe = dy.astype(np.float32) if half and isinstance(dy, self.xp.ndarray) else dy
+        if not (isinstance(dy, self.xp.ndarray) and self._kernel_for("dropout_backward", probe)
                 and isinstance(mask, self.xp.ndarray) and mask.dtype == np.uint8 and mask.shape == dy.shape):
             return super().dropout_backward(dy, mask, rate)  # type: ignore[misc]
-        return dropout_launch.dropout_backward(self.kernels, self.xp, self._contig(dy), self._contig(mask), rate)
+        dx = dropout_launch.dropout_backward(self.kernels, self.xp, self._contig(probe), self._contig(mask), rate)
+        return dx.astype(dy.dtype) if half else dx
 
     # -- convolution ------------------------------------------------------------------------
     def im2col(self, x: Any, kh: int, kw: int, stride: Any, padding: Any, dilation: Any) -> Any:
@@ -174,15 +202,39 @@ class KernelOpsMixin:
 
     # -- dense ------------------------------------------------------------------------------
     def matmul(self, a: Any, b: Any) -> Any:
-        """2-D products of one kernel dtype run kernels/gemm.cu; batched (> 2-D) ones, mixed dtypes
-        and other dtypes take the generic (broadcasting) path. Transposed views are read in place."""
+        """2-D products of one kernel dtype run kernels/gemm.cu; 2-D float16 / bfloat16 pairs of one
+        dtype, and float32 pairs under matmul_precision "tf32", run kernels/gemm_tc.cu (float32
+        result, cast to the half dtype by kernels/cast.cu); batched (> 2-D) ones, mixed dtypes and
+        other dtypes take the generic (broadcasting) path. Transposed views are read in place."""
+        precision = self._tc_precision(a, b)
+        if precision is not None:
+            check_matmul(a, b)
+            c = gemm_tc_launch.gemm_tc(self.kernels, self.xp, a, b, precision=precision)
+            if precision == "tf32":
+                return c
+            return cast_launch.cast_f32_to_half(self.kernels, self.xp, c, a.dtype)
         if not self._gemm_for(a, b):
             return super().matmul(a, b)  # type: ignore[misc]
         check_matmul(a, b)  # the generic op's messages, whichever path runs
         return gemm_launch.gemm(self.kernels, self.xp, a, b)
 
     def matmul_acc(self, out: Any, a: Any, b: Any) -> None:
-        """out += a @ b, accumulated by the kernel's epilogue (no temporary for the product)."""
+        """out += a @ b, accumulated by the kernel's epilogue (no temporary for the product). Tensor-core
+        pairs (see matmul): a float32 `out` accumulates directly; a half `out` of the operands' dtype
+        is upcast into a float32 scratch (cast kernel), accumulated there and rounded back once."""
+        precision = self._tc_precision(a, b)
+        if (precision is not None and isinstance(out, self.xp.ndarray) and out.ndim == 2
+                and out.flags.c_contiguous and getattr(out.flags, "writeable", True)
+                and (out.dtype == _F32 or (precision != "tf32" and out.dtype == a.dtype))):
+            check_matmul(a, b)
+            k, xp = self.kernels, self.xp
+            if out.dtype == _F32:
+                gemm_tc_launch.gemm_tc(k, xp, a, b, out=out, accumulate=True, precision=precision)
+            else:
+                acc = cast_launch.cast_half_to_f32(k, xp, out)
+                gemm_tc_launch.gemm_tc(k, xp, a, b, out=acc, accumulate=True, precision=precision)
+                cast_launch.cast_f32_to_half(k, xp, acc, out.dtype, out=out)
+            return None
         # CuPy's flags have no `writeable` (device arrays always are)
         if not (self._gemm_for(a, b) and isinstance(out, self.xp.ndarray) and out.ndim == 2 and out.dtype == a.dtype
                 and out.flags.c_contiguous and getattr(out.flags, "writeable", True)):
@@ -191,9 +243,63 @@ class KernelOpsMixin:
         gemm_launch.gemm(self.kernels, self.xp, a, b, out=out, accumulate=True)
         return None
 
+    def _tc_precision(self, a: Any, b: Any) -> str | None:
+        """gemm_tc's precision for a @ b on the kernel path, or None: "matmul" switched on, both 2-D
+        arrays of this backend, one dtype, float16 ("fp16") / bfloat16 ("bf16"), or float32 while
+        matmul_precision is "tf32"."""
+        if not ("matmul" in self._kernel_ops and isinstance(a, self.xp.ndarray) and isinstance(b, self.xp.ndarray)
+                and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype):
+            return None
+        if a.dtype == _F32:
+            return "tf32" if getattr(self, "matmul_precision", "highest") == "tf32" else None
+        return _TC_HALF.get(np.dtype(a.dtype))
+
     def _gemm_for(self, a: Any, b: Any) -> bool:
         return (isinstance(a, self.xp.ndarray) and isinstance(b, self.xp.ndarray) and a.ndim == 2 and b.ndim == 2
                 and self._kernel_for("matmul", a, b))
+
+    # -- precision casts (kernels/cast.cu) -------------------------------------------------
+    def _cast_for(self, op: str, *arrays: Any) -> bool:
+        """Route a cast op to its kernel: switched on, every array one of this backend's, C-contiguous."""
+        return op in self._kernel_ops and all(
+            isinstance(a, self.xp.ndarray) and a.flags.c_contiguous for a in arrays if a is not None)
+
+    def cast_to_half(self, x: Any, dtype: Any, out: Any = None) -> Any:
+        """cast_f32_to_{f16,bf16} for C-contiguous float32 x; else the generic op (its checks)."""
+        try:
+            half = np.dtype(dtype) in HALF_DTYPES
+        except TypeError:
+            half = False
+        if not (half and getattr(x, "dtype", None) == _F32 and self._cast_for("cast_to_half", x, out)):
+            return super().cast_to_half(x, dtype, out=out)  # type: ignore[misc]
+        if out is not None:  # the generic op's messages
+            check_out(out, tuple(x.shape), dtype, "cast_to_half")
+        return cast_launch.cast_f32_to_half(self.kernels, self.xp, x, dtype, out=out)
+
+    def cast_to_float(self, x: Any, out: Any = None) -> Any:
+        """cast_{f16,bf16}_to_f32 for a C-contiguous half x; else the generic op."""
+        if not (getattr(x, "dtype", None) in HALF_DTYPES and self._cast_for("cast_to_float", x, out)):
+            return super().cast_to_float(x, out=out)  # type: ignore[misc]
+        if out is not None:
+            check_out(out, tuple(x.shape), np.float32, "cast_to_float")
+        return cast_launch.cast_half_to_f32(self.kernels, self.xp, x, out=out)
+
+    def unscale_into(self, g: Any, inv_scale: Any, found_inf: Any, out: Any = None) -> Any:
+        """unscale_check_{f16,bf16}_to_f32 for a half g (float32 g: the generic op), C-contiguous arrays."""
+        check_scale_args(g, inv_scale, found_inf, "unscale_into")
+        if out is not None:
+            check_out(out, tuple(g.shape), np.float32, "unscale_into")
+        if not (g.dtype in HALF_DTYPES and self._cast_for("unscale_into", g, inv_scale, found_inf, out)):
+            return super().unscale_into(g, inv_scale, found_inf, out=out)  # type: ignore[misc]
+        return cast_launch.unscale_check(self.kernels, self.xp, g, inv_scale, found_inf, out=out)
+
+    def nonfinite_check(self, g: Any, inv_scale: Any, found_inf: Any) -> None:
+        """check_finite_{f16,bf16} for a half g (float32 g: the generic op), C-contiguous arrays."""
+        check_scale_args(g, inv_scale, found_inf, "nonfinite_check")
+        if not (g.dtype in HALF_DTYPES and self._cast_for("nonfinite_check", g, inv_scale, found_inf)):
+            return super().nonfinite_check(g, inv_scale, found_inf)  # type: ignore[misc]
+        cast_launch.check_finite(self.kernels, self.xp, g, inv_scale, found_inf)
+        return None
 
     # -- pooling ----------------------------------------------------------------------------
     def maxpool2d_forward(self, x: Any, kh: int, kw: int, stride: Any, padding: Any) -> tuple[Any, Any]:
@@ -258,4 +364,24 @@ class KernelOpsMixin:
                 max_v=max_v)
         launchers.adam_step_device(self.kernels, self.xp, param, grad, m, v, scalars, beta1, beta2, eps,
                                    weight_decay, decoupled, zero_grad)
+        return None
+
+    def adam_step_mixed(self, param: Any, grad: Any, m: Any, v: Any, scalars: Any, beta1: float, beta2: float,
+                        eps: float, weight_decay: float, decoupled: bool, inv_scale: Any, found_inf: Any,
+                        max_v: Any = None) -> None:
+        """float32 master buffers, float16 / bfloat16 grad (gpunn/backend/ops/optim.py): the kernel
+        adam_step_mixed_{f16,bf16} unscales and skips on the device when switched on and every array
+        is this backend's, C-contiguous and of the dtypes the kernel takes; AMSGrad and anything else
+        take the generic op (which validates and names the offending argument)."""
+        xp = self.xp
+        arrays = (param, grad, m, v, scalars, inv_scale, found_inf)
+        if (max_v is not None or "adam_step_mixed" not in self._kernel_ops
+                or not all(isinstance(a, xp.ndarray) and a.flags.c_contiguous for a in arrays)
+                or not all(a.dtype == _F32 for a in (param, m, v)) or grad.dtype not in launchers.HALF_DTYPES):
+            return super().adam_step_mixed(  # type: ignore[misc]
+                param, grad, m, v, scalars, beta1, beta2, eps, weight_decay, decoupled, inv_scale, found_inf,
+                max_v=max_v)
+        check_mixed_args("adam_step_mixed", xp, param, grad, m, v, inv_scale, found_inf)
+        launchers.adam_step_mixed(self.kernels, xp, param, grad, m, v, scalars, beta1, beta2, eps, weight_decay,
+                                  decoupled, inv_scale, found_inf)
         return None

@@ -386,3 +386,36 @@ def adam_step_device(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: An
     consts = (np.float64(beta1), np.float64(beta2), np.float64(eps), np.float64(weight_decay),
               np.int32(1 if decoupled else 0), np.int32(1 if zero_grad else 0))
     _adam_launches(kernels.function("adam", f"adam_step_dev_{sfx}"), sfx, (param, grad, m, v), (scalars, *consts))
+
+
+def adam_step_mixed(kernels: KernelCache, xp: Any, param: Any, grad: Any, m: Any, v: Any, scalars: Any,
+                    beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool, inv_scale: Any,
+                    found_inf: Any) -> None:
+    """Mixed-precision Adam/AdamW (kernels/adam.cu, adam_step_mixed_f16 / _bf16): float32 param, m, v,
+    a float16 / bfloat16 grad unscaled by inv_scale[0] on the device, the whole update skipped on the
+    device when found_inf[0] != 0. lr and step come from `scalars` as in adam_step_device; no argument
+    changes from step to step, so the launch can be captured. No AMSGrad (the backend routes max_v
+    to the generic op)."""
+    where = "adam_step_mixed"
+    _check_array(xp, param, "param", where, dtype=np.float32, ndim=1, writable=True)
+    _check_array(xp, grad, "grad", where, shape=param.shape)
+    sfx = _HALF_SUFFIX.get(np.dtype(grad.dtype))
+    if sfx is None:
+        raise TypeError(f"{where}: argument 'grad' must be float16 or bfloat16 (ml_dtypes.bfloat16), got {grad.dtype}")
+    for name, a in (("m", m), ("v", v)):
+        _check_array(xp, a, name, where, dtype=np.float32, shape=param.shape, writable=True)
+    _check_array(xp, inv_scale, "inv_scale", where, dtype=np.float32, shape=(1,))
+    _check_array(xp, found_inf, "found_inf", where, dtype=np.int32, shape=(1,))
+    check_step_scalars(where, scalars, xp)
+    for name, val in (("beta1", beta1), ("beta2", beta2)):
+        real_arg(val, name, where, 0, 1, hi_open=True)
+    for name, val in (("eps", eps), ("weight_decay", weight_decay)):
+        real_arg(val, name, where, 0, want="a finite number >= 0")
+    fn = kernels.function("adam", f"adam_step_mixed_{sfx}")
+    after = (scalars, inv_scale, found_inf, np.float64(beta1), np.float64(beta2), np.float64(eps),
+             np.float64(weight_decay), np.int32(1 if decoupled else 0))
+    total = int(param.size)
+    for start in range(0, total, ADAM_CHUNK):  # `n` is an int
+        stop = min(start + ADAM_CHUNK, total)
+        fn((grid_for(stop - start),), (BLOCK,),
+           (param[start:stop], grad[start:stop], m[start:stop], v[start:stop], *after, np.int32(stop - start)))

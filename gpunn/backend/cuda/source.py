@@ -52,6 +52,52 @@ def read_kernel_source(family: str, half: bool = True) -> str:
     return _HALF_BLOCK.sub(lambda m: "\n" * m.group(0).count("\n"), text)
 
 
+#: the CUDA headers a kernel source may include that NVRTC (no default include path) must be shown
+_CUDA_HEADER = re.compile(r"^[ \t]*#[ \t]*include[ \t]*<(cuda_fp16|cuda_bf16|mma)\.h>", re.M)
+
+
+def _include_candidates() -> list[Path]:
+    """Folders that may hold cuda_fp16.h / cuda_bf16.h / mma.h, in order of preference: $CUDA_PATH,
+    $CUDA_HOME (the toolkit whose NVRTC CuPy most likely uses), the pip wheels' headers
+    (nvidia-cuda-runtime-cu12: nvidia/cuda_runtime/include; CUDA 13 wheels: nvidia/cu13/include),
+    then /usr/local/cuda/include. Only the filesystem is looked at: nothing touches CUDA."""
+    import os  # noqa: PLC0415 - only the CuPy compile path needs these
+    import sys  # noqa: PLC0415
+    import sysconfig  # noqa: PLC0415
+
+    found: list[Path] = [Path(os.environ[v]) / "include" for v in ("CUDA_PATH", "CUDA_HOME") if os.environ.get(v)]
+    roots = {Path(p) for p in (sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    roots.update(Path(p) for p in sys.path if p.endswith("site-packages"))
+    found += [root / "nvidia" / sub / "include" for root in sorted(roots) for sub in ("cuda_runtime", "cu13", "cu12")]
+    found.append(Path("/usr/local/cuda/include"))
+    return found
+
+
+_INCLUDE_CACHE: dict[bool, Path | None] = {}
+
+
+def find_cuda_include(need_mma: bool = False) -> Path | None:
+    """The first candidate folder (see _include_candidates) holding cuda_fp16.h and cuda_bf16.h, and
+    with need_mma also mma.h and the crt/mma.h it includes (the pip runtime wheel lacks crt/mma.h);
+    None when there is none. Looked up once per process, on first use (never at import)."""
+    if need_mma not in _INCLUDE_CACHE:
+        headers = ("cuda_fp16.h", "cuda_bf16.h") + (("mma.h", "crt/mma.h") if need_mma else ())
+        _INCLUDE_CACHE[need_mma] = next(
+            (inc for inc in _include_candidates() if all((inc / h).is_file() for h in headers)), None)
+    return _INCLUDE_CACHE[need_mma]
+
+
+def nvrtc_include_options(source: str) -> tuple[str, ...]:
+    """The `-I<folder>` NVRTC needs to compile `source`: none unless it includes cuda_fp16.h,
+    cuda_bf16.h or mma.h (the 16-bit and tensor-core modules), and none when no folder is found
+    (the compile then fails with NVRTC's own "cannot open source file" error)."""
+    names = set(_CUDA_HEADER.findall(source))
+    if not names:
+        return ()
+    inc = find_cuda_include(need_mma="mma" in names)
+    return () if inc is None else (f"-I{inc}",)
+
+
 class KernelCache:
     """Compiled modules of one backend, built on first use and cached by family name."""
 

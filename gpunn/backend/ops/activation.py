@@ -1,11 +1,16 @@
 """ReLU as a backend op: the most common activation gets a one-pass kernel where a backend has one.
 
-relu_forward(x) -> y = max(x, 0), NaN propagating (as np.maximum and torch.relu);
+relu_forward(x) -> y = max(x, 0), NaN propagating (as np.maximum and torch.relu); x floating point,
+  float16 and ml_dtypes.bfloat16 included;
 relu_backward(dy, y) -> dx = dy where y > 0, else 0 (y is the forward output, so no mask is kept).
 """
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
+
+from gpunn.backend.ops.cast import HALF_DTYPES
 
 
 def check_relu_grad(dy: Any, y: Any) -> None:
@@ -21,7 +26,8 @@ class ActivationOps:
     xp: Any
 
     def relu_forward(self, x: Any) -> Any:
-        if getattr(getattr(x, "dtype", None), "kind", None) != "f":
+        dtype = getattr(x, "dtype", None)
+        if getattr(dtype, "kind", None) != "f" and not (dtype is not None and np.dtype(dtype) in HALF_DTYPES):
             raise TypeError(f"relu_forward: argument 'x' must be a floating-point array, got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         return self.xp.maximum(x, x.dtype.type(0))

@@ -3,11 +3,18 @@
 Layout: `cols` is (N, C*kh*kw, OH*OW), Caffe's per-image layout, so the forward product
 W(F, C*kh*kw) @ cols gives (N, F, OH*OW), which is already NCHW: no transpose. The only
 Python loop is over the kh*kw kernel offsets; each iteration moves a whole strided slab.
+
+float16 / bfloat16 (mixed precision): the products go through DenseOps._matmul_f32 (float32
+compute), the bias is added in float32 and the output rounded once; dweight, dbias (a float32 sum)
+and dcols are float32 results rounded once to the half dtype; col2im sums in float32 and rounds once.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from gpunn.backend.ops.dense import is_half, round_to
 from gpunn.backend.ops.geometry import conv_output_size, window_slice
 
 Pair = tuple[int, int]
@@ -62,14 +69,15 @@ class ConvOps:
         oh = conv_output_size(h, kh, sh, ph, dh)
         ow = conv_output_size(w, kw, sw, pw, dw)
         cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-        xpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+        half = is_half(cols)  # sum in float32, round once (as the 16-bit kernels do)
+        xpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=np.float32 if half else cols.dtype)
         for i in range(kh):
             rows = window_slice(i * dh, sh, oh)
             for j in range(kw):
                 xpad[:, :, rows, window_slice(j * dw, sw, ow)] += cols6[:, :, i, j]
         if ph or pw:
-            return xpad[:, :, ph:ph + h, pw:pw + w]
-        return xpad
+            xpad = xpad[:, :, ph:ph + h, pw:pw + w]
+        return round_to(xpad, cols.dtype) if half else xpad
 
     def conv2d_forward(self, x: Any, weight: Any, bias: Any | None, stride: Pair, padding: Pair,
                        dilation: Pair, relu: bool = False) -> tuple[Any, Any]:
@@ -83,9 +91,17 @@ class ConvOps:
             cols = x.reshape(n, c, h * w)  # a 1x1 conv needs no unfolding
         else:
             cols = self.im2col(x, kh, kw, stride, padding, dilation)
-        y = self.xp.matmul(weight.reshape(f, -1), cols)
-        if bias is not None:
-            y += bias.reshape(1, f, 1)
+        if is_half(x) or is_half(weight):  # float32 product and bias add, one rounding
+            y = self._matmul_f32(weight.reshape(f, -1), cols)  # type: ignore[attr-defined]
+            if bias is not None:
+                with np.errstate(over="ignore", invalid="ignore"):  # inf in fp16 training: the scaler's to catch
+                    y += bias.reshape(1, f, 1).astype(np.float32)
+            if x.dtype == weight.dtype:
+                y = round_to(y, x.dtype)
+        else:
+            y = self.xp.matmul(weight.reshape(f, -1), cols)
+            if bias is not None:
+                y += bias.reshape(1, f, 1)
         y = y.reshape(n, f, oh, ow)
         return (self.relu_forward(y) if relu else y), cols
 
@@ -102,11 +118,22 @@ class ConvOps:
         n, f = dy.shape[:2]
         _, c, kh, kw = weight.shape
         dy2 = dy.reshape(n, f, -1)
-        dweight = xp.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(weight.shape)
-        dbias = dy2.sum(axis=(0, 2))
+        half = is_half(dy)
+        if half:  # float32 products and sums, each result rounded once to dy's dtype
+            dt = dy.dtype
+            f32 = np.float32
+            dweight = round_to(xp.tensordot(dy2.astype(f32), cols.astype(f32), axes=([0, 2], [0, 2])), dt)
+            dweight = dweight.reshape(weight.shape)
+            dbias = round_to(dy2.sum(axis=(0, 2), dtype=f32), dt)
+        else:
+            dweight = xp.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(weight.shape)
+            dbias = dy2.sum(axis=(0, 2))
         if not need_dx:
             return None, dweight, dbias
-        dcols = xp.matmul(weight.reshape(f, -1).T, dy2)
+        if half:
+            dcols = round_to(self._matmul_f32(weight.reshape(f, -1).T, dy2), dy.dtype)  # type: ignore[attr-defined]
+        else:
+            dcols = xp.matmul(weight.reshape(f, -1).T, dy2)
         if kh == kw == 1 and stride == (1, 1) and padding == (0, 0):
             return dcols.reshape(x_shape), dweight, dbias
         return self.col2im(dcols, x_shape, kh, kw, stride, padding, dilation), dweight, dbias

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from gpunn._checks import real_arg
+from gpunn.backend.ops.cast import HALF_DTYPES
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -127,7 +128,9 @@ class DropoutOps:
     def dropout_forward(self, x: Any, rate: float) -> tuple[Any, Any]:
         """(y, mask) of inverted dropout in training; see the module docstring."""
         rate = check_rate(rate, "dropout_forward")
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= rate
+        # float16 / bfloat16 (which the generator cannot draw): the uniforms are drawn in float32
+        draw = np.float32 if np.dtype(x.dtype) in HALF_DTYPES else x.dtype
+        keep = self.rng.random(x.shape, dtype=draw) >= rate
         y = x * (keep * dropout_scale(rate, x.dtype))
         return y, keep.astype(self.xp.uint8)
 

@@ -41,6 +41,21 @@ was at capture, so whatever changes from step to step must be read from device m
   gives every thread the same bits). The values themselves are not validated (that would need a
   host read): a step < 1 or a negative lr gives what the formulas give. The NumPy backend, whose
   "device" memory is host memory, reads them and runs adam_step.
+- adam_step_mixed(param, grad, m, v, scalars, beta1, beta2, eps, weight_decay, decoupled,
+                  inv_scale, found_inf, max_v=None) -> None: mixed precision. param, m, v, max_v are
+  the float32 master buffers (1-D, contiguous); grad is the float16 or bfloat16
+  (ml_dtypes.bfloat16) gradient of the same length, loss-scaled for float16; scalars as in
+  adam_step_device ([lr, step, ...], float64, step already incremented); inv_scale a 1-element
+  float32 array (1 / loss scale; ones for bfloat16 training); found_inf a 1-element int32 array
+  that an earlier pass set to nonzero when any unscaled gradient was inf or NaN. When
+  found_inf[0] != 0 nothing is modified (param, m, v, max_v keep every bit); otherwise exactly
+  adam_step_device's update with g = float32(grad) * inv_scale[0] (the exact widening, then one
+  float32 multiply, rounded once), coupled / decoupled weight decay and AMSGrad as there. grad
+  is only read (there is no zero_grad: the half buffer is the layers' to clear). The decision is
+  made on the device: the generic op computes the update into scratch copies and copies them
+  back with `where=(found_inf == 0)` (a 1-element mask, broadcast), so nothing is read back to
+  the host and the step can be captured; the CUDA kernel (adam_step_mixed_f16 / _bf16) has every
+  thread read *found_inf first and return when it is set.
 - squared_norm_device(g) -> a 1-element array of g's dtype and backend, sum(g * g), left on the
   device (clipnorm inside a captured step).
 """
@@ -50,6 +65,7 @@ import math
 import threading
 from typing import Any, NamedTuple
 
+import ml_dtypes
 import numpy as np
 
 from gpunn._checks import int_arg
@@ -135,6 +151,47 @@ def _check_flat(where: str, ref: Any, **arrays: Any) -> None:
             raise ValueError(f"{where}: argument '{name}' must be contiguous")
 
 
+_MIXED_GRAD_DTYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def check_mixed_args(where: str, xp: Any, param: Any, grad: Any, m: Any, v: Any, inv_scale: Any, found_inf: Any,
+                     max_v: Any = None) -> None:
+    """adam_step_mixed's arrays: param, m, v, max_v 1-D contiguous float32 of one length; grad 1-D
+    contiguous float16 / bfloat16 of that length; inv_scale (1,) float32; found_inf (1,) int32.
+    Every message names the argument."""
+    named = (("param", param), ("grad", grad), ("m", m), ("v", v), ("max_v", max_v), ("inv_scale", inv_scale),
+             ("found_inf", found_inf))
+    for name, a in named:
+        if a is None and name == "max_v":
+            continue
+        if not isinstance(a, xp.ndarray):
+            raise TypeError(f"{where}: argument '{name}' must be a {xp.__name__}.ndarray, got {type(a).__name__}")
+    for name, a in (("param", param), ("m", m), ("v", v), ("max_v", max_v)):
+        if a is not None and a.dtype != np.float32:
+            raise TypeError(f"{where}: argument '{name}' must have dtype float32 (the master buffers), got {a.dtype}")
+    if np.dtype(grad.dtype) not in _MIXED_GRAD_DTYPES:
+        raise TypeError(f"{where}: argument 'grad' must have dtype float16 or bfloat16 (ml_dtypes.bfloat16), "
+                        f"got {grad.dtype}")
+    if param.ndim != 1:
+        raise ValueError(f"{where}: argument 'param' must be a 1-D array, got shape {tuple(param.shape)}")
+    for name, a in (("param", param), ("grad", grad), ("m", m), ("v", v), ("max_v", max_v)):
+        if a is None:
+            continue
+        if tuple(a.shape) != tuple(param.shape):
+            raise ValueError(f"{where}: argument '{name}' must have shape {tuple(param.shape)} like 'param', "
+                             f"got {tuple(a.shape)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{where}: argument '{name}' must be contiguous")
+    for name, a in (("param", param), ("m", m), ("v", v), ("max_v", max_v)):
+        if a is not None and not getattr(a.flags, "writeable", True):
+            raise ValueError(f"{where}: argument '{name}' is updated in place and must be writable")
+    for name, a, dt in (("inv_scale", inv_scale, np.float32), ("found_inf", found_inf, np.int32)):
+        if a.dtype != dt:
+            raise TypeError(f"{where}: argument '{name}' must have dtype {np.dtype(dt)}, got {a.dtype}")
+        if tuple(a.shape) != (1,):
+            raise ValueError(f"{where}: argument '{name}' must have shape (1,), got {tuple(a.shape)}")
+
+
 class OptimOps:
     xp: Any
 
@@ -200,6 +257,44 @@ class OptimOps:
         x, y = self._optim_scratch(param.dtype, n, 2)
         adam_range_device(self.xp, param, grad, m, v, max_v, x, y, consts_t, float(beta1), float(beta2),
                           float(weight_decay), bool(decoupled), bool(zero_grad))
+
+    def adam_step_mixed(self, param: Any, grad: Any, m: Any, v: Any, scalars: Any, beta1: float, beta2: float,
+                        eps: float, weight_decay: float, decoupled: bool, inv_scale: Any, found_inf: Any,
+                        max_v: Any = None) -> None:
+        """adam_step_device on float32 master buffers from a float16 / bfloat16 gradient, unscaled by
+        inv_scale[0], and skipped on the device when found_inf[0] != 0 (see the module docstring).
+
+        No host read: the update goes into scratch copies (the same passes as adam_step_device, so
+        the same bits as adam_step_device given float32(grad) * inv_scale[0]), and is copied back
+        through a 1-element `found_inf == 0` mask; a skipped step leaves every buffer bit-identical."""
+        where = "adam_step_mixed"
+        xp = self.xp
+        check_mixed_args(where, xp, param, grad, m, v, inv_scale, found_inf, max_v)
+        check_step_scalars(where, scalars, xp)
+        n = int(param.shape[0])
+        if n == 0:
+            return
+        f32 = np.float32
+        work = self._optim_scratch(np.float64, 5, 1)[0]
+        consts_t = self._optim_scratch(f32, 3, 1)[0]
+        adam_device_constants(xp, scalars, beta1, beta2, eps, weight_decay, decoupled, work, consts_t)
+        bufs = self._optim_scratch(f32, n, 6 if max_v is None else 7)
+        g, x, y, p2, m2, v2 = bufs[:6]
+        mv2 = None if max_v is None else bufs[6]
+        # a step that will be skipped may hold inf / NaN: NumPy's warnings about them are noise here
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            xp.copyto(g, grad, casting="unsafe")  # the exact widening
+            xp.multiply(g, inv_scale, out=g)  # one float32 multiply (inv_scale broadcast, read on the device)
+            for dst, src in ((p2, param), (m2, m), (v2, v), (mv2, max_v)):
+                if dst is not None:
+                    xp.copyto(dst, src)
+            adam_range_device(xp, p2, g, m2, v2, mv2, x, y, consts_t, float(beta1), float(beta2),
+                              float(weight_decay), bool(decoupled), False)
+        ok = self._optim_scratch(np.bool_, 1, 1)[0]
+        xp.equal(found_inf, 0, out=ok)
+        for dst, src in ((param, p2), (m, m2), (v, v2), (max_v, mv2)):
+            if dst is not None:
+                xp.copyto(dst, src, where=ok)
 
     def _adam_update(self, param: Any, grad: Any, m: Any, v: Any, max_v: Any, consts: tuple) -> None:
         """Apply a validated update (consts as `adam_range` takes them): one pass over the buffer."""
