@@ -37,12 +37,13 @@ cases, which is how `python -m gpunn bench` splits the gpunn and peer processes.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+# the batch size and round count bench_cuda_graph uses (GPUNN_BENCH_QUICK): the same steps, the same sizes
+from bench_cuda_graph import _batch, _quick, _rounds
 
 LR = 1e-3
 STEPS = 10  # steps per timed round, one device sync after the last
@@ -62,18 +63,6 @@ TARGETS = [(">= 1.0x torch autocast bf16", "gpunn-bf16", "torch-bf16", 1.0),
            (">= 2x gpunn fp32", "gpunn-bf16", "gpunn", 2.0)]
 GEMM_TARGET = 0.8
 RESULTS: dict[tuple[str, str, str], float] = {}  # (key, impl, device) -> median seconds, for the summary
-
-
-def _quick() -> bool:
-    return os.environ.get("GPUNN_BENCH_QUICK", "") not in ("", "0")
-
-
-def _batch() -> int:
-    return 16 if _quick() else 128
-
-
-def _rounds() -> int:
-    return 5 if _quick() else 15
 
 
 def step_key(model_name: str) -> str:

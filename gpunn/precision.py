@@ -95,26 +95,24 @@ def grad_scale() -> Any:
 
 
 @contextlib.contextmanager
-def autocast(dtype: Any, scale: Any = None) -> Iterator[None]:
+def _state_as(dtype: np.dtype | None, scale: Any) -> Iterator[None]:
+    previous = (autocast_dtype(), grad_scale())
+    _state.dtype, _state.scale = dtype, scale
+    try:
+        yield
+    finally:
+        _state.dtype, _state.scale = previous
+
+
+def autocast(dtype: Any, scale: Any = None) -> contextlib.AbstractContextManager:
     """Layers compute in `dtype` (float16 or bfloat16) in this block, in this thread; `scale`: the
     device loss scale (see grad_scale), or None. Nests: the previous state is restored on exit."""
     dt = np.dtype(dtype)
     if dt not in (FLOAT16, BFLOAT16):
         raise TypeError(f"autocast: argument 'dtype' must be float16 or bfloat16 (ml_dtypes.bfloat16), got {dtype!r}")
-    previous = (autocast_dtype(), grad_scale())
-    _state.dtype, _state.scale = dt, scale
-    try:
-        yield
-    finally:
-        _state.dtype, _state.scale = previous
+    return _state_as(dt, scale)
 
 
-@contextlib.contextmanager
-def full_precision() -> Iterator[None]:
+def full_precision() -> contextlib.AbstractContextManager:
     """No autocast in this block (each layer computes in its own dtype), whatever encloses it."""
-    previous = (autocast_dtype(), grad_scale())
-    _state.dtype, _state.scale = None, None
-    try:
-        yield
-    finally:
-        _state.dtype, _state.scale = previous
+    return _state_as(None, None)

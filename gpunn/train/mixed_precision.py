@@ -52,6 +52,12 @@ class HalfWeights:
 
     def __init__(self, params: list[Parameter], optimizer: Optimizer | None, dtype: np.dtype, backend: Backend) -> None:
         xp = backend.xp
+        try:
+            xp.empty(1, dtype=dtype)
+        except (TypeError, ValueError) as exc:  # CuPy before 14 has no bfloat16 arrays
+            raise TypeError(f"mixed_precision: the {backend.name} backend cannot hold {dtype} arrays ({exc}); "
+                            "bf16 on CuPy needs CuPy 14 or later with ml_dtypes installed: upgrade CuPy, or use "
+                            "precision='fp16-mixed'") from None
         self.backend, self.dtype = backend, dtype
         self.master: Any = None
         self.data: Any = None

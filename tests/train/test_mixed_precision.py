@@ -18,7 +18,15 @@ from gpunn.optim import SGD, Adam, GradScaler
 from gpunn.precision import POLICIES, get_policy
 from gpunn.train.mixed_precision import MixedPrecision
 
-BACKENDS = ["numpy", "emulated"]
+BACKENDS = ["numpy", "emulated", pytest.param("cupy", marks=pytest.mark.gpu)]
+GRAPH_BACKENDS = ["emulated", pytest.param("cupy", marks=pytest.mark.gpu)]
+
+
+def _use(name: str):
+    """`name` made current; the CuPy backend joins when a GPU is there (the `gpu` marker)."""
+    if name == "cupy" and not gpunn.cuda_status().usable:
+        pytest.skip(f"no usable CUDA: {gpunn.cuda_status().reason}")
+    return gpunn.use_backend(name)
 U = {"bf16-mixed": 2.0 ** -8, "fp16-mixed": 2.0 ** -11, "tf32": 2.0 ** -11, "fp32": 2.0 ** -24}
 #: the CNN below has 6 layers; forward and backward each round once per layer (activations, then
 #: gradients) on top of the rounded weights and input, and BatchNorm's normalization amplifies the
@@ -125,7 +133,7 @@ def test_apply_step_mixed_checks_its_arguments():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("precision", ["bf16-mixed", "fp16-mixed"])
 def test_layers_compute_in_16_bits_losses_and_softmax_in_float32(backend, precision):
-    with gpunn.use_backend(backend):
+    with _use(backend):
         model = _built(Sequential([Dense(8, activation="relu"), Dense(4), gpunn.layers.Softmax()]), (5,))
         opt = SGD(model, lr=0.0)
         mp = gpunn.mixed_precision(model, opt, precision)
@@ -147,7 +155,7 @@ def test_mixed_gradient_matches_float32_within_the_format_roundoff(backend, prec
     x, y = _data(32)
     grads = {}
     for pol in ("fp32", precision):
-        with gpunn.use_backend(backend):
+        with _use(backend):
             model = _cnn(batchnorm=True)
             opt = SGD(model, lr=0.0)  # lr 0: the step leaves the weights; the gradient is what we compare
             loss = gpunn.losses.SoftmaxCrossEntropy()
@@ -168,7 +176,7 @@ def test_mixed_gradient_matches_float32_within_the_format_roundoff(backend, prec
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_cast_refreshes_the_half_copy_from_the_masters(backend):
-    with gpunn.use_backend(backend):
+    with _use(backend):
         model = _cnn()
         opt = Adam(model, lr=1e-2)
         mp = gpunn.mixed_precision(model, opt, "bf16-mixed")
@@ -212,7 +220,7 @@ def test_fp16_inf_steps_are_skipped_on_the_device_and_the_scale_backs_off(backen
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 4)).astype(np.float32)
     y = (x @ rng.normal(size=(4, 1)) * 1e3).astype(np.float32)  # targets ~1e3: so is the loss gradient
-    with gpunn.use_backend(backend):
+    with _use(backend):
         gpunn.manual_seed(0)
         model = _built(Sequential([Dense(1)]), (4,))
         opt = opt_cls(model, lr=1e-3)
@@ -240,7 +248,7 @@ def test_fp16_without_scaling_underflows_and_with_scaling_trains(backend):
     y = (x @ rng.normal(size=(4, 1))).astype(np.float32)
     results = {}
     for enabled in (False, True):
-        with gpunn.use_backend(backend):
+        with _use(backend):
             gpunn.manual_seed(0)
             model = _built(Sequential([Dense(1)]), (4,))
             opt = SGD(model, lr=2.0 ** 28 * 0.05)  # the lr undoes the loss weight: a normal step size
@@ -289,7 +297,7 @@ def test_scaler_schedule_through_the_training_step_matches_torch():
 @pytest.mark.parametrize("precision", ["tf32", "bf16-mixed", "fp16-mixed"])
 def test_fit_evaluate_predict_under_each_policy(backend, precision):
     x, y = _data(96)
-    with gpunn.use_backend(backend):
+    with _use(backend):
         model = _cnn()
         model.compile("softmax_cross_entropy", Adam(lr=1e-2), metrics=["accuracy"], precision=precision)
         hist = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
@@ -302,15 +310,16 @@ def test_fit_evaluate_predict_under_each_policy(backend, precision):
         assert all(p.data.dtype == np.float32 for p in model.parameters())
 
 
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
 @pytest.mark.parametrize("precision", ["bf16-mixed", "fp16-mixed"])
-def test_captured_mixed_step_replays_the_eager_step_exactly(precision):
+def test_captured_mixed_step_replays_the_eager_step_exactly(backend, precision):
     """The emulated backend records the whole mixed step (the cast, the scaled backward, the
     unscale and check, the skippable update, the scale's update) and replays it: the same bits
     as eager steps."""
     x, y = _data(64)
     results = {}
     for graph in (False, True):
-        with gpunn.use_backend("emulated"):
+        with _use(backend):
             model = _cnn()
             model.compile("softmax_cross_entropy", Adam(lr=1e-2), precision=precision, cuda_graph=graph)
             model.fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
