@@ -7,7 +7,8 @@
 //   small, the common case). A (P, C) grid covers the parts, grid-striding both ways.
 //   train forward, three launches:
 //     bn_part_stats: per (channel, part), the part's mean and centered M2 = sum((x - part_mean)^2):
-//       two passes over the part (the second mostly from L2), block tree reductions in T.
+//       two passes over the part (the second mostly from L2), block tree reductions in A
+//       (the accumulation type: T itself for float and double, float for the 16-bit types).
 //     bn_finalize_stats: one thread per channel merges its parts in order with Chan's formula
 //       (mean = sum(n_p mean_p) / m, M2 = sum(M2_p + n_p (mean_p - mean)^2)), in double. It writes
 //       save_mean, save_invstd = 1 / sqrt(M2 / m + eps) and, when update_running != 0,
@@ -28,19 +29,58 @@
 //   within-channel indices use 32-bit division; flat per-element loops do too below 2^30 elements.
 //   Scalars: N, C, S, P, update_running are `int` (np.int32);
 //   momentum, eps are T (np.float32 for the _f32 kernels, np.float64 for _f64).
-// Bytes moved per element (float32)
-//   train forward: 12 from DRAM (x read for the statistics and again for y, y written), plus the
-//   statistics' second read of each part, mostly from L2. infer: 8.
-//   backward: 20 (x and dy read for the sums and again for dx, dx written).
+// 16-bit variants (_f16: __half, _bf16: __nv_bfloat16), for mixed-precision training
+//   x, dy, gamma, beta, y, dx, dgamma and dbeta are of the 16-bit type; everything else is float32:
+//   the part buffers, save_mean / save_invstd, running_mean / running_var, momentum and eps.
+//   Each 16-bit value is loaded and converted to float (__half2float / __bfloat162float, exact);
+//   sums, statistics and every per-element formula run in float exactly as the _f32 kernels do
+//   (same expressions, same reduction order), and each 16-bit output is rounded once from its float
+//   value (__float2half_rn / __float2bfloat16_rn, to nearest even). So a 16-bit kernel's result is
+//   the _f32 kernel's on the float32 copies of the same inputs, rounded once: mean, invstd and the
+//   running statistics bit-equal, y / dx / dgamma / dbeta within half an ulp of the 16-bit format.
+//   bn_finalize_stats_{f16,bf16} is bn_finalize_stats_f32 under the 16-bit names (all its buffers are
+//   float32), so a 16-bit batch norm runs from the 16-bit module alone. bn_finalize_grad_{f16,bf16}
+//   writes dgamma / dbeta twice: float32 (dgamma_acc / dbeta_acc, which bn_bwd_apply reads, as the
+//   reference's dx uses the unrounded sums) and rounded to the 16-bit type (the returned gradients).
+//   Scalars: momentum, eps are np.float32.
+// Bytes moved per element (float32; 16-bit variants in brackets)
+//   train forward: 12 [6] from DRAM (x read for the statistics and again for y, y written), plus the
+//   statistics' second read of each part, mostly from L2. infer: 8 [4].
+//   backward: 20 [10] (x and dy read for the sums and again for dx, dx written).
 // NumPy reference
 //   gpunn/backend/ops/norm.py NormOps.batchnorm_forward_train / batchnorm_forward_infer /
 //   batchnorm_backward (match within ~1e-5 relative in float32; sums are ordered differently).
+//   batchnorm_relu_forward_train / batchnorm_relu_backward have no kernels of their own: the backend
+//   composes them from these and relu. 16-bit inputs: the reference computes in float32
+//   (`stat_dtype`) and rounds y / dx / dgamma / dbeta once, so they agree to the float32 difference
+//   plus one rounding: within one ulp of the 16-bit format where the float32 values agree.
 
 #define BN_BLOCK 256
 
 template <typename T> __device__ __forceinline__ T bn_sqrt(T v);
 template <> __device__ __forceinline__ float bn_sqrt<float>(float v) { return sqrtf(v); }
 template <> __device__ __forceinline__ double bn_sqrt<double>(double v) { return sqrt(v); }
+
+// Storage type T -> accumulation type A = bn_acc<T>::type: T itself for float and double, float for
+// the 16-bit types. bn_load converts a stored value to A (exact); bn_store<T> rounds an A to T once
+// (to nearest even for the 16-bit types; the identity for float and double).
+template <typename T> struct bn_acc { typedef T type; };
+__device__ __forceinline__ float bn_load(float v) { return v; }
+__device__ __forceinline__ double bn_load(double v) { return v; }
+template <typename T> __device__ __forceinline__ T bn_store(typename bn_acc<T>::type v) { return v; }
+
+// GPUNN_HALF_BEGIN: the 16-bit variants (compiled only into the module that launches them; see source.py)
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+template <> struct bn_acc<__half> { typedef float type; };
+template <> struct bn_acc<__nv_bfloat16> { typedef float type; };
+__device__ __forceinline__ float bn_load(__half v) { return __half2float(v); }
+__device__ __forceinline__ float bn_load(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ __half bn_store<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 bn_store<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+// GPUNN_HALF_END
 
 // Sum of one value per thread over the block; every thread gets the total. `buf` has BN_BLOCK slots.
 template <typename T>
@@ -76,24 +116,27 @@ template <typename I>
 __device__ __forceinline__ int bn_channel(I k, int C, int S) { return (int)((k / S) % C); }
 
 template <typename T>
-__device__ __forceinline__ void bn_part_stats_impl(const T* __restrict__ x, T* __restrict__ part_mean,
-                                                   T* __restrict__ part_m2, int N, int C, int S, int P, T* buf) {
+__device__ __forceinline__ void bn_part_stats_impl(const T* __restrict__ x,
+                                                   typename bn_acc<T>::type* __restrict__ part_mean,
+                                                   typename bn_acc<T>::type* __restrict__ part_m2, int N, int C, int S,
+                                                   int P, typename bn_acc<T>::type* buf) {
+    typedef typename bn_acc<T>::type A;
     const int m = N * S;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
         for (int p = blockIdx.x; p < P; p += gridDim.x) {
             int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
-            T part = T(0);
-            for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) part += x[bn_offset(k, c, C, S)];
+            A part = A(0);
+            for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) part += bn_load(x[bn_offset(k, c, C, S)]);
             // every thread reaches both block sums: lo and hi are the same across the block
-            const T total = bn_block_sum<T>(part, buf);
-            const T mean = hi > lo ? total / T(hi - lo) : T(0);
-            part = T(0);
+            const A total = bn_block_sum<A>(part, buf);
+            const A mean = hi > lo ? total / A(hi - lo) : A(0);
+            part = A(0);
             for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) {
-                const T d = x[bn_offset(k, c, C, S)] - mean;
+                const A d = bn_load(x[bn_offset(k, c, C, S)]) - mean;
                 part += d * d;
             }
-            const T m2 = bn_block_sum<T>(part, buf);
+            const A m2 = bn_block_sum<A>(part, buf);
             if (threadIdx.x == 0) {
                 part_mean[(long long)c * P + p] = mean;
                 part_m2[(long long)c * P + p] = m2;
@@ -102,6 +145,7 @@ __device__ __forceinline__ void bn_part_stats_impl(const T* __restrict__ x, T* _
     }
 }
 
+// All buffers of the statistics' merge are of the accumulation type (float for the 16-bit variants).
 template <typename T>
 __device__ __forceinline__ void bn_finalize_stats_impl(const T* __restrict__ part_mean, const T* __restrict__ part_m2,
                                                        T* __restrict__ save_mean, T* __restrict__ save_invstd,
@@ -143,20 +187,23 @@ __device__ __forceinline__ void bn_finalize_stats_impl(const T* __restrict__ par
 
 template <typename I, typename T>
 __device__ __forceinline__ void bn_apply_loop(const T* __restrict__ x, const T* __restrict__ gamma,
-                                              const T* __restrict__ beta, const T* __restrict__ mean,
-                                              const T* __restrict__ invstd, T* __restrict__ y, I total, int C,
-                                              int S) {
+                                              const T* __restrict__ beta,
+                                              const typename bn_acc<T>::type* __restrict__ mean,
+                                              const typename bn_acc<T>::type* __restrict__ invstd,
+                                              T* __restrict__ y, I total, int C, int S) {
     const I step = (I)blockDim.x * gridDim.x;
     for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
         const int c = bn_channel<I>(k, C, S);
-        y[k] = (x[k] - mean[c]) * (gamma[c] * invstd[c]) + beta[c];
+        y[k] = bn_store<T>((bn_load(x[k]) - mean[c]) * (bn_load(gamma[c]) * invstd[c]) + bn_load(beta[c]));
     }
 }
 
 template <typename T>
 __device__ __forceinline__ void bn_apply_impl(const T* __restrict__ x, const T* __restrict__ gamma,
-                                              const T* __restrict__ beta, const T* __restrict__ mean,
-                                              const T* __restrict__ invstd, T* __restrict__ y, int N, int C, int S) {
+                                              const T* __restrict__ beta,
+                                              const typename bn_acc<T>::type* __restrict__ mean,
+                                              const typename bn_acc<T>::type* __restrict__ invstd,
+                                              T* __restrict__ y, int N, int C, int S) {
     const long long total = (long long)N * C * S;
     if (total < BN_INT_INDEX_LIMIT) {
         bn_apply_loop<int, T>(x, gamma, beta, mean, invstd, y, (int)total, C, S);
@@ -167,23 +214,28 @@ __device__ __forceinline__ void bn_apply_impl(const T* __restrict__ x, const T* 
 
 template <typename I, typename T>
 __device__ __forceinline__ void bn_fwd_infer_loop(const T* __restrict__ x, const T* __restrict__ gamma,
-                                                  const T* __restrict__ beta, const T* __restrict__ running_mean,
-                                                  const T* __restrict__ running_var, T* __restrict__ y, I total,
-                                                  int C, int S, T eps) {
+                                                  const T* __restrict__ beta,
+                                                  const typename bn_acc<T>::type* __restrict__ running_mean,
+                                                  const typename bn_acc<T>::type* __restrict__ running_var,
+                                                  T* __restrict__ y, I total, int C, int S,
+                                                  typename bn_acc<T>::type eps) {
+    typedef typename bn_acc<T>::type A;
     const I step = (I)blockDim.x * gridDim.x;
     for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
         const int c = bn_channel<I>(k, C, S);
-        const T scale = gamma[c] * (T(1) / bn_sqrt<T>(running_var[c] + eps));
-        const T shift = beta[c] - running_mean[c] * scale;
-        y[k] = x[k] * scale + shift;
+        const A scale = bn_load(gamma[c]) * (A(1) / bn_sqrt<A>(running_var[c] + eps));
+        const A shift = bn_load(beta[c]) - running_mean[c] * scale;
+        y[k] = bn_store<T>(bn_load(x[k]) * scale + shift);
     }
 }
 
 template <typename T>
 __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const T* __restrict__ gamma,
-                                                  const T* __restrict__ beta, const T* __restrict__ running_mean,
-                                                  const T* __restrict__ running_var, T* __restrict__ y,
-                                                  int N, int C, int S, T eps) {
+                                                  const T* __restrict__ beta,
+                                                  const typename bn_acc<T>::type* __restrict__ running_mean,
+                                                  const typename bn_acc<T>::type* __restrict__ running_var,
+                                                  T* __restrict__ y, int N, int C, int S,
+                                                  typename bn_acc<T>::type eps) {
     const long long total = (long long)N * C * S;
     if (total < BN_INT_INDEX_LIMIT) {
         bn_fwd_infer_loop<int, T>(x, gamma, beta, running_mean, running_var, y, (int)total, C, S, eps);
@@ -194,24 +246,28 @@ __device__ __forceinline__ void bn_fwd_infer_impl(const T* __restrict__ x, const
 
 template <typename T>
 __device__ __forceinline__ void bn_part_grad_sums_impl(const T* __restrict__ dy, const T* __restrict__ x,
-                                                       const T* __restrict__ save_mean,
-                                                       const T* __restrict__ save_invstd, T* __restrict__ part_dy,
-                                                       T* __restrict__ part_dyx, int N, int C, int S, int P,
-                                                       T* buf_a, T* buf_b) {
+                                                       const typename bn_acc<T>::type* __restrict__ save_mean,
+                                                       const typename bn_acc<T>::type* __restrict__ save_invstd,
+                                                       typename bn_acc<T>::type* __restrict__ part_dy,
+                                                       typename bn_acc<T>::type* __restrict__ part_dyx,
+                                                       int N, int C, int S, int P,
+                                                       typename bn_acc<T>::type* buf_a,
+                                                       typename bn_acc<T>::type* buf_b) {
+    typedef typename bn_acc<T>::type A;
     const int m = N * S;
     for (int c = blockIdx.y; c < C; c += gridDim.y) {
-        const T mean = save_mean[c];
-        const T invstd = save_invstd[c];
+        const A mean = save_mean[c];
+        const A invstd = save_invstd[c];
         for (int p = blockIdx.x; p < P; p += gridDim.x) {
             int lo, hi;
             bn_part_range(m, P, p, &lo, &hi);
-            T a = T(0);
-            T b = T(0);
+            A a = A(0);
+            A b = A(0);
             for (int k = lo + (int)threadIdx.x; k < hi; k += BN_BLOCK) {
                 const long long o = bn_offset(k, c, C, S);
-                const T g = dy[o];
+                const A g = bn_load(dy[o]);
                 a += g;
-                b += g * ((x[o] - mean) * invstd);
+                b += g * ((bn_load(x[o]) - mean) * invstd);
             }
             // Both sums reduce through one tree walk so they share the barriers.
             buf_a[threadIdx.x] = a;
@@ -233,9 +289,15 @@ __device__ __forceinline__ void bn_part_grad_sums_impl(const T* __restrict__ dy,
     }
 }
 
+// dgamma / dbeta in T (rounded once from A for the 16-bit types); when dgamma_acc is not null (the
+// 16-bit variants) also unrounded, in A, for bn_bwd_apply.
 template <typename T>
-__device__ __forceinline__ void bn_finalize_grad_impl(const T* __restrict__ part_dy, const T* __restrict__ part_dyx,
+__device__ __forceinline__ void bn_finalize_grad_impl(const typename bn_acc<T>::type* __restrict__ part_dy,
+                                                      const typename bn_acc<T>::type* __restrict__ part_dyx,
+                                                      typename bn_acc<T>::type* __restrict__ dgamma_acc,
+                                                      typename bn_acc<T>::type* __restrict__ dbeta_acc,
                                                       T* __restrict__ dgamma, T* __restrict__ dbeta, int C, int P) {
+    typedef typename bn_acc<T>::type A;
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += blockDim.x * gridDim.x) {
         double a = 0.0;
         double b = 0.0;
@@ -243,34 +305,47 @@ __device__ __forceinline__ void bn_finalize_grad_impl(const T* __restrict__ part
             a += (double)part_dy[(long long)c * P + p];
             b += (double)part_dyx[(long long)c * P + p];
         }
-        dbeta[c] = T(a);
-        dgamma[c] = T(b);
+        const A sum_dy = A(a);
+        const A sum_dyx = A(b);
+        dbeta[c] = bn_store<T>(sum_dy);
+        dgamma[c] = bn_store<T>(sum_dyx);
+        if (dgamma_acc != nullptr) {
+            dbeta_acc[c] = sum_dy;
+            dgamma_acc[c] = sum_dyx;
+        }
     }
 }
 
 template <typename I, typename T>
 __device__ __forceinline__ void bn_bwd_apply_loop(const T* __restrict__ dy, const T* __restrict__ x,
-                                                  const T* __restrict__ gamma, const T* __restrict__ save_mean,
-                                                  const T* __restrict__ save_invstd, const T* __restrict__ dgamma,
-                                                  const T* __restrict__ dbeta, T* __restrict__ dx, I total,
-                                                  int C, int S, T fm) {
+                                                  const T* __restrict__ gamma,
+                                                  const typename bn_acc<T>::type* __restrict__ save_mean,
+                                                  const typename bn_acc<T>::type* __restrict__ save_invstd,
+                                                  const typename bn_acc<T>::type* __restrict__ dgamma,
+                                                  const typename bn_acc<T>::type* __restrict__ dbeta,
+                                                  T* __restrict__ dx, I total, int C, int S,
+                                                  typename bn_acc<T>::type fm) {
+    typedef typename bn_acc<T>::type A;
     const I step = (I)blockDim.x * gridDim.x;
     for (I k = (I)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += step) {
         const int c = bn_channel<I>(k, C, S);
-        const T invstd = save_invstd[c];
-        const T xhat = (x[k] - save_mean[c]) * invstd;
-        dx[k] = gamma[c] * invstd * (dy[k] - (dbeta[c] + xhat * dgamma[c]) / fm);
+        const A invstd = save_invstd[c];
+        const A xhat = (bn_load(x[k]) - save_mean[c]) * invstd;
+        dx[k] = bn_store<T>(bn_load(gamma[c]) * invstd * (bn_load(dy[k]) - (dbeta[c] + xhat * dgamma[c]) / fm));
     }
 }
 
 template <typename T>
 __device__ __forceinline__ void bn_bwd_apply_impl(const T* __restrict__ dy, const T* __restrict__ x,
-                                                  const T* __restrict__ gamma, const T* __restrict__ save_mean,
-                                                  const T* __restrict__ save_invstd, const T* __restrict__ dgamma,
-                                                  const T* __restrict__ dbeta, T* __restrict__ dx,
-                                                  int N, int C, int S) {
+                                                  const T* __restrict__ gamma,
+                                                  const typename bn_acc<T>::type* __restrict__ save_mean,
+                                                  const typename bn_acc<T>::type* __restrict__ save_invstd,
+                                                  const typename bn_acc<T>::type* __restrict__ dgamma,
+                                                  const typename bn_acc<T>::type* __restrict__ dbeta,
+                                                  T* __restrict__ dx, int N, int C, int S) {
+    typedef typename bn_acc<T>::type A;
     const long long total = (long long)N * C * S;
-    const T fm = T((long long)N * S);
+    const A fm = A((long long)N * S);
     if (total < BN_INT_INDEX_LIMIT) {
         bn_bwd_apply_loop<int, T>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, (int)total, C, S, fm);
     } else {
@@ -367,14 +442,14 @@ extern "C" __global__ void bn_part_grad_sums_f64(const double* __restrict__ dy, 
 extern "C" __global__ void bn_finalize_grad_f32(const float* __restrict__ part_dy,
                                                 const float* __restrict__ part_dyx, float* __restrict__ dgamma,
                                                 float* __restrict__ dbeta, int C, int P) {
-    bn_finalize_grad_impl<float>(part_dy, part_dyx, dgamma, dbeta, C, P);
+    bn_finalize_grad_impl<float>(part_dy, part_dyx, nullptr, nullptr, dgamma, dbeta, C, P);
 }
 
 extern "C" __global__ void bn_finalize_grad_f64(const double* __restrict__ part_dy,
                                                 const double* __restrict__ part_dyx,
                                                 double* __restrict__ dgamma, double* __restrict__ dbeta, int C,
                                                 int P) {
-    bn_finalize_grad_impl<double>(part_dy, part_dyx, dgamma, dbeta, C, P);
+    bn_finalize_grad_impl<double>(part_dy, part_dyx, nullptr, nullptr, dgamma, dbeta, C, P);
 }
 
 extern "C" __global__ void bn_bwd_apply_f32(const float* __restrict__ dy, const float* __restrict__ x,
@@ -395,3 +470,128 @@ extern "C" __global__ void bn_bwd_apply_f64(const double* __restrict__ dy, const
                                             int C, int S) {
     bn_bwd_apply_impl<double>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, N, C, S);
 }
+
+// GPUNN_HALF_BEGIN: the 16-bit variants (compiled only into the module that launches them; see source.py)
+extern "C" __global__ void bn_part_stats_f16(const __half* __restrict__ x, float* __restrict__ part_mean,
+                                             float* __restrict__ part_m2, int N, int C, int S, int P) {
+    __shared__ float buf[BN_BLOCK];
+    bn_part_stats_impl<__half>(x, part_mean, part_m2, N, C, S, P, buf);
+}
+
+// bn_finalize_stats_f32 under the 16-bit name: every buffer is float32
+extern "C" __global__ void bn_finalize_stats_f16(const float* __restrict__ part_mean,
+                                                 const float* __restrict__ part_m2,
+                                                 float* __restrict__ save_mean,
+                                                 float* __restrict__ save_invstd,
+                                                 float* __restrict__ running_mean,
+                                                 float* __restrict__ running_var, int N, int C, int S, int P,
+                                                 float momentum, float eps, int update_running) {
+    bn_finalize_stats_impl<float>(part_mean, part_m2, save_mean, save_invstd, running_mean, running_var, N, C,
+                                  S, P, momentum, eps, update_running);
+}
+
+extern "C" __global__ void bn_apply_f16(const __half* __restrict__ x, const __half* __restrict__ gamma,
+                                        const __half* __restrict__ beta, const float* __restrict__ mean,
+                                        const float* __restrict__ invstd, __half* __restrict__ y, int N, int C,
+                                        int S) {
+    bn_apply_impl<__half>(x, gamma, beta, mean, invstd, y, N, C, S);
+}
+
+extern "C" __global__ void bn_fwd_infer_f16(const __half* __restrict__ x, const __half* __restrict__ gamma,
+                                            const __half* __restrict__ beta,
+                                            const float* __restrict__ running_mean,
+                                            const float* __restrict__ running_var, __half* __restrict__ y,
+                                            int N, int C, int S, float eps) {
+    bn_fwd_infer_impl<__half>(x, gamma, beta, running_mean, running_var, y, N, C, S, eps);
+}
+
+extern "C" __global__ void bn_part_grad_sums_f16(const __half* __restrict__ dy, const __half* __restrict__ x,
+                                                 const float* __restrict__ save_mean,
+                                                 const float* __restrict__ save_invstd,
+                                                 float* __restrict__ part_dy, float* __restrict__ part_dyx,
+                                                 int N, int C, int S, int P) {
+    __shared__ float buf_a[BN_BLOCK];
+    __shared__ float buf_b[BN_BLOCK];
+    bn_part_grad_sums_impl<__half>(dy, x, save_mean, save_invstd, part_dy, part_dyx, N, C, S, P, buf_a, buf_b);
+}
+
+extern "C" __global__ void bn_finalize_grad_f16(const float* __restrict__ part_dy,
+                                                const float* __restrict__ part_dyx,
+                                                float* __restrict__ dgamma_acc, float* __restrict__ dbeta_acc,
+                                                __half* __restrict__ dgamma, __half* __restrict__ dbeta, int C, int P) {
+    bn_finalize_grad_impl<__half>(part_dy, part_dyx, dgamma_acc, dbeta_acc, dgamma, dbeta, C, P);
+}
+
+// dgamma / dbeta here are bn_finalize_grad's float32 ones (dgamma_acc / dbeta_acc)
+extern "C" __global__ void bn_bwd_apply_f16(const __half* __restrict__ dy, const __half* __restrict__ x,
+                                            const __half* __restrict__ gamma,
+                                            const float* __restrict__ save_mean,
+                                            const float* __restrict__ save_invstd,
+                                            const float* __restrict__ dgamma, const float* __restrict__ dbeta,
+                                            __half* __restrict__ dx, int N, int C, int S) {
+    bn_bwd_apply_impl<__half>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, N, C, S);
+}
+
+extern "C" __global__ void bn_part_stats_bf16(const __nv_bfloat16* __restrict__ x, float* __restrict__ part_mean,
+                                             float* __restrict__ part_m2, int N, int C, int S, int P) {
+    __shared__ float buf[BN_BLOCK];
+    bn_part_stats_impl<__nv_bfloat16>(x, part_mean, part_m2, N, C, S, P, buf);
+}
+
+// bn_finalize_stats_f32 under the 16-bit name: every buffer is float32
+extern "C" __global__ void bn_finalize_stats_bf16(const float* __restrict__ part_mean,
+                                                 const float* __restrict__ part_m2,
+                                                 float* __restrict__ save_mean,
+                                                 float* __restrict__ save_invstd,
+                                                 float* __restrict__ running_mean,
+                                                 float* __restrict__ running_var, int N, int C, int S, int P,
+                                                 float momentum, float eps, int update_running) {
+    bn_finalize_stats_impl<float>(part_mean, part_m2, save_mean, save_invstd, running_mean, running_var, N, C,
+                                  S, P, momentum, eps, update_running);
+}
+
+extern "C" __global__ void bn_apply_bf16(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ gamma,
+                                        const __nv_bfloat16* __restrict__ beta, const float* __restrict__ mean,
+                                        const float* __restrict__ invstd, __nv_bfloat16* __restrict__ y, int N, int C,
+                                        int S) {
+    bn_apply_impl<__nv_bfloat16>(x, gamma, beta, mean, invstd, y, N, C, S);
+}
+
+extern "C" __global__ void bn_fwd_infer_bf16(const __nv_bfloat16* __restrict__ x,
+                                             const __nv_bfloat16* __restrict__ gamma,
+                                            const __nv_bfloat16* __restrict__ beta,
+                                            const float* __restrict__ running_mean,
+                                            const float* __restrict__ running_var, __nv_bfloat16* __restrict__ y,
+                                            int N, int C, int S, float eps) {
+    bn_fwd_infer_impl<__nv_bfloat16>(x, gamma, beta, running_mean, running_var, y, N, C, S, eps);
+}
+
+extern "C" __global__ void bn_part_grad_sums_bf16(const __nv_bfloat16* __restrict__ dy,
+                                                  const __nv_bfloat16* __restrict__ x,
+                                                 const float* __restrict__ save_mean,
+                                                 const float* __restrict__ save_invstd,
+                                                 float* __restrict__ part_dy, float* __restrict__ part_dyx,
+                                                 int N, int C, int S, int P) {
+    __shared__ float buf_a[BN_BLOCK];
+    __shared__ float buf_b[BN_BLOCK];
+    bn_part_grad_sums_impl<__nv_bfloat16>(dy, x, save_mean, save_invstd, part_dy, part_dyx, N, C, S, P, buf_a, buf_b);
+}
+
+extern "C" __global__ void bn_finalize_grad_bf16(const float* __restrict__ part_dy,
+                                                const float* __restrict__ part_dyx,
+                                                float* __restrict__ dgamma_acc, float* __restrict__ dbeta_acc,
+                                                __nv_bfloat16* __restrict__ dgamma,
+                                                __nv_bfloat16* __restrict__ dbeta, int C, int P) {
+    bn_finalize_grad_impl<__nv_bfloat16>(part_dy, part_dyx, dgamma_acc, dbeta_acc, dgamma, dbeta, C, P);
+}
+
+// dgamma / dbeta here are bn_finalize_grad's float32 ones (dgamma_acc / dbeta_acc)
+extern "C" __global__ void bn_bwd_apply_bf16(const __nv_bfloat16* __restrict__ dy, const __nv_bfloat16* __restrict__ x,
+                                            const __nv_bfloat16* __restrict__ gamma,
+                                            const float* __restrict__ save_mean,
+                                            const float* __restrict__ save_invstd,
+                                            const float* __restrict__ dgamma, const float* __restrict__ dbeta,
+                                            __nv_bfloat16* __restrict__ dx, int N, int C, int S) {
+    bn_bwd_apply_impl<__nv_bfloat16>(dy, x, gamma, save_mean, save_invstd, dgamma, dbeta, dx, N, C, S);
+}
+// GPUNN_HALF_END

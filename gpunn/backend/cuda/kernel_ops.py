@@ -4,9 +4,10 @@ Mixed in before `Backend` by CupyBackend (kernels through cupy.RawModule) and Em
 (the same kernels through gpunn.emu.RawModule), so the switch logic and the launcher calls exist
 once. When an op is switched off, or its arrays have a dtype the kernels do not cover (anything
 but float32 / float64, or a mix; float16 / bfloat16 too for im2col, col2im, max-pool, the casts and
-the 2-D matmul through the tensor-core GEMM), the generic implementation inherited from
-gpunn/backend/ops/*.py runs. Convolution and batch norm have no 16-bit kernels: half inputs take
-the generic conv (im2col + matmul, both of which then reach their 16-bit kernels).
+the 2-D matmul through the tensor-core GEMM; batch norm with float16 / bfloat16 x, dy, gamma and
+beta of one dtype and float32 running / saved statistics), the generic implementation inherited from
+gpunn/backend/ops/*.py runs. Convolution has no 16-bit kernels: half inputs take the generic conv
+(im2col + matmul, both of which then reach their 16-bit kernels).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ KERNEL_OPS: frozenset[str] = frozenset({
 
 UseKernels = bool | Iterable[str]
 
-#: ops whose kernels also have float16 / bfloat16 variants (GPUNN_HALF sections of im2col.cu, maxpool.cu)
+#: ops whose kernels also have float16 / bfloat16 variants (GPUNN_HALF sections of im2col.cu, maxpool.cu);
+#: batch norm's (batchnorm.cu) take float32 statistics beside 16-bit x and route through _bn_kernel_for
 HALF_KERNEL_OPS: frozenset[str] = frozenset({"im2col", "col2im", "maxpool2d_forward", "maxpool2d_backward"})
 _F32 = np.dtype(np.float32)
 #: gemm_tc precision for a pair of 2-D operands of one 16-bit dtype
@@ -315,9 +317,22 @@ class KernelOpsMixin:
                                            kh, kw, stride, padding)
 
     # -- batch norm -------------------------------------------------------------------------
+    def _bn_kernel_for(self, op: str, halves: tuple[Any, ...], stats: tuple[Any, ...]) -> bool:
+        """Route a batch-norm op to its kernel: every array of one float32 / float64 dtype (as
+        _kernel_for), or mixed precision: `halves` (x, dy, gamma, beta) of one 16-bit dtype and
+        `stats` (running / saved statistics, None allowed) float32, the kernels' 16-bit variants.
+        Any other mix takes the generic path."""
+        if op not in self._kernel_ops:
+            return False
+        hdtypes = {a.dtype for a in halves}
+        if (len(hdtypes) == 1 and next(iter(hdtypes)) in launchers.HALF_DTYPES
+                and all(a.dtype == _F32 for a in stats if a is not None)):
+            return True
+        return self._kernel_for(op, *halves, *stats)
+
     def batchnorm_forward_train(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                                 momentum: float, eps: float) -> tuple[Any, Any, Any]:
-        if not self._kernel_for("batchnorm_forward_train", x, gamma, beta, running_mean, running_var):
+        if not self._bn_kernel_for("batchnorm_forward_train", (x, gamma, beta), (running_mean, running_var)):
             return super().batchnorm_forward_train(  # type: ignore[misc]
                 x, gamma, beta, running_mean, running_var, momentum, eps)
         # Running statistics are updated in place, so they are passed as they are (the launcher
@@ -327,7 +342,7 @@ class KernelOpsMixin:
 
     def batchnorm_forward_infer(self, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                                 eps: float) -> Any:
-        if not self._kernel_for("batchnorm_forward_infer", x, gamma, beta, running_mean, running_var):
+        if not self._bn_kernel_for("batchnorm_forward_infer", (x, gamma, beta), (running_mean, running_var)):
             return super().batchnorm_forward_infer(  # type: ignore[misc]
                 x, gamma, beta, running_mean, running_var, eps)
         c = self._contig
@@ -335,7 +350,7 @@ class KernelOpsMixin:
                                                 c(running_var), eps)
 
     def batchnorm_backward(self, dy: Any, x: Any, gamma: Any, mean: Any, invstd: Any) -> tuple[Any, Any, Any]:
-        if not self._kernel_for("batchnorm_backward", dy, x, gamma, mean, invstd):
+        if not self._bn_kernel_for("batchnorm_backward", (dy, x, gamma), (mean, invstd)):
             return super().batchnorm_backward(dy, x, gamma, mean, invstd)  # type: ignore[misc]
         c = self._contig
         return launchers.batchnorm_backward(self.kernels, self.xp, c(dy), c(x), c(gamma), c(mean), c(invstd))

@@ -29,8 +29,8 @@ MAX_GRID = 65535  # below every architecture's gridDim.x limit; the kernels grid
 ADAM_CHUNK = 1 << 30  # adam's `n` is an int: bigger buffers are updated in several launches
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 SUPPORTED_DTYPES = tuple(_SUFFIX)  # every kernel family; the backend routes only these to kernels
-# 16-bit variants, so far of im2col / col2im and max-pool only (kernels/im2col.cu, maxpool.cu; the
-# casts are in cast_launch.py). Their launchers take `_suffix(..., half=True)`.
+# 16-bit variants, so far of im2col / col2im, max-pool and batch norm (kernels/im2col.cu, maxpool.cu,
+# batchnorm.cu; the casts are in cast_launch.py). Their launchers take `_suffix(..., half=True)`.
 _HALF_SUFFIX = {np.dtype(np.float16): "f16", np.dtype(ml_dtypes.bfloat16): "bf16"}
 HALF_DTYPES = tuple(_HALF_SUFFIX)
 PLANE_BLOCKS = 2048  # blocks per launch of the 2-D kernels: about two waves of resident blocks on 132 SMs
@@ -232,17 +232,25 @@ def maxpool2d_backward(kernels: KernelCache, xp: Any, dy: Any, argmax: Any, x_sh
 
 # -- batchnorm.cu -----------------------------------------------------------------------------
 def _bn_layout(xp: Any, x: Any, where: str, name: str = "x") -> tuple[str, int, int, int]:
-    """(dtype suffix, N, C, S) for (N, C, *spatial) input, S = product of the spatial sizes (1 for 2-D)."""
+    """(dtype suffix, N, C, S) for (N, C, *spatial) input, S = product of the spatial sizes (1 for 2-D).
+    float32, float64, float16 or bfloat16 (the 16-bit kernels of batchnorm.cu's GPUNN_HALF sections)."""
     _check_array(xp, x, name, where)
     if x.ndim < 2:
         raise ValueError(f"{where}: argument '{name}' must have at least 2 dimensions (N, C, ...), "
                          f"got shape {tuple(x.shape)}")
-    sfx = _suffix(x, name, where)
+    sfx = _suffix(x, name, where, half=True)
     n, c = x.shape[:2]
     s = int(np.prod(x.shape[2:], dtype=np.int64))
     if n < 1 or c < 1 or s < 1:
         raise ValueError(f"{where}: argument '{name}' must be non-empty, got shape {tuple(x.shape)}")
     return sfx, n, c, s
+
+
+def _bn_acc(dtype: Any) -> np.dtype:
+    """The dtype of batch norm's statistics for x of `dtype` (norm.py's stat_dtype): float32 for the
+    16-bit types (their running statistics, saved mean / invstd and part buffers), else x's own."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype in _HALF_SUFFIX else dtype
 
 
 def bn_parts(c: int, m: int) -> int:
@@ -271,25 +279,26 @@ def batchnorm_forward_train(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
                             running_var: Any, momentum: float, eps: float) -> tuple[Any, Any, Any]:
     where = "batchnorm_forward_train"
     sfx, n, c, s = _bn_layout(xp, x, where)
+    acc = _bn_acc(x.dtype)  # 16-bit x: float32 statistics, running and saved (gamma / beta are x's dtype)
     _per_channel(xp, where, x.dtype, c, gamma=gamma, beta=beta)
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{where}: arguments 'running_mean' and 'running_var' must both be arrays or both None")
     update = running_mean is not None
     if update:
-        _per_channel(xp, where, x.dtype, c, writable=True, running_mean=running_mean, running_var=running_var)
+        _per_channel(xp, where, acc, c, writable=True, running_mean=running_mean, running_var=running_var)
     if not 0.0 <= float(momentum) <= 1.0:
         raise ValueError(f"{where}: argument 'momentum' must be in [0, 1], got {momentum!r}")
     if not float(eps) > 0.0:
         raise ValueError(f"{where}: argument 'eps' must be > 0, got {eps!r}")
-    scalar = x.dtype.type
+    scalar = acc.type
     y = xp.empty_like(x)
-    mean = xp.empty((c,), dtype=x.dtype)
-    invstd = xp.empty((c,), dtype=x.dtype)
+    mean = xp.empty((c,), dtype=acc)
+    invstd = xp.empty((c,), dtype=acc)
     # With no running statistics the kernel never touches those pointers; pass the saved buffers.
     rm, rv = (running_mean, running_var) if update else (mean, invstd)
     ints, parts, p32, part_grid, channel_grid, element_grid = _bn_plan(where, n, c, s)
-    part_mean = xp.empty((c, parts), dtype=x.dtype)
-    part_m2 = xp.empty((c, parts), dtype=x.dtype)
+    part_mean = xp.empty((c, parts), dtype=acc)
+    part_m2 = xp.empty((c, parts), dtype=acc)
     kernels.function("batchnorm", f"bn_part_stats_{sfx}")(part_grid, (BLOCK,), (x, part_mean, part_m2, *ints, p32))
     kernels.function("batchnorm", f"bn_finalize_stats_{sfx}")(
         channel_grid, (BLOCK,), (part_mean, part_m2, mean, invstd, rm, rv, *ints, p32, scalar(momentum),
@@ -302,13 +311,15 @@ def batchnorm_forward_infer(kernels: KernelCache, xp: Any, x: Any, gamma: Any, b
                             running_var: Any, eps: float) -> Any:
     where = "batchnorm_forward_infer"
     sfx, n, c, s = _bn_layout(xp, x, where)
-    _per_channel(xp, where, x.dtype, c, gamma=gamma, beta=beta, running_mean=running_mean, running_var=running_var)
+    acc = _bn_acc(x.dtype)
+    _per_channel(xp, where, x.dtype, c, gamma=gamma, beta=beta)
+    _per_channel(xp, where, acc, c, running_mean=running_mean, running_var=running_var)
     if not float(eps) > 0.0:
         raise ValueError(f"{where}: argument 'eps' must be > 0, got {eps!r}")
     y = xp.empty_like(x)
     ints, _, _, _, _, element_grid = _bn_plan(where, n, c, s)
     kernels.function("batchnorm", f"bn_fwd_infer_{sfx}")(
-        element_grid, (BLOCK,), (x, gamma, beta, running_mean, running_var, y, *ints, x.dtype.type(eps)))
+        element_grid, (BLOCK,), (x, gamma, beta, running_mean, running_var, y, *ints, acc.type(eps)))
     return y
 
 
@@ -316,20 +327,26 @@ def batchnorm_backward(kernels: KernelCache, xp: Any, dy: Any, x: Any, gamma: An
                        invstd: Any) -> tuple[Any, Any, Any]:
     where = "batchnorm_backward"
     sfx, n, c, s = _bn_layout(xp, x, where)
+    acc = _bn_acc(x.dtype)  # 16-bit x: float32 mean / invstd; dgamma / dbeta in gamma's (= x's) dtype
     _check_array(xp, dy, "dy", where, dtype=x.dtype, shape=x.shape)
-    _per_channel(xp, where, x.dtype, c, gamma=gamma, mean=mean, invstd=invstd)
+    _per_channel(xp, where, x.dtype, c, gamma=gamma)
+    _per_channel(xp, where, acc, c, mean=mean, invstd=invstd)
     dx = xp.empty_like(x)
     dgamma = xp.empty((c,), dtype=x.dtype)
     dbeta = xp.empty((c,), dtype=x.dtype)
     ints, parts, p32, part_grid, channel_grid, element_grid = _bn_plan(where, n, c, s)
-    part_dy = xp.empty((c, parts), dtype=x.dtype)
-    part_dyx = xp.empty((c, parts), dtype=x.dtype)
+    part_dy = xp.empty((c, parts), dtype=acc)
+    part_dyx = xp.empty((c, parts), dtype=acc)
     kernels.function("batchnorm", f"bn_part_grad_sums_{sfx}")(part_grid, (BLOCK,),
                                                              (dy, x, mean, invstd, part_dy, part_dyx, *ints, p32))
-    kernels.function("batchnorm", f"bn_finalize_grad_{sfx}")(channel_grid, (BLOCK,),
-                                                            (part_dy, part_dyx, dgamma, dbeta, ints[1], p32))
+    if acc == x.dtype:
+        finalize_args, dg_acc, db_acc = (part_dy, part_dyx, dgamma, dbeta), dgamma, dbeta
+    else:  # 16-bit: the float32 sums (which dx uses unrounded) besides the rounded gradients
+        dg_acc, db_acc = xp.empty((c,), dtype=acc), xp.empty((c,), dtype=acc)
+        finalize_args = (part_dy, part_dyx, dg_acc, db_acc, dgamma, dbeta)
+    kernels.function("batchnorm", f"bn_finalize_grad_{sfx}")(channel_grid, (BLOCK,), (*finalize_args, ints[1], p32))
     kernels.function("batchnorm", f"bn_bwd_apply_{sfx}")(element_grid, (BLOCK,),
-                                                        (dy, x, gamma, mean, invstd, dgamma, dbeta, dx, *ints))
+                                                        (dy, x, gamma, mean, invstd, dg_acc, db_acc, dx, *ints))
     return dx, dgamma, dbeta
 
 

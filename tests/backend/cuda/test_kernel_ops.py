@@ -50,7 +50,8 @@ def test_compiles_lazily_and_only_the_ops_switched_on():
 def test_unsupported_dtype_takes_the_generic_path():
     be = _fresh()
     x = np.random.default_rng(1).standard_normal((1, 2, 4, 4)).astype(np.float16)
-    # batch norm has no 16-bit kernel: the generic op, nothing compiles
+    # batch norm's 16-bit kernels take float32 running statistics: with float16 ones, the generic op
+    # runs and nothing compiles (tests/backend/cuda/test_launchers_batchnorm_half.py has the kernel path)
     c = np.ones(2, np.float16)
     y = be.batchnorm_forward_infer(x, c, c * 0, c * 0, c, 1e-5)
     assert y.dtype == np.float16

@@ -357,8 +357,8 @@ def test_half_im2col_maxpool_launchers_reject_bad_inputs(device_backend):
 
 
 def test_other_families_still_refuse_16_bit_arrays():
-    """Only im2col / col2im / max-pool have 16-bit kernels: the shared dtype check stays float32 /
-    float64 elsewhere (dropout, batch norm, adam, gemm, conv), and the backend routes only those."""
+    """The shared dtype check stays float32 / float64 unless a launcher asks for half=True (im2col /
+    col2im / max-pool here; batch norm, test_launchers_batchnorm_half.py): dropout, adam, gemm, conv."""
     for dtype in (F16, BF16):
         with pytest.raises(TypeError, match="'x' must be float32 or float64 for the CUDA kernels"):
             launchers._suffix(np.zeros(1, dtype), "x", "dropout_forward")
