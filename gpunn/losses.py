@@ -40,6 +40,7 @@ from gpunn._checks import check_float_array, nonneg_real, positive_real, real_ar
 from gpunn.backend import get_backend, is_foreign_array, to_host
 from gpunn.backend.values import host_scalar
 from gpunn.backend.base import native_byte_order
+from gpunn.backend.ops.cast import is_half
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -147,7 +148,7 @@ class Loss:
             pred = be.asarray(pred, where=f"{self.name}.forward")
         check_float_array(pred, "pred", f"{self.name}.forward", ndim, layout)
         pred = pred if be.is_native(pred) else be.asarray(native_byte_order(to_host(pred)))
-        if pred.dtype.itemsize == 2:  # a mixed-precision model's float16/bfloat16 output: losses are float32
+        if is_half(pred):  # a mixed-precision model's float16/bfloat16 output: losses are float32
             pred = pred.astype(np.float32)
         return pred
 

@@ -77,12 +77,7 @@ class Adam(Optimizer):
         if self.clipnorm is not None or self.clipvalue is not None or self.grad_sync is not None:
             super().apply_step_mixed(half_grad, inv_scale, found_inf)
             return
-        self._require_prepared("apply_step_mixed")
-        where = f"{self._where}.apply_step_mixed"
-        self._check_half_grad(half_grad, where)
-        if (inv_scale is None) != (found_inf is None):
-            raise ValueError(f"{where}: arguments 'inv_scale' and 'found_inf' go together (fp16's loss scaling); "
-                             f"give both or neither, got inv_scale={inv_scale!r} and found_inf={found_inf!r}")
+        self._check_mixed_args(half_grad, inv_scale, found_inf)
         backend = self.backend
         xp = backend.xp
         scaled = found_inf is not None

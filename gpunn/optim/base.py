@@ -47,6 +47,7 @@ import numpy as np
 from gpunn._checks import is_real, real_arg
 from gpunn.backend import Backend, get_backend, to_host, use_backend
 from gpunn.backend.base import native_byte_order
+from gpunn.backend.ops.cast import is_half
 from gpunn.errors import DistributedError
 from gpunn.parameter import Parameter
 
@@ -544,13 +545,8 @@ class Optimizer:
 
         Subclasses with a fused kernel (Adam) override this to unscale inside the update itself.
         After the call `param.grad` holds the float32 (unscaled) gradient, as after torch's unscale_."""
-        self._require_prepared("apply_step_mixed")
+        self._check_mixed_args(half_grad, inv_scale, found_inf)
         backend = self._backend
-        where = f"{self._where}.apply_step_mixed"
-        self._check_half_grad(half_grad, where)
-        if (inv_scale is None) != (found_inf is None):
-            raise ValueError(f"{where}: arguments 'inv_scale' and 'found_inf' go together (fp16's loss scaling); "
-                             f"give both or neither, got inv_scale={inv_scale!r} and found_inf={found_inf!r}")
         if found_inf is None:
             backend.cast_to_float(half_grad, out=self._flat_grad)
             self._apply(check_finite=True)
@@ -558,10 +554,15 @@ class Optimizer:
         backend.unscale_into(half_grad, inv_scale, found_inf, out=self._flat_grad)
         self._apply_skippable(found_inf)
 
-    def _check_half_grad(self, half_grad: Any, where: str) -> None:
+    def _check_mixed_args(self, half_grad: Any, inv_scale: Any, found_inf: Any) -> None:
+        """apply_step_mixed's checks (prepared; a flat 16-bit gradient; inv_scale and found_inf together)."""
+        self._require_prepared("apply_step_mixed")
+        where = f"{self._where}.apply_step_mixed"
         total = int(self._flat_data.shape[0])
-        if not self._backend.is_native(half_grad) or tuple(half_grad.shape) != (total,) \
-                or half_grad.dtype.itemsize != 2:
+        if (inv_scale is None) != (found_inf is None):
+            raise ValueError(f"{where}: arguments 'inv_scale' and 'found_inf' go together (fp16's loss scaling); "
+                             f"give both or neither, got inv_scale={inv_scale!r} and found_inf={found_inf!r}")
+        if not self._backend.is_native(half_grad) or tuple(half_grad.shape) != (total,) or not is_half(half_grad):
             raise ValueError(f"{where}: argument 'half_grad' must be a 1-D float16 or bfloat16 array of this "
                              f"optimizer's backend with {total} elements (the flat layout of its parameters), got "
                              f"{type(half_grad).__name__} of shape {tuple(getattr(half_grad, 'shape', ()))} and dtype "

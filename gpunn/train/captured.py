@@ -42,8 +42,8 @@ from gpunn.backend.values import device_values
 from gpunn.losses import Loss, get_loss
 from gpunn.metrics import device_metric, get_metric
 from gpunn.optim.base import Optimizer
-from gpunn.regularizers import regularization_loss
 from gpunn.precision import get_policy
+from gpunn.regularizers import regularization_loss
 from gpunn.train.mixed_precision import MixedPrecision, ensure_built, float32_outputs, for_model
 from gpunn.train.outputs import loss_names, weighted_loss_device
 

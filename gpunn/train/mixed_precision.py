@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from gpunn.backend import Backend
+from gpunn.backend.ops.cast import is_half
 from gpunn.optim.base import Optimizer
 from gpunn.optim.grad_scaler import GradScaler
 from gpunn.parameter import Parameter
@@ -281,9 +282,7 @@ def float32_outputs(out: Any) -> Any:
     what losses, metrics and predict() read under a mixed policy."""
     if isinstance(out, (list, tuple)):
         return type(out)(float32_outputs(o) for o in out)
-    if getattr(out, "dtype", None) is not None and np.dtype(out.dtype).itemsize == 2:
-        return out.astype(np.float32)
-    return out
+    return out.astype(np.float32) if is_half(out) else out
 
 
 def for_model(model: Any) -> MixedPrecision | None:

@@ -31,7 +31,8 @@ from gpunn.backend.cpu import threads as cpu_threads
 from gpunn.backend.base import Backend
 from gpunn.backend.cpu.conv import FrameConvOps
 from gpunn.backend.ops.activation import check_relu_grad
-from gpunn.backend.ops.dense import check_matmul, is_half
+from gpunn.backend.ops.cast import is_half
+from gpunn.backend.ops.dense import check_matmul
 from gpunn.backend.ops.norm import stat_dtype, update_running_stats
 from gpunn.backend.ops.optim import _check_flat, adam_range, check_step_scalars
 

@@ -20,7 +20,7 @@ import numpy as np
 from gpunn.backend.cuda import cast_launch, conv_launch, dropout_launch, gemm_launch, gemm_tc_launch, launchers
 from gpunn.backend.cuda.source import KernelCache, ModuleLoader
 from gpunn.backend.ops.conv import check_conv_grad, check_relu_y
-from gpunn.backend.ops.cast import HALF_DTYPES, check_out, check_scale_args
+from gpunn.backend.ops.cast import HALF_DTYPES, check_out, check_scale_args, is_half
 from gpunn.backend.ops.dense import check_matmul
 from gpunn.backend.ops.optim import check_mixed_args
 
@@ -39,12 +39,6 @@ HALF_KERNEL_OPS: frozenset[str] = frozenset({"im2col", "col2im", "maxpool2d_forw
 _F32 = np.dtype(np.float32)
 #: gemm_tc precision for a pair of 2-D operands of one 16-bit dtype
 _TC_HALF = {np.dtype(np.float16): "fp16", HALF_DTYPES[1]: "bf16"}
-
-
-def _is_half(a: Any) -> bool:
-    """A float16 or bfloat16 array (a mixed-precision step's activations)."""
-    dtype = getattr(a, "dtype", None)
-    return dtype is not None and np.dtype(dtype).itemsize == 2 and np.dtype(dtype).name in ("float16", "bfloat16")
 
 
 def resolve_use_kernels(use_kernels: UseKernels, where: str = "use_kernels") -> frozenset[str]:
@@ -130,7 +124,7 @@ class KernelOpsMixin:
 
     # -- dropout ------------------------------------------------------------------------------
     def dropout_forward(self, x: Any, rate: float) -> tuple[Any, Any]:
-        half = _is_half(x)  # 16-bit activations: the float32 kernel on an upcast copy, so the masks come
+        half = is_half(x)  # 16-bit activations: the float32 kernel on an upcast copy, so the masks come
         # from the same device Philox stream (a captured step draws fresh ones; the generic op would not)
         probe = x.astype(np.float32) if half and isinstance(x, self.xp.ndarray) else x
         if not (isinstance(x, self.xp.ndarray) and self._kernel_for("dropout_forward", probe)):
@@ -139,7 +133,7 @@ class KernelOpsMixin:
         return (y.astype(x.dtype) if half else y), mask
 
     def dropout_backward(self, dy: Any, mask: Any, rate: float) -> Any:
-        half = _is_half(dy)
+        half = is_half(dy)
         probe = dy.astype(np.float32) if half and isinstance(dy, self.xp.ndarray) else dy
         if not (isinstance(dy, self.xp.ndarray) and self._kernel_for("dropout_backward", probe)
                 and isinstance(mask, self.xp.ndarray) and mask.dtype == np.uint8 and mask.shape == dy.shape):

@@ -28,6 +28,12 @@ import numpy as np
 HALF_DTYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
+def is_half(a: Any) -> bool:
+    """Whether `a` is an array of float16 or bfloat16 (a mixed-precision step's 16-bit values)."""
+    dt = getattr(a, "dtype", None)
+    return dt is not None and np.dtype(dt) in HALF_DTYPES
+
+
 def half_dtype(dtype: Any, where: str, name: str = "dtype") -> np.dtype:
     """np.dtype(dtype) when it is float16 or bfloat16, else a TypeError naming `name`."""
     try:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.ops.dense import is_half, round_to
+from gpunn.backend.ops.cast import is_half
+from gpunn.backend.ops.dense import round_to
 from gpunn.backend.ops.geometry import conv_output_size, window_slice
 
 Pair = tuple[int, int]

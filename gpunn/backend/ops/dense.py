@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunn.backend.ops.cast import HALF_DTYPES
+from gpunn.backend.ops.cast import is_half
 
 MATMUL_PRECISIONS = ("highest", "tf32")
 _F32 = np.dtype(np.float32)
@@ -36,12 +36,6 @@ def round_to(y: Any, dtype: Any) -> Any:
     fp16 training it is what the loss scaler's non-finite check is there to catch."""
     with np.errstate(over="ignore", invalid="ignore"):
         return y.astype(dtype)
-
-
-def is_half(a: Any) -> bool:
-    """Whether `a` is an array of float16 or bfloat16."""
-    dt = getattr(a, "dtype", None)
-    return dt is not None and np.dtype(dt) in HALF_DTYPES
 
 
 class DenseOps:
